@@ -1,0 +1,45 @@
+# Edgeward: make demo | make test | make bench | make lint
+# Each target sets up what it needs on a fresh Debian machine with Python 3.11+.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean system-deps
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Edgeward needs Python 3.11 or newer (found $$($(PYTHON) --version))" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing python3-venv"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null && \
+			$(PYTHON) -m venv $(VENV); \
+		else echo "cannot create a virtual environment: install python3-venv" >&2; exit 1; fi; }
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# Mosquitto and PostgreSQL come from Debian's packages when run as root and missing.
+system-deps:
+	@./scripts/system-deps
+
+demo: $(STAMP)
+	$(BIN)/edgeward demo
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .edgeward .pytest_cache .ruff_cache

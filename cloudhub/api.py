@@ -1,0 +1,448 @@
+"""The hub's REST API: Kubernetes-style paths over the store.
+
+Paths (``{plural}`` is devices or devicemodels; nodes are cluster-scoped)::
+
+    /healthz
+    /api/v1/nodes[/{name}]
+    /api/v1/namespaces/{namespace}/{plural}[/{name}]
+    /api/v1/{plural}                         every namespace
+
+GET lists or reads (``?watch=1&resourceVersion=N`` streams newline-delimited
+JSON events instead), POST creates, PUT replaces, PATCH applies a JSON merge
+patch, DELETE deletes. A write carrying a stale ``metadata.resourceVersion``
+gets 409. Every error is a Kubernetes ``Status`` object with the HTTP code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import edgeward
+from cloudhub.changefeed import ChangeFeed
+from cloudhub.mergepatch import merge_patch
+from cloudhub.store import Store
+from edgeward.errors import (
+    AlreadyExists,
+    Conflict,
+    EdgewardError,
+    FieldCause,
+    InvalidObject,
+    NotFound,
+)
+from edgeward.kinds import KINDS, Kind, normalize
+from edgeward.sync import ChangeRow
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+WATCH_EVENTS = {"create": "ADDED", "update": "MODIFIED", "delete": "DELETED"}
+
+
+class ApiError(EdgewardError):
+    """An HTTP error with a Kubernetes reason (BadRequest, Gone, …)."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(message)
+
+
+def status_body(
+    code: int, reason: str, message: str, causes: list[FieldCause] | None = None
+) -> dict:
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if causes:
+        body["details"] = {"causes": [{"field": c.field, "message": c.message} for c in causes]}
+    return body
+
+
+def _error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, InvalidObject):
+        code, reason, causes = 422, "Invalid", exc.causes
+    elif isinstance(exc, NotFound):
+        code, reason, causes = 404, "NotFound", None
+    elif isinstance(exc, AlreadyExists):
+        code, reason, causes = 409, "AlreadyExists", None
+    elif isinstance(exc, Conflict):
+        code, reason, causes = 409, "Conflict", None
+    elif isinstance(exc, ApiError):
+        code, reason, causes = exc.code, exc.reason, None
+    else:
+        code, reason, causes = 500, "InternalError", None
+    return JSONResponse(status_body(code, reason, str(exc), causes), status_code=code)
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON, refusing oversized, non-JSON and hostile bodies."""
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(
+                413, "RequestEntityTooLarge", f"request body exceeds {MAX_BODY_BYTES} bytes"
+            )
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError(400, "BadRequest", "request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "BadRequest", "request body is not UTF-8 text") from None
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "BadRequest", "request body is nested too deeply") from None
+
+
+def _rv_from_body(obj: Any) -> int | None:
+    """The resourceVersion precondition a written object carries, if any."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+        return None
+    rv = obj["metadata"].get("resourceVersion")
+    if rv in (None, ""):
+        return None
+    return _parse_rv(rv, "metadata.resourceVersion", body=True)
+
+
+def _parse_rv(rv: Any, where: str, body: bool = False) -> int:
+    if isinstance(rv, int) and not isinstance(rv, bool) and rv >= 0:
+        return rv
+    if isinstance(rv, str) and rv.isascii() and rv.isdigit() and len(rv) <= 19:
+        return int(rv)
+    message = "must be a non-negative integer (as a string)"
+    if body:
+        raise InvalidObject("object", "", [FieldCause(where, message)])
+    raise ApiError(400, "BadRequest", f"{where} {message}")
+
+
+def _is_watch(request: Request) -> bool:
+    return request.query_params.get("watch", "").lower() in ("1", "true", "yes")
+
+
+class Api:
+    """Endpoint implementations, one instance per app."""
+
+    def __init__(self, store: Store, feed: ChangeFeed | None) -> None:
+        self.store = store
+        self.feed = feed
+
+    # -- reads ----------------------------------------------------------------
+
+    async def list(self, kind: Kind, namespace: str | None, request: Request) -> Any:
+        if _is_watch(request):
+            return await self.watch(kind, namespace, None, request)
+        items, head = await run_in_threadpool(self.store.list, kind, namespace)
+        return {
+            "apiVersion": "v1",
+            "kind": f"{kind.name}List",
+            "metadata": {"resourceVersion": str(head)},
+            "items": items,
+        }
+
+    async def get(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
+        if _is_watch(request):
+            return await self.watch(kind, namespace, name, request)
+        return await run_in_threadpool(self.store.get, kind, namespace, name)
+
+    async def watch(
+        self, kind: Kind, namespace: str | None, name: str | None, request: Request
+    ) -> StreamingResponse:
+        if self.feed is None:
+            raise ApiError(501, "NotImplemented", "this hub serves no watches")
+        raw_rv = request.query_params.get("resourceVersion")
+        since = None if raw_rv in (None, "", "0") else _parse_rv(raw_rv, "resourceVersion")
+        if since is not None:
+            compacted, _ = await run_in_threadpool(self.store.log_bounds)
+            if since < compacted:
+                raise ApiError(
+                    410,
+                    "Gone",
+                    f"resourceVersion {since} is older than the change log "
+                    f"(which starts after {compacted}); list again and watch from its revision",
+                )
+
+        def wanted(row: ChangeRow) -> bool:
+            return (
+                row.kind == kind.name
+                and (namespace is None or not kind.namespaced or row.namespace == namespace)
+                and (name is None or row.name == name)
+            )
+
+        return StreamingResponse(
+            self._events(kind, namespace, name, since, wanted),
+            media_type="application/x-ndjson",
+        )
+
+    async def _events(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str | None,
+        since: int | None,
+        wanted: Callable[[ChangeRow], bool],
+    ) -> AsyncIterator[bytes]:
+        assert self.feed is not None
+        sub = self.feed.subscribe_all()
+        try:
+            if since is None:
+                items, since = await run_in_threadpool(self.store.list, kind, namespace)
+                for obj in items:
+                    if name is None or obj["metadata"]["name"] == name:
+                        yield _event("ADDED", obj)
+            after = since
+            while True:
+                rows = await run_in_threadpool(self.store.changes_after, after, 1000)
+                for row in rows:
+                    if wanted(row):
+                        yield _event(WATCH_EVENTS[row.op], row.body)
+                    after = row.revision
+                if len(rows) < 1000:
+                    break
+            while True:
+                await sub.wait()
+                if sub.overflowed:
+                    sub.recovered()
+                    rows = await run_in_threadpool(self.store.changes_after, after, 1000)
+                else:
+                    rows = sub.take()
+                for row in rows:
+                    if row.revision > after:
+                        if wanted(row):
+                            yield _event(WATCH_EVENTS[row.op], row.body)
+                        after = row.revision
+        finally:
+            sub.close()
+
+    # -- writes ---------------------------------------------------------------
+
+    async def create(self, kind: Kind, namespace: str | None, request: Request) -> JSONResponse:
+        body = await read_json(request)
+        obj = normalize(kind, body, namespace)
+        created = await run_in_threadpool(self.store.create, kind, obj)
+        return JSONResponse(created, status_code=201)
+
+    async def replace(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
+        body = await read_json(request)
+        expected = _rv_from_body(body)
+        obj = normalize(kind, body, namespace)
+        _same_name(kind, obj, name)
+        return await run_in_threadpool(self.store.replace, kind, obj, expected)
+
+    async def patch(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("", "application/json", "application/merge-patch+json"):
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"PATCH takes application/merge-patch+json, not {ctype}",
+            )
+        patch = await read_json(request)
+        if not isinstance(patch, dict):
+            raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+        expected = _rv_from_body(patch)
+        for _attempt in range(5):
+            current = await run_in_threadpool(self.store.get, kind, namespace, name)
+            merged = merge_patch({k: v for k, v in current.items() if k != "status"}, patch)
+            obj = normalize(kind, merged, namespace)
+            _same_name(kind, obj, name)
+            try:
+                return await run_in_threadpool(
+                    self.store.replace,
+                    kind,
+                    obj,
+                    expected or int(current["metadata"]["resourceVersion"]),
+                )
+            except Conflict:
+                if expected is not None:
+                    raise
+        raise ApiError(409, "Conflict", f'{kind.name} "{name}" keeps changing; retry the patch')
+
+    async def delete(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
+        raw_rv = request.query_params.get("resourceVersion")
+        expected = None if raw_rv in (None, "") else _parse_rv(raw_rv, "resourceVersion")
+        return await run_in_threadpool(self.store.delete, kind, namespace, name, expected)
+
+
+def _same_name(kind: Kind, obj: dict[str, Any], name: str) -> None:
+    if obj["metadata"]["name"] != name:
+        raise InvalidObject(
+            kind.name,
+            obj["metadata"]["name"],
+            [FieldCause("metadata.name", f'must match the name in the URL ("{name}")')],
+        )
+
+
+def _event(kind: str, obj: dict[str, Any]) -> bytes:
+    return (json.dumps({"type": kind, "object": obj}, separators=(",", ":")) + "\n").encode()
+
+
+def create_app(store: Store, feed: ChangeFeed | None = None) -> FastAPI:
+    """The REST API app over ``store``; ``feed`` serves watches."""
+    app = FastAPI(
+        title="Edgeward cloudhub",
+        version=edgeward.__version__,
+        description="The fleet's desired state: nodes, devices and device models.",
+    )
+    api = Api(store, feed)
+
+    @app.exception_handler(EdgewardError)
+    async def _on_error(_request: Request, exc: EdgewardError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "BadRequest")
+        message = "no such path" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(
+            status_body(exc.status_code, reason, message), status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        causes = [
+            FieldCause(".".join(str(p) for p in e.get("loc", ())), e.get("msg", "invalid"))
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_body(422, "Invalid", "invalid request", causes), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _on_crash(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error serving a request")
+        return JSONResponse(
+            status_body(500, "InternalError", "internal error; see the hub log"), 500
+        )
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        head = await run_in_threadpool(store.head)
+        return {"status": "ok", "revision": head, "version": edgeward.__version__}
+
+    for kind in KINDS:
+        _add_kind_routes(app, api, kind)
+    return app
+
+
+def _add_kind_routes(app: FastAPI, api: Api, kind: Kind) -> None:
+    p = kind.plural
+    tags = [p]
+    if kind.namespaced:
+        coll = f"/api/v1/namespaces/{{namespace}}/{p}"
+
+        async def list_ns(namespace: str, request: Request) -> Any:
+            return await api.list(kind, namespace, request)
+
+        async def list_all(request: Request) -> Any:
+            return await api.list(kind, None, request)
+
+        async def create(namespace: str, request: Request) -> Any:
+            return await api.create(kind, namespace, request)
+
+        async def get(namespace: str, name: str, request: Request) -> Any:
+            return await api.get(kind, namespace, name, request)
+
+        async def replace(namespace: str, name: str, request: Request) -> Any:
+            return await api.replace(kind, namespace, name, request)
+
+        async def patch(namespace: str, name: str, request: Request) -> Any:
+            return await api.patch(kind, namespace, name, request)
+
+        async def delete(namespace: str, name: str, request: Request) -> Any:
+            return await api.delete(kind, namespace, name, request)
+
+        app.add_api_route(
+            f"/api/v1/{p}",
+            list_all,
+            methods=["GET"],
+            tags=tags,
+            summary=f"List or watch {p} in every namespace",
+            operation_id=f"list_{p}_all_namespaces",
+        )
+    else:
+        coll = f"/api/v1/{p}"
+
+        async def list_ns(request: Request) -> Any:  # type: ignore[misc]
+            return await api.list(kind, None, request)
+
+        async def create(request: Request) -> Any:  # type: ignore[misc]
+            return await api.create(kind, None, request)
+
+        async def get(name: str, request: Request) -> Any:  # type: ignore[misc]
+            return await api.get(kind, None, name, request)
+
+        async def replace(name: str, request: Request) -> Any:  # type: ignore[misc]
+            return await api.replace(kind, None, name, request)
+
+        async def patch(name: str, request: Request) -> Any:  # type: ignore[misc]
+            return await api.patch(kind, None, name, request)
+
+        async def delete(name: str, request: Request) -> Any:  # type: ignore[misc]
+            return await api.delete(kind, None, name, request)
+
+    item = f"{coll}/{{name}}"
+    app.add_api_route(
+        coll,
+        list_ns,
+        methods=["GET"],
+        tags=tags,
+        summary=f"List or watch {p}",
+        operation_id=f"list_{p}",
+    )
+    app.add_api_route(
+        coll,
+        create,
+        methods=["POST"],
+        tags=tags,
+        status_code=201,
+        summary=f"Create a {kind.name}",
+        operation_id=f"create_{p}",
+    )
+    app.add_api_route(
+        item,
+        get,
+        methods=["GET"],
+        tags=tags,
+        summary=f"Read or watch a {kind.name}",
+        operation_id=f"read_{p}",
+    )
+    app.add_api_route(
+        item,
+        replace,
+        methods=["PUT"],
+        tags=tags,
+        summary=f"Replace a {kind.name}",
+        operation_id=f"replace_{p}",
+    )
+    app.add_api_route(
+        item,
+        patch,
+        methods=["PATCH"],
+        tags=tags,
+        summary=f"Merge-patch a {kind.name}",
+        operation_id=f"patch_{p}",
+    )
+    app.add_api_route(
+        item,
+        delete,
+        methods=["DELETE"],
+        tags=tags,
+        summary=f"Delete a {kind.name}",
+        operation_id=f"delete_{p}",
+    )

@@ -1,0 +1,151 @@
+"""The change feed: reads each new change-log row once and hands it to subscribers.
+
+A commit in this process wakes the feed at once (``notify``); commits by
+other hub replicas sharing the database are found by polling. Subscribers
+are node sessions (rows that touch one node) and API watches (every row).
+A subscriber that falls more than ``max_buffered`` rows behind is marked
+``overflowed`` and drops its buffer: it re-reads what it missed from the
+database, so a slow reader costs disk reads, never unbounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from edgeward.kinds import ALL_NODES
+from edgeward.sync import ChangeRow
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    """Rows for one consumer, in revision order."""
+
+    def __init__(self, feed: ChangeFeed, node: str | None, max_buffered: int) -> None:
+        self.node = node
+        self._feed = feed
+        self._rows: deque[ChangeRow] = deque()
+        self._ready = asyncio.Event()
+        self._max = max_buffered
+        self.overflowed = False
+
+    def _push(self, row: ChangeRow) -> None:
+        if self.overflowed:
+            return
+        if len(self._rows) >= self._max:
+            self.overflowed = True
+            self._rows.clear()
+        else:
+            self._rows.append(row)
+        self._ready.set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until rows (or an overflow) are ready; False on timeout."""
+        if self._rows or self.overflowed:
+            return True
+        self._ready.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def take(self) -> list[ChangeRow]:
+        """Buffered rows; call after ``wait``. Check ``overflowed`` first."""
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
+    def recovered(self) -> None:
+        """The consumer re-read what it missed; buffer again from now on."""
+        self.overflowed = False
+
+    def close(self) -> None:
+        self._feed._remove(self)
+
+
+class ChangeFeed:
+    """One reader of the change log per hub process, fanning rows out."""
+
+    def __init__(
+        self,
+        read_after: Callable[[int, int], list[ChangeRow]],
+        start: int,
+        poll_interval: float = 1.0,
+        max_buffered: int = 10_000,
+    ) -> None:
+        self._read_after = read_after
+        self.last = start
+        self._poll = poll_interval
+        self._max = max_buffered
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._by_node: dict[str, set[Subscription]] = {}
+        self._all: set[Subscription] = set()
+
+    def notify(self, head: int) -> None:
+        """A commit reached ``head``; safe to call from any thread."""
+        if head > self.last:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def subscribe_node(self, node: str) -> Subscription:
+        sub = Subscription(self, node, self._max)
+        self._by_node.setdefault(node, set()).add(sub)
+        return sub
+
+    def subscribe_all(self) -> Subscription:
+        sub = Subscription(self, None, self._max)
+        self._all.add(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        if sub.node is None:
+            self._all.discard(sub)
+            return
+        subs = self._by_node.get(sub.node)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_node[sub.node]
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._drain()
+            except Exception:
+                log.exception("change feed: reading the change log failed; retrying")
+                await asyncio.sleep(self._poll)
+
+    async def _drain(self) -> None:
+        while True:
+            rows = await asyncio.to_thread(self._read_after, self.last, 1000)
+            if not rows:
+                return
+            for row in rows:
+                self._dispatch(row)
+            self.last = rows[-1].revision
+            if len(rows) < 1000:
+                return
+
+    def _dispatch(self, row: ChangeRow) -> None:
+        for sub in self._all:
+            sub._push(row)
+        if row.route == ALL_NODES:
+            for subs in self._by_node.values():
+                for sub in subs:
+                    sub._push(row)
+            return
+        targets = {row.route, row.prev_route} - {None}
+        for node in targets:
+            for sub in self._by_node.get(node, ()):  # type: ignore[arg-type]
+                sub._push(row)

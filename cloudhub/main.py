@@ -1,0 +1,176 @@
+"""``cloudhub``: run the hub (REST API + edge endpoint) until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from websockets.asyncio.server import serve as ws_serve
+
+import edgeward
+from cloudhub.api import create_app
+from cloudhub.changefeed import ChangeFeed
+from cloudhub.config import HubConfig
+from cloudhub.db import open_engine
+from cloudhub.edgeserver import EdgeServer
+from cloudhub.nodes import NodeRegistry
+from cloudhub.store import Store
+from edgeward import protocol
+from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
+from edgeward.daemon import setup_logging, stop_on_signals
+from edgeward.errors import ConfigError
+
+log = logging.getLogger("cloudhub")
+
+DEFAULT_CONFIG = "/etc/edgeward/cloudhub.yaml"
+FLAGS = (
+    "bind",
+    "api_port",
+    "edge_port",
+    "data_dir",
+    "database",
+    "node_grace_period",
+    "change_log_retention",
+    "log_level",
+)
+COMPACT_INTERVAL = 60.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="cloudhub",
+        description="The Edgeward hub: holds the fleet's desired state, serves the REST API "
+        "and the edge nodes' websocket endpoint. Flags override the config file.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML config file (default: {DEFAULT_CONFIG} when it exists)",
+    )
+    parser.add_argument(
+        "--print-default-config",
+        action="store_true",
+        help="print a commented config with every default and exit",
+    )
+    add_flags(parser, HubConfig, FLAGS)
+    parser.add_argument("--version", action="version", version=f"cloudhub {edgeward.__version__}")
+    return parser.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> HubConfig:
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    data = read_yaml(path) if path else {}
+    return build(HubConfig, merged(data, flag_values(args, FLAGS)))
+
+
+class _ApiServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The hub's supervisor owns SIGTERM/SIGINT and stops every part in order.
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise ConfigError([f"cannot listen on {host}:{port}: {exc.strerror}"]) from None
+
+
+async def run_hub(config: HubConfig) -> None:
+    data_dir = Path(config.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_engine(config.database_url())
+    store = Store(engine)
+    await asyncio.to_thread(store.migrate)
+    feed = ChangeFeed(store.changes_after, start=await asyncio.to_thread(store.head))
+    store.on_commit(feed.notify)
+    nodes = NodeRegistry(store, config.node_grace_period)
+    edge = EdgeServer(store, feed, nodes)
+
+    api_sock = _listen(config.bind, config.api_port)
+    edge_sock = _listen(config.bind, config.edge_port)
+    api_port, edge_port = api_sock.getsockname()[1], edge_sock.getsockname()[1]
+    api_server = _ApiServer(
+        uvicorn.Config(
+            create_app(store, feed),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    stop = stop_on_signals()
+    async with (
+        ws_serve(
+            edge.handle, sock=edge_sock, max_size=protocol.MAX_FRAME_BYTES, compression=None
+        ) as ws_server,
+        asyncio.TaskGroup() as tg,
+    ):
+        tasks = [
+            tg.create_task(feed.run()),
+            tg.create_task(nodes.run_expiry()),
+            tg.create_task(_compact_forever(store, config.change_log_retention)),
+        ]
+        api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
+        address = {
+            "api": f"http://{config.bind}:{api_port}",
+            "edge": f"ws://{config.bind}:{edge_port}",
+            "pid": os.getpid(),
+        }
+        (data_dir / "cloudhub.json").write_text(json.dumps(address) + "\n")
+        log.info(
+            "cloudhub %s serving the REST API on %s and edges on %s (database %s)",
+            edgeward.__version__,
+            address["api"],
+            address["edge"],
+            engine.url.render_as_string(),
+        )
+        stop_task = tg.create_task(stop.wait())
+        await asyncio.wait([stop_task, api_task], return_when=asyncio.FIRST_COMPLETED)
+        log.info("cloudhub shutting down")
+        api_server.should_exit = True
+        ws_server.close()
+        for task in (*tasks, stop_task):
+            task.cancel()
+    engine.dispose()
+
+
+async def _compact_forever(store: Store, keep: int) -> None:
+    while True:
+        await asyncio.sleep(COMPACT_INTERVAL)
+        try:
+            await asyncio.to_thread(store.compact, keep)
+        except Exception:
+            log.exception("compacting the change log failed; retrying")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.print_default_config:
+        sys.stdout.write(render_defaults(HubConfig, "cloudhub configuration (cloudhub.yaml)"))
+        return 0
+    try:
+        config = load_config(args)
+        setup_logging(config.log_level, "cloudhub")
+        asyncio.run(run_hub(config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"cloudhub: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

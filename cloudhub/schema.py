@@ -1,0 +1,122 @@
+"""The hub's tables and their migrations (SQLAlchemy Core, SQLite and PostgreSQL).
+
+``revision`` is a one-row table: every write bumps ``head`` first, which takes
+the row lock, so writes (from any hub replica) commit in revision order and a
+reader that sees revision N sees every revision before it. ``changes`` is the
+change log the edges resume from; ``compacted`` is the highest revision
+already dropped from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    inspect,
+    select,
+    update,
+)
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+)
+
+revision = Table(
+    "revision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("head", BigInteger, nullable=False),
+    Column("compacted", BigInteger, nullable=False),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("kind", String(64), primary_key=True),
+    Column("namespace", String(63), primary_key=True),  # "" for cluster-scoped kinds
+    Column("name", String(253), primary_key=True),
+    Column("resource_version", BigInteger, nullable=False),
+    Column("route", String(253), nullable=True),  # node name, "*" for every node, or NULL
+    Column("body", Text, nullable=False),
+)
+Index("objects_route", objects.c.route)
+
+changes = Table(
+    "changes",
+    metadata,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(64), nullable=False),
+    Column("namespace", String(63), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("op", String(8), nullable=False),  # create | update | delete
+    Column("route", String(253), nullable=True),
+    Column("prev_route", String(253), nullable=True),
+    Column("body", Text, nullable=False),
+)
+Index("changes_route", changes.c.route, changes.c.revision)
+Index("changes_prev_route", changes.c.prev_route, changes.c.revision)
+
+node_leases = Table(
+    "node_leases",
+    metadata,
+    Column("node", String(253), primary_key=True),
+    Column("heartbeat", Float, nullable=False),  # seconds since the epoch, hub clock
+    Column("ready", Boolean, nullable=False),
+    Column("usage", Text, nullable=False),  # the node's last reported usage, JSON
+)
+
+node_sync = Table(
+    "node_sync",
+    metadata,
+    Column("node", String(253), primary_key=True),
+    Column("report_seq", BigInteger, nullable=False),  # highest outbox seq persisted
+    Column("acked_revision", BigInteger, nullable=False),  # highest revision the edge acked
+)
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(
+        conn, tables=[revision, objects, changes, node_leases, node_sync], checkfirst=True
+    )
+    conn.execute(insert(revision).values(id=1, head=0, compacted=0))
+
+
+#: Ordered schema steps; step i brings the schema from version i to i + 1.
+#: Append only: an installed hub runs the steps it has not run yet.
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the database to the latest schema; returns the version it is at."""
+    with engine.begin() as conn:
+        if not inspect(conn).has_table("schema_version"):
+            schema_version.create(conn)
+            conn.execute(insert(schema_version).values(id=1, version=0))
+        current = conn.execute(select(schema_version.c.version)).scalar_one()
+        if current > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the database schema is version {current}, newer than this cloudhub "
+                f"understands ({len(MIGRATIONS)}); upgrade cloudhub"
+            )
+        for step in MIGRATIONS[current:]:
+            step(conn)
+        conn.execute(update(schema_version).values(version=len(MIGRATIONS)))
+    return len(MIGRATIONS)

@@ -1,0 +1,375 @@
+"""The hub's resource store: objects, the global revision and the change log.
+
+Every write happens inside :meth:`Store.writing`, which locks the revision row
+first; each object written in the transaction gets the next revision, a
+change-log row and that revision as its ``resourceVersion``. Reads see one
+consistent revision. Listeners registered with :meth:`Store.on_commit` learn
+the new head after each commit (the change feed wakes on it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
+
+from cloudhub import schema
+from cloudhub.schema import changes, node_leases, node_sync, objects, revision
+from edgeward.errors import AlreadyExists, Conflict, NotFound
+from edgeward.kinds import ALL_NODES, KINDS, NODE, Kind, resource_version
+from edgeward.sync import ChangeRow
+
+_KIND_BY_NAME = {k.name: k for k in KINDS}
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dumps(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+def _ns(kind: Kind, namespace: str | None) -> str:
+    return (namespace or "") if kind.namespaced else ""
+
+
+class Tx:
+    """One write transaction. Each object write takes the next revision."""
+
+    def __init__(self, conn: Connection, head: int, now: float, new_uid: Callable[[], str]) -> None:
+        self.conn = conn
+        self.start = head
+        self.head = head
+        self.now = now
+        self._new_uid = new_uid
+
+    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            select(objects.c.body).where(
+                objects.c.kind == kind.name,
+                objects.c.namespace == _ns(kind, namespace),
+                objects.c.name == name,
+            )
+        ).scalar_one_or_none()
+        return None if row is None else json.loads(row)
+
+    def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        if self.get(kind, meta.get("namespace"), meta["name"]) is not None:
+            raise AlreadyExists(kind.name, _ns(kind, meta.get("namespace")), meta["name"])
+        body = dict(obj)
+        body["metadata"] = {
+            **meta,
+            "uid": self._new_uid(),
+            "creationTimestamp": rfc3339(self.now),
+        }
+        body["status"] = obj.get("status", {})
+        return self._save(kind, "create", body, prev_route=None)
+
+    def replace(
+        self, kind: Kind, obj: dict[str, Any], expected_rv: int | None = None
+    ) -> dict[str, Any]:
+        """Write ``obj``'s metadata and spec over the stored object; status is kept."""
+        meta = obj["metadata"]
+        current = self._current(kind, meta.get("namespace"), meta["name"], expected_rv)
+        body = {k: v for k, v in obj.items() if k != "status"}
+        body["metadata"] = {
+            **meta,
+            "uid": current["metadata"]["uid"],
+            "creationTimestamp": current["metadata"]["creationTimestamp"],
+            "resourceVersion": current["metadata"]["resourceVersion"],
+        }
+        body["status"] = current.get("status", {})
+        if body == current:
+            return current
+        return self._save(kind, "update", body, prev_route=kind.route(current))
+
+    def replace_status(
+        self, kind: Kind, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write a new status. Status-only writes are logged for watchers but not
+        routed to edge nodes: the edge reported them, it needs no echo."""
+        current = self._current(kind, namespace, name, None)
+        if current.get("status") == status:
+            return current
+        body = {**current, "status": status}
+        return self._save(kind, "update", body, prev_route=None, route_change=False)
+
+    def delete(
+        self, kind: Kind, namespace: str | None, name: str, expected_rv: int | None = None
+    ) -> dict[str, Any]:
+        current = self._current(kind, namespace, name, expected_rv)
+        return self._save(kind, "delete", current, prev_route=kind.route(current))
+
+    def _current(
+        self, kind: Kind, namespace: str | None, name: str, expected_rv: int | None
+    ) -> dict[str, Any]:
+        current = self.get(kind, namespace, name)
+        if current is None:
+            raise NotFound(kind.name, _ns(kind, namespace), name)
+        if expected_rv is not None and expected_rv != resource_version(current):
+            raise Conflict(
+                kind.name, _ns(kind, namespace), name, expected_rv, resource_version(current)
+            )
+        return current
+
+    def _save(
+        self,
+        kind: Kind,
+        op: str,
+        body: dict[str, Any],
+        prev_route: str | None,
+        route_change: bool = True,
+    ) -> dict[str, Any]:
+        self.head += 1
+        meta = body["metadata"] = {**body["metadata"], "resourceVersion": str(self.head)}
+        key = {
+            "kind": kind.name,
+            "namespace": _ns(kind, meta.get("namespace")),
+            "name": meta["name"],
+        }
+        route = kind.route(body)
+        text = _dumps(body)
+        if op == "create":
+            self.conn.execute(
+                insert(objects).values(**key, resource_version=self.head, route=route, body=text)
+            )
+        else:
+            where = and_(*(objects.c[k] == v for k, v in key.items()))
+            if op == "delete":
+                self.conn.execute(delete(objects).where(where))
+            else:
+                self.conn.execute(
+                    update(objects)
+                    .where(where)
+                    .values(resource_version=self.head, route=route, body=text)
+                )
+        self.conn.execute(
+            insert(changes).values(
+                revision=self.head,
+                **key,
+                op=op,
+                route=route if route_change else None,
+                prev_route=prev_route,
+                body=text,
+            )
+        )
+        return body
+
+
+class Store:
+    """Objects, revisions and node bookkeeping over one SQLAlchemy engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], float] = time.time,
+        new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._new_uid = new_uid
+        self._listeners: list[Callable[[int], None]] = []
+        self._repeatable = (
+            {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+        )
+
+    def migrate(self) -> int:
+        return schema.migrate(self.engine)
+
+    def on_commit(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(head)`` after every commit that wrote a revision."""
+        self._listeners.append(listener)
+
+    @contextmanager
+    def writing(self) -> Iterator[Tx]:
+        """A write transaction holding the revision lock; listeners run after commit."""
+        with self.engine.begin() as conn:
+            head = conn.execute(
+                select(revision.c.head).where(revision.c.id == 1).with_for_update()
+            ).scalar_one()
+            tx = Tx(conn, head, self.clock(), self._new_uid)
+            yield tx
+            if tx.head != tx.start:
+                conn.execute(update(revision).where(revision.c.id == 1).values(head=tx.head))
+        if tx.head != tx.start:
+            for listener in self._listeners:
+                listener(tx.head)
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read transaction: every statement in it sees the same revision."""
+        with self.engine.connect() as conn:
+            conn.execution_options(readonly=True, **self._repeatable)
+            with conn.begin():
+                yield conn
+
+    # -- objects --------------------------------------------------------------
+
+    def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+        with self.writing() as tx:
+            return tx.create(kind, obj)
+
+    def replace(
+        self, kind: Kind, obj: dict[str, Any], expected_rv: int | None = None
+    ) -> dict[str, Any]:
+        with self.writing() as tx:
+            return tx.replace(kind, obj, expected_rv)
+
+    def delete(
+        self, kind: Kind, namespace: str | None, name: str, expected_rv: int | None = None
+    ) -> dict[str, Any]:
+        with self.writing() as tx:
+            return tx.delete(kind, namespace, name, expected_rv)
+
+    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
+        with self.reading() as conn:
+            row = conn.execute(
+                select(objects.c.body).where(
+                    objects.c.kind == kind.name,
+                    objects.c.namespace == _ns(kind, namespace),
+                    objects.c.name == name,
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFound(kind.name, _ns(kind, namespace), name)
+            body = json.loads(row)
+            if kind is NODE:
+                self._decorate_nodes(conn, [body])
+            return body
+
+    def list(self, kind: Kind, namespace: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """The objects of ``kind`` (in one namespace, or all) and the revision they reflect."""
+        with self.reading() as conn:
+            head = conn.execute(select(revision.c.head)).scalar_one()
+            query = select(objects.c.body).where(objects.c.kind == kind.name)
+            if namespace is not None and kind.namespaced:
+                query = query.where(objects.c.namespace == namespace)
+            query = query.order_by(objects.c.namespace, objects.c.name)
+            items = [json.loads(b) for b in conn.execute(query).scalars()]
+            if kind is NODE:
+                self._decorate_nodes(conn, items)
+            return items, head
+
+    def head(self) -> int:
+        with self.reading() as conn:
+            return conn.execute(select(revision.c.head)).scalar_one()
+
+    def log_bounds(self) -> tuple[int, int]:
+        """(compacted, head): the change log holds every revision after ``compacted``."""
+        with self.reading() as conn:
+            row = conn.execute(select(revision.c.compacted, revision.c.head)).one()
+            return row.compacted, row.head
+
+    # -- change log -----------------------------------------------------------
+
+    def changes_after(self, after: int, limit: int = 1000) -> list[ChangeRow]:
+        """Change-log rows after revision ``after``, oldest first."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(changes)
+                .where(changes.c.revision > after)
+                .order_by(changes.c.revision)
+                .limit(limit)
+            )
+            return [_change_row(r) for r in rows]
+
+    def changes_for_node(self, node: str, after: int, limit: int = 1000) -> list[ChangeRow]:
+        """Change-log rows after ``after`` that concern ``node``, oldest first."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                select(changes)
+                .where(
+                    changes.c.revision > after,
+                    or_(
+                        changes.c.route == node,
+                        changes.c.prev_route == node,
+                        changes.c.route == ALL_NODES,
+                    ),
+                )
+                .order_by(changes.c.revision)
+                .limit(limit)
+            )
+            return [_change_row(r) for r in rows]
+
+    def objects_for_node(self, node: str) -> tuple[list[dict[str, Any]], int]:
+        """Every object routed to ``node`` and the revision this view reflects."""
+        with self.reading() as conn:
+            head = conn.execute(select(revision.c.head)).scalar_one()
+            bodies = conn.execute(
+                select(objects.c.body)
+                .where(or_(objects.c.route == node, objects.c.route == ALL_NODES))
+                .order_by(objects.c.resource_version)
+            ).scalars()
+            return [json.loads(b) for b in bodies], head
+
+    def compact(self, keep: int) -> int:
+        """Drop change-log rows older than the newest ``keep`` revisions; returns the new bound."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(revision.c.head, revision.c.compacted)
+                .where(revision.c.id == 1)
+                .with_for_update()
+            ).one()
+            bound = row.head - keep
+            if bound <= row.compacted:
+                return int(row.compacted)
+            conn.execute(delete(changes).where(changes.c.revision <= bound))
+            conn.execute(update(revision).where(revision.c.id == 1).values(compacted=bound))
+            return bound
+
+    # -- nodes ----------------------------------------------------------------
+
+    def _decorate_nodes(self, conn: Connection, nodes: list[dict[str, Any]]) -> None:
+        """Merge the lease (last heartbeat, usage) and sync progress into Node status."""
+        if not nodes:
+            return
+        names = [n["metadata"]["name"] for n in nodes]
+        leases = {
+            r.node: r
+            for r in conn.execute(select(node_leases).where(node_leases.c.node.in_(names)))
+        }
+        syncs = {
+            r.node: r for r in conn.execute(select(node_sync).where(node_sync.c.node.in_(names)))
+        }
+        for body in nodes:
+            name = body["metadata"]["name"]
+            status = body.setdefault("status", {})
+            lease = leases.get(name)
+            if lease is not None:
+                beat = rfc3339(lease.heartbeat)
+                status["lastHeartbeatTime"] = beat
+                status["usage"] = json.loads(lease.usage)
+                for cond in status.get("conditions", []):
+                    if cond.get("type") == "Ready":
+                        cond["lastHeartbeatTime"] = beat
+            sync = syncs.get(name)
+            if sync is not None:
+                status["sync"] = {
+                    "ackedRevision": sync.acked_revision,
+                    "reportSeq": sync.report_seq,
+                }
+
+
+def _change_row(row: Any) -> ChangeRow:
+    return ChangeRow(
+        revision=row.revision,
+        kind=row.kind,
+        namespace=row.namespace,
+        name=row.name,
+        op=row.op,
+        route=row.route,
+        prev_route=row.prev_route,
+        body=json.loads(row.body),
+    )
+
+
+def kind_by_name(name: str) -> Kind:
+    return _KIND_BY_NAME[name]

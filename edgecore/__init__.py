@@ -1,0 +1,1 @@
+"""The edge daemon: local cache, hub link, node status (and later the MQTT eventbus)."""

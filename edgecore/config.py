@@ -1,0 +1,61 @@
+"""The edge daemon's configuration tree: defaults, documentation and checks in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from edgeward.configfile import one_of, positive, setting
+from edgeward.kinds import dns_subdomain_problem
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _endpoints(value: tuple[str, ...]) -> str | None:
+    if not value:
+        return "must list at least one hub endpoint"
+    for url in value:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            return f'"{url}" is not a ws:// or wss:// URL'
+    return None
+
+
+def _node_name(value: str) -> str | None:
+    if value == "":
+        return None  # the machine's hostname, checked at start-up
+    problem = dns_subdomain_problem(value)
+    return None if problem is None else f"{problem} (a DNS-1123 subdomain, e.g. edge-1)"
+
+
+@dataclass(frozen=True)
+class HubLinkConfig:
+    endpoints: tuple[str, ...] = setting(
+        ("ws://127.0.0.1:10000",),
+        "Hub edge endpoints, tried in turn until one answers.",
+        _endpoints,
+    )
+    reconnect_initial_delay: float = setting(
+        0.5, "First reconnect delay in seconds; it doubles per failure, with full jitter.", positive
+    )
+    reconnect_max_delay: float = setting(30.0, "Cap of the reconnect delay, in seconds.", positive)
+    ping_interval: float = setting(
+        20.0, "Seconds between websocket pings that check the link is alive.", positive
+    )
+    ping_timeout: float = setting(
+        20.0, "Seconds to wait for a pong before the link is declared dead.", positive
+    )
+    open_timeout: float = setting(10.0, "Seconds allowed to open the connection.", positive)
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    node_name: str = setting("", "This node's name. Empty: the machine's hostname.", _node_name)
+    data_dir: str = setting(
+        "/var/lib/edgeward/edge", "Directory of the local cache (edge.db) and outbox."
+    )
+    status_interval: float = setting(
+        10.0, "Seconds between node status reports (CPU, memory, disk) to the hub.", positive
+    )
+    log_level: str = setting("info", "One of debug, info, warning, error.", one_of(*LOG_LEVELS))
+    hub: HubLinkConfig = setting(HubLinkConfig(), "The link to the hub.")

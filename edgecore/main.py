@@ -1,0 +1,135 @@
+"""``edgecore``: run the edge daemon until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import edgeward
+from edgecore.config import EdgeConfig
+from edgecore.hublink import HubLink
+from edgecore.nodestatus import node_info, report_forever
+from edgecore.store import EdgeStore, StoreThread
+from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
+from edgeward.daemon import setup_logging, stop_on_signals
+from edgeward.errors import ConfigError
+from edgeward.kinds import dns_subdomain_problem
+
+log = logging.getLogger("edgecore")
+
+DEFAULT_CONFIG = "/etc/edgeward/edgecore.yaml"
+FLAGS = ("data_dir", "status_interval", "log_level")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="edgecore",
+        description="The Edgeward edge daemon: keeps a local cache of the desired state bound "
+        "to this node, syncs with the hub and keeps working when the link is down. "
+        "Flags override the config file.",
+        epilog="example: edgecore --node edge-1 --hub ws://hub.example:10000 "
+        "--data-dir /var/lib/edgeward/edge",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML config file (default: {DEFAULT_CONFIG} when it exists)",
+    )
+    parser.add_argument(
+        "--print-default-config",
+        action="store_true",
+        help="print a commented config with every default and exit",
+    )
+    parser.add_argument(
+        "--node",
+        dest="node_name",
+        metavar="NAME",
+        help="this node's name (default: the machine's hostname)",
+    )
+    parser.add_argument(
+        "--hub",
+        dest="endpoints",
+        action="append",
+        metavar="URL",
+        help="hub edge endpoint, e.g. ws://127.0.0.1:10000; repeat for fallbacks",
+    )
+    add_flags(parser, EdgeConfig, FLAGS)
+    parser.add_argument("--version", action="version", version=f"edgecore {edgeward.__version__}")
+    return parser.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> EdgeConfig:
+    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    data = read_yaml(path) if path else {}
+    flags: dict[str, Any] = flag_values(args, (*FLAGS, "node_name"))
+    if args.endpoints:
+        flags["hub"] = {"endpoints": args.endpoints}
+    config = build(EdgeConfig, merged(data, flags))
+    if not config.node_name:
+        host = socket.gethostname().lower()
+        if (problem := dns_subdomain_problem(host)) is not None:
+            raise ConfigError([f"the hostname {host!r} cannot name a node ({problem}): set --node"])
+        config = build(EdgeConfig, merged(merged(data, flags), {"node_name": host}))
+    return config
+
+
+async def run_edge(config: EdgeConfig) -> None:
+    data_dir = Path(config.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = EdgeStore(data_dir / "edge.db")
+    try:
+        store.claim(config.node_name)
+    except ConfigError:
+        store.close()
+        raise
+    db = StoreThread(store)
+    outbox_wake = asyncio.Event()
+    link = HubLink(config.hub, config.node_name, db, node_info(), outbox_wake)
+    stop = stop_on_signals()
+    log.info(
+        "edgecore %s: node %s, cache %s at revision %d, hub %s",
+        edgeward.__version__,
+        config.node_name,
+        store.path,
+        store.revision(),
+        ", ".join(config.hub.endpoints),
+    )
+    try:
+        async with asyncio.TaskGroup() as tg:
+            parts = [
+                tg.create_task(link.run()),
+                tg.create_task(report_forever(db, data_dir, config.status_interval, outbox_wake)),
+            ]
+            await stop.wait()
+            log.info("edgecore shutting down")
+            for task in parts:
+                task.cancel()
+    finally:
+        db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.print_default_config:
+        sys.stdout.write(render_defaults(EdgeConfig, "edgecore configuration (edgecore.yaml)"))
+        return 0
+    try:
+        config = load_config(args)
+        setup_logging(config.log_level, "edgecore")
+        asyncio.run(run_edge(config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"edgecore: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Node status: what the hub shows in `edgeward get nodes -o wide`, measured with psutil."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import socket
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+import edgeward
+from edgecore.store import StoreThread
+from edgeward.protocol import TOPIC_NODE_STATUS
+
+log = logging.getLogger(__name__)
+
+NODE_STATUS_KEY = "node-status"
+
+
+def node_info() -> dict[str, Any]:
+    """What does not change while the daemon runs."""
+    uname = platform.uname()
+    return {
+        "agentVersion": edgeward.__version__,
+        "hostname": socket.gethostname(),
+        "os": uname.system,
+        "kernelVersion": uname.release,
+        "architecture": uname.machine,
+        "pythonVersion": platform.python_version(),
+    }
+
+
+def node_status(data_dir: Path) -> dict[str, Any]:
+    """Capacity and current usage of CPU, memory and the data directory's disk."""
+    memory = psutil.virtual_memory()
+    disk = psutil.disk_usage(str(data_dir))
+    return {
+        "capacity": {
+            "cpu": psutil.cpu_count() or 1,
+            "memoryBytes": memory.total,
+            "diskBytes": disk.total,
+        },
+        "usage": {
+            # since the previous call: the first call after start-up reads 0.0
+            "cpuPercent": psutil.cpu_percent(interval=None),
+            "memoryBytes": memory.total - memory.available,
+            "memoryPercent": memory.percent,
+            "diskBytes": disk.used,
+            "diskPercent": disk.percent,
+        },
+    }
+
+
+async def report_forever(
+    db: StoreThread, data_dir: Path, interval: float, outbox_wake: asyncio.Event
+) -> None:
+    """Queue a node status report every ``interval`` seconds; only the latest is kept."""
+    while True:
+        try:
+            status = await asyncio.to_thread(node_status, data_dir)
+            await db.call(db.store.report_state, TOPIC_NODE_STATUS, NODE_STATUS_KEY, status)
+            outbox_wake.set()
+        except Exception:
+            log.exception("node status: could not queue a report; trying again next interval")
+        await asyncio.sleep(interval)

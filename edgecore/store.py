@@ -1,0 +1,294 @@
+"""The edge's SQLite file: the cache of desired state and the outbox to the hub.
+
+The standard library's sqlite3 is used directly rather than SQLAlchemy: on a
+gateway SQLAlchemy's import alone costs about 13 MB of RSS (measured; see
+docs/DESIGN.md, "Decisions"). The file is in WAL mode with synchronous=FULL:
+once a transaction returns, it survives a power cut.
+
+Tables::
+
+    meta(key, value)                   node, revision (last applied hub revision)
+    objects(kind, namespace, name, resource_version, body)
+    outbox(seq, topic, key, body, created)   seq only grows (AUTOINCREMENT)
+
+One transaction applies a batch of changes together with its revision; one
+transaction writes an outbox row, replacing an older row with the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edgeward.errors import ConfigError
+from edgeward.protocol import Change, ReportItem
+
+T = TypeVar("T")
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE objects (
+            kind TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            resource_version INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (kind, namespace, name)
+        );
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            topic TEXT NOT NULL,
+            key TEXT,
+            body TEXT NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX outbox_key ON outbox (key) WHERE key IS NOT NULL;
+        """,
+    )
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT the migration's open transaction first
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+#: Ordered schema steps (PRAGMA user_version counts the steps run). Append only:
+#: gateways are upgraded in place and run the steps they have not run yet.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+
+
+class EdgeStore:
+    """Synchronous access to edge.db; use it from one thread (see :class:`StoreThread`)."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise ConfigError(
+                [
+                    f"{self.path} has schema version {version}, newer than this edgecore "
+                    f"understands ({len(MIGRATIONS)}); upgrade edgecore"
+                ]
+            )
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                step(self.db)
+                self.db.execute(f"PRAGMA user_version = {number}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta -----------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def claim(self, node: str) -> None:
+        """Bind this file to ``node``; refuse a file that belongs to another node."""
+        owner = self._meta("node")
+        if owner is None:
+            with self._tx():
+                self._set_meta("node", node)
+        elif owner != node:
+            raise ConfigError(
+                [
+                    f"{self.path} holds the cache of node {owner!r}, not {node!r}: "
+                    "use another data_dir or the original node name"
+                ]
+            )
+
+    def revision(self) -> int:
+        value = self._meta("revision")
+        return 0 if value is None else int(value)
+
+    # -- desired state --------------------------------------------------------
+
+    def apply_changes(self, revision: int, changes: Iterable[Change]) -> None:
+        """Apply a batch and record ``revision``, all in one transaction.
+
+        A change older than what is stored is skipped, so replays are harmless.
+        """
+        with self._tx():
+            for change in changes:
+                key = (change.kind, change.namespace, change.name)
+                row = self.db.execute(
+                    "SELECT resource_version FROM objects "
+                    "WHERE kind = ? AND namespace = ? AND name = ?",
+                    key,
+                ).fetchone()
+                if row is not None and row[0] > change.resource_version:
+                    continue
+                if change.op == "put":
+                    self._put(change)
+                elif row is not None:
+                    self.db.execute(
+                        "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?", key
+                    )
+            self._set_meta("revision", str(revision))
+
+    def replace_all(self, revision: int, changes: Iterable[Change]) -> None:
+        """Make the cache exactly the snapshot, and record its revision, in one transaction."""
+        with self._tx():
+            self.db.execute("DELETE FROM objects")
+            for change in changes:
+                self._put(change)
+            self._set_meta("revision", str(revision))
+
+    def _put(self, change: Change) -> None:
+        self.db.execute(
+            "INSERT INTO objects (kind, namespace, name, resource_version, body) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, namespace, name) DO UPDATE SET "
+            "resource_version = excluded.resource_version, body = excluded.body",
+            (
+                change.kind,
+                change.namespace,
+                change.name,
+                change.resource_version,
+                json.dumps(change.object, separators=(",", ":")),
+            ),
+        )
+
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT body FROM objects WHERE kind = ? ORDER BY namespace, name", (kind,)
+        )
+        return [json.loads(body) for (body,) in rows]
+
+    # -- outbox ---------------------------------------------------------------
+
+    def report_state(self, topic: str, key: str, body: dict[str, Any]) -> int:
+        """Queue the latest value of ``key``; an older unacknowledged value is replaced."""
+        with self._tx():
+            self.db.execute("DELETE FROM outbox WHERE key = ?", (key,))
+            return self._append(topic, key, body)
+
+    def report_event(self, topic: str, body: dict[str, Any]) -> int:
+        """Queue an event; events never replace each other."""
+        with self._tx():
+            return self._append(topic, None, body)
+
+    def _append(self, topic: str, key: str | None, body: dict[str, Any]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO outbox (topic, key, body, created) VALUES (?, ?, ?, ?)",
+            (topic, key, json.dumps(body, separators=(",", ":")), self.clock()),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def pending(
+        self, after: int, limit: int = 500, max_bytes: int = 256 * 1024
+    ) -> list[ReportItem]:
+        """Outbox rows after seq ``after``, oldest first, at most ``limit`` rows or about
+        ``max_bytes`` of bodies (always at least one row when any is pending)."""
+        items: list[ReportItem] = []
+        size = 0
+        rows = self.db.execute(
+            "SELECT seq, topic, key, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        for seq, topic, key, body in rows:
+            if items and size + len(body) > max_bytes:
+                break
+            size += len(body)
+            items.append(ReportItem(seq=seq, topic=topic, key=key, body=json.loads(body)))
+        return items
+
+    def acknowledge(self, seq: int) -> None:
+        """The hub holds every row up to ``seq``: delete them."""
+        with self._tx():
+            self.db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+
+    def align_outbox(self, hub_seq: int) -> None:
+        """Reconcile with the highest seq the hub says it persisted for this node.
+
+        Normally that acknowledges rows. If the hub has seen seqs this file never
+        issued (the edge's data was wiped and the node came back under the same
+        name), pending rows are renumbered above ``hub_seq`` so the hub does not
+        take them for replays and drop them.
+        """
+        with self._tx():
+            high = self._high_seq()
+            if hub_seq > high:
+                self.db.execute("UPDATE outbox SET seq = seq + ?", (hub_seq,))
+                self._set_high_seq(high + hub_seq)
+            else:
+                self.db.execute("DELETE FROM outbox WHERE seq <= ?", (hub_seq,))
+
+    def _high_seq(self) -> int:
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _set_high_seq(self, seq: int) -> None:
+        if (
+            self.db.execute(
+                "UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'", (seq,)
+            ).rowcount
+            == 0
+        ):
+            self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (seq,))
+
+    def outbox_size(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    # -- transactions ---------------------------------------------------------
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+class StoreThread:
+    """Runs EdgeStore calls on one dedicated thread so the event loop never waits on fsync."""
+
+    def __init__(self, store: EdgeStore) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-db")
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.store.close()

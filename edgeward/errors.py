@@ -1,0 +1,99 @@
+"""The exceptions shared by every Edgeward part.
+
+::
+
+    EdgewardError
+     ├── ConfigError          a configuration file or flag is wrong (lists every problem)
+     ├── InvalidObject        a resource failed validation (carries field causes)
+     ├── StoreError
+     │    ├── NotFound        no object with that kind/namespace/name
+     │    ├── AlreadyExists   create of a name that is taken
+     │    └── Conflict        a write carried a stale resourceVersion
+     └── ProtocolError        a peer sent a frame we cannot accept (carries a code)
+
+Errors carry fields, not prose; each boundary (the REST API, the edge
+endpoint, the CLI) turns them into its own reply exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EdgewardError(Exception):
+    """Base class of every error Edgeward raises on purpose."""
+
+
+class ConfigError(EdgewardError):
+    """A configuration is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class FieldCause:
+    """One reason an object is invalid: the field's path and what is wrong."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class InvalidObject(EdgewardError):
+    """A resource failed validation; ``causes`` names each bad field."""
+
+    def __init__(self, kind: str, name: str, causes: list[FieldCause]) -> None:
+        self.kind = kind
+        self.name = name
+        self.causes = list(causes)
+        detail = "; ".join(str(c) for c in self.causes)
+        label = f'{kind} "{name}"' if name else kind
+        super().__init__(f"{label} is invalid: {detail}")
+
+
+class StoreError(EdgewardError):
+    """An operation on stored objects could not be carried out."""
+
+    def __init__(self, kind: str, namespace: str, name: str, message: str) -> None:
+        self.kind = kind
+        self.namespace = namespace
+        self.name = name
+        super().__init__(message)
+
+
+class NotFound(StoreError):
+    def __init__(self, kind: str, namespace: str, name: str) -> None:
+        where = f' in namespace "{namespace}"' if namespace else ""
+        super().__init__(kind, namespace, name, f'{kind} "{name}" not found{where}')
+
+
+class AlreadyExists(StoreError):
+    def __init__(self, kind: str, namespace: str, name: str) -> None:
+        where = f' in namespace "{namespace}"' if namespace else ""
+        super().__init__(kind, namespace, name, f'{kind} "{name}" already exists{where}')
+
+
+class Conflict(StoreError):
+    def __init__(self, kind: str, namespace: str, name: str, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            kind,
+            namespace,
+            name,
+            f'{kind} "{name}" was modified: resourceVersion {expected} is stale '
+            f"(current {actual}); get it again and retry",
+        )
+
+
+class ProtocolError(EdgewardError):
+    """A peer's frame was refused. ``code`` is a stable token for the error frame."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{code}: {reason}")

@@ -1,0 +1,61 @@
+"""Fixtures shared by the whole suite: real hubs, edges and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import PostgresCluster
+from tests.support.procs import Edge, Hub
+
+_db_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the session; each test takes a fresh database in it."""
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.create_database(f"t{next(_db_names)}")
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    """A running cloudhub on SQLite with a 2-second node grace period."""
+    h = Hub(tmp_path / "hub", "--node-grace-period", "2")
+    h.start()
+    try:
+        yield h
+    finally:
+        h.kill()
+
+
+@pytest.fixture
+def start_edge(tmp_path: Path, hub: Hub) -> Iterator[object]:
+    """Start edgecore processes against ``hub``: ``start_edge("edge1")``."""
+    edges: list[Edge] = []
+
+    def start(node: str, *extra: str) -> Edge:
+        edge = Edge(tmp_path / node, node, hub.edge, "--status-interval", "0.5", *extra)
+        edge.start()
+        edges.append(edge)
+        return edge
+
+    yield start
+    for edge in edges:
+        edge.kill()

@@ -1,0 +1,168 @@
+"""Real cloudhub and edgecore processes for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception as exc:  # the thing polled may not exist yet
+            last_error = exc
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}"
+        + (f" (last error: {last_error!r})" if last_error else "")
+    )
+
+
+class Process:
+    """A daemon started from its console script, its output kept in a log file."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [str(BIN / self.name), *self.args], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up (a crash or power cut)."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 10) -> int:
+        """SIGTERM and wait: a clean shutdown. Returns the exit status."""
+        assert self.proc is not None
+        if self.running:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise AssertionError(
+                    f"{self.name} did not stop within {timeout}s:\n{self.log()}"
+                ) from None
+        return self.proc.returncode
+
+
+class Hub(Process):
+    """A cloudhub on free ports; ``restart`` keeps its ports so edges can come back."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.extra = list(extra)
+        self.api_port = 0
+        self.edge_port = 0
+        super().__init__("cloudhub", [], data_dir.parent / f"{data_dir.name}.log")
+
+    def start(self) -> None:
+        addr_file = self.data_dir / "cloudhub.json"
+        if addr_file.exists():
+            addr_file.unlink()
+        self.args = [
+            "--data-dir",
+            str(self.data_dir),
+            "--api-port",
+            str(self.api_port),
+            "--edge-port",
+            str(self.edge_port),
+            *self.extra,
+        ]
+        super().start()
+        addr = wait_for(lambda: json.loads(addr_file.read_text()), 20, "cloudhub to listen")
+        self.api = addr["api"]
+        self.edge = addr["edge"]
+        self.api_port = int(self.api.rsplit(":", 1)[1])
+        self.edge_port = int(self.edge.rsplit(":", 1)[1])
+
+    def restart(self, kill: bool = True) -> None:
+        self.kill() if kill else self.stop()
+        self.start()
+
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> tuple[int, Any]:
+        """An HTTP request to the REST API: (status, parsed JSON body)."""
+        data = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
+        req = urllib.request.Request(
+            self.api + path, data=data, method=method, headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+
+class Edge(Process):
+    """An edgecore; its SQLite cache is read directly by the tests."""
+
+    def __init__(self, data_dir: Path, node: str, hub: str, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.node = node
+        super().__init__(
+            "edgecore",
+            ["--node", node, "--hub", hub, "--data-dir", str(data_dir), *extra],
+            data_dir.parent / f"{data_dir.name}.log",
+        )
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.data_dir / 'edge.db'}?mode=ro", uri=True, timeout=5)
+
+    def revision(self) -> int:
+        with self.db() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+            return int(row[0]) if row else 0
+
+    def cached(self, kind: str = "Device") -> dict[tuple[str, str], dict[str, Any]]:
+        """The objects of ``kind`` in the edge's cache, keyed by (namespace, name)."""
+        conn = self.db()
+        try:
+            rows = conn.execute(
+                "SELECT namespace, name, body FROM objects WHERE kind = ?", (kind,)
+            ).fetchall()
+        finally:
+            conn.close()
+        return {(ns, name): json.loads(body) for ns, name, body in rows}
