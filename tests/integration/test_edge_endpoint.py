@@ -1,0 +1,189 @@
+"""The hub's edge port against hostile and broken peers, spoken to frame by frame."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.support.procs import Hub, wait_for
+
+
+def open_ws(hub: Hub) -> ClientConnection:
+    return connect(hub.edge, open_timeout=5, max_size=None, compression=None, proxy=None)
+
+
+def recv(ws: ClientConnection) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=5))
+
+
+def recv_skipping_changes(ws: ClientConnection) -> dict[str, Any]:
+    """The next frame that is not a change batch (those arrive whenever the log moves)."""
+    while True:
+        msg = recv(ws)
+        if msg["type"] != "changes":
+            return msg
+
+
+def hello(ws: ClientConnection, node: str, revision: int = 0) -> dict[str, Any]:
+    ws.send(json.dumps({"type": "hello", "node": node, "revision": revision, "protocol": 1}))
+    welcome = recv(ws)
+    assert welcome["type"] == "welcome", welcome
+    return welcome
+
+
+def closed_code(ws: ClientConnection) -> int:
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            ws.recv(timeout=5)
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code
+
+
+@pytest.mark.parametrize(
+    ("first_frame", "code"),
+    [
+        ("this is not json", "bad_frame"),
+        (b"\x00\x01binary", "bad_frame"),
+        ("[1, 2, 3]", "bad_frame"),
+        ('{"type": "snapshot", "revision": 1, "items": [], "final": true}', "unexpected"),
+        ('{"type": "launch-missiles"}', "unknown_type"),
+        ('{"type": "hello", "node": "Bad Name!", "revision": 0, "protocol": 1}', "bad_message"),
+        ('{"type": "hello", "node": "edge1", "revision": -4, "protocol": 1}', "bad_message"),
+        (
+            '{"type": "hello", "node": "edge1", "revision": 0, "protocol": 99}',
+            "unsupported_protocol",
+        ),
+        ("[" * 100_000, "bad_frame"),
+    ],
+)
+def test_a_bad_first_frame_gets_an_error_and_a_close(hub: Hub, first_frame: Any, code: str) -> None:
+    """Anything but a valid hello as the first frame is answered with an error frame and a
+    policy-violation close, and logged."""
+    with open_ws(hub) as ws:
+        ws.send(first_frame)
+        error = recv(ws)
+        assert error == {"type": "error", "code": code, "reason": error["reason"]}
+        assert error["reason"]
+        assert closed_code(ws) == 1008
+    wait_for(lambda: "refused" in hub.log(), 5, "the refusal to be logged")
+
+
+def test_bad_frames_after_hello_get_error_frames_then_a_close(hub: Hub, start_edge) -> None:
+    """After hello, each bad frame gets an error frame and the session goes on; a peer that
+    keeps sending garbage is closed; a well-behaved node is served throughout."""
+    good = start_edge("good-node")
+    with open_ws(hub) as ws:
+        hello(ws, "noisy-node")
+        assert recv(ws)["type"] == "changes"
+        bad_frames = [
+            "garbage",
+            b"binary",
+            '{"type": "nope"}',
+            '{"type": "welcome", "mode": "changes", "head": 1, "report_seq": 0}',
+            '{"type": "ack", "revision": "seven"}',
+            '{"type": "ack", "revision": 999999}',
+            '{"type": "report", "items": [{"seq": 2, "topic": "x", "key": null, "body": {}},'
+            ' {"seq": 1, "topic": "x", "key": null, "body": {}}]}',
+            '{"type": "report", "items": []}',
+            '{"type": "report", "items": [{"seq": 0, "topic": "x", "key": null, "body": {}}]}',
+        ]
+        for frame in bad_frames:
+            ws.send(frame)
+            reply = recv(ws)
+            assert reply["type"] == "error", (frame, reply)
+        # the session still works: a valid report is persisted and acknowledged
+        ws.send(
+            json.dumps(
+                {
+                    "type": "report",
+                    "items": [
+                        {
+                            "seq": 1,
+                            "topic": "node/status",
+                            "key": "node-status",
+                            "body": {"usage": {"cpuPercent": 1.0}},
+                        }
+                    ],
+                }
+            )
+        )
+        assert recv(ws) == {"type": "report_ack", "seq": 1}
+        ws.send("garbage")
+        assert recv(ws)["type"] == "error"
+        assert closed_code(ws) == 1008  # the tenth bad frame
+
+    status, body = hub.request(
+        "POST",
+        "/api/v1/namespaces/default/devices",
+        {"metadata": {"name": "after-abuse"}, "spec": {"nodeName": "good-node"}},
+    )
+    assert status == 201, body
+    wait_for(
+        lambda: ("default", "after-abuse") in good.cached(),
+        10,
+        "the good node to be served after the abuse",
+    )
+    assert "refused a frame" in hub.log()
+
+
+def test_oversized_frame_closes_only_that_connection(hub: Hub, start_edge) -> None:
+    """A frame over the size limit closes that connection (1009); other nodes carry on."""
+    good = start_edge("good-node")
+    with open_ws(hub) as ws:
+        hello(ws, "big-node")
+        ws.send("x" * (5 * 1024 * 1024))
+        assert closed_code(ws) == 1009
+    hub.request(
+        "POST",
+        "/api/v1/namespaces/default/devices",
+        {"metadata": {"name": "d1"}, "spec": {"nodeName": "good-node"}},
+    )
+    wait_for(lambda: ("default", "d1") in good.cached(), 10, "the good node to be served")
+
+
+def test_replayed_reports_are_deduplicated_and_remembered(hub: Hub) -> None:
+    """The hub persists each (node, seq) once, acks replays, and tells a reconnecting edge
+    the highest seq it holds so the edge can drop what is already delivered."""
+    item = {
+        "seq": 5,
+        "topic": "node/status",
+        "key": "node-status",
+        "body": {"capacity": {"cpu": 3}, "usage": {"cpuPercent": 50.0}},
+    }
+    with open_ws(hub) as ws:
+        assert hello(ws, "edge-r")["report_seq"] == 0
+        ws.send(json.dumps({"type": "report", "items": [item]}))
+        assert recv_skipping_changes(ws) == {"type": "report_ack", "seq": 5}
+        ws.send(
+            json.dumps({"type": "report", "items": [{**item, "body": {"capacity": {"cpu": 99}}}]})
+        )
+        assert recv_skipping_changes(ws) == {"type": "report_ack", "seq": 5}
+    node = hub.request("GET", "/api/v1/nodes/edge-r")[1]
+    assert node["status"]["capacity"] == {"cpu": 3}, "a replay overwrote the first report"
+    with open_ws(hub) as ws:
+        assert hello(ws, "edge-r")["report_seq"] == 5
+
+
+def test_a_newer_connection_replaces_the_older_one(hub: Hub) -> None:
+    """When a node connects twice (a stale link not yet timed out), the older connection is
+    closed and the newer one is served."""
+    with open_ws(hub) as old:
+        hello(old, "twice")
+        with open_ws(hub) as new:
+            hello(new, "twice")
+            assert closed_code(old) == 4000
+            status, body = hub.request(
+                "POST",
+                "/api/v1/namespaces/default/devices",
+                {"metadata": {"name": "d"}, "spec": {"nodeName": "twice"}},
+            )
+            assert status == 201, body
+            while True:
+                msg = recv(new)
+                if msg["type"] == "changes" and msg["items"]:
+                    break
+            assert msg["items"][0]["name"] == "d"
