@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from websockets.asyncio.server import serve as ws_serve
 
 import edgeward
@@ -26,7 +27,7 @@ from cloudhub.nodes import NodeRegistry
 from cloudhub.store import Store
 from edgeward import protocol
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
-from edgeward.daemon import setup_logging, stop_on_signals
+from edgeward.daemon import data_directory, setup_logging, stop_on_signals
 from edgeward.errors import ConfigError
 
 log = logging.getLogger("cloudhub")
@@ -87,11 +88,17 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 async def run_hub(config: HubConfig) -> None:
-    data_dir = Path(config.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_directory(config.data_dir)
     engine = open_engine(config.database_url())
     store = Store(engine)
-    await asyncio.to_thread(store.migrate)
+    try:
+        await asyncio.to_thread(store.migrate)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()[0]
+        raise ConfigError(
+            [f"cannot open the database {engine.url.render_as_string()}: {reason}"]
+        ) from None
     feed = ChangeFeed(store.changes_after, start=await asyncio.to_thread(store.head))
     store.on_commit(feed.notify)
     nodes = NodeRegistry(store, config.node_grace_period)

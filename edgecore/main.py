@@ -14,9 +14,9 @@ import edgeward
 from edgecore.config import EdgeConfig
 from edgecore.hublink import HubLink
 from edgecore.nodestatus import node_info, report_forever
-from edgecore.store import EdgeStore, StoreThread
+from edgecore.store import StoreThread, open_store
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
-from edgeward.daemon import setup_logging, stop_on_signals
+from edgeward.daemon import data_directory, setup_logging, stop_on_signals
 from edgeward.errors import ConfigError
 from edgeward.kinds import dns_subdomain_problem
 
@@ -79,9 +79,8 @@ def load_config(args: argparse.Namespace) -> EdgeConfig:
 
 
 async def run_edge(config: EdgeConfig) -> None:
-    data_dir = Path(config.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = EdgeStore(data_dir / "edge.db")
+    data_dir = data_directory(config.data_dir)
+    store = open_store(data_dir / "edge.db")
     try:
         store.claim(config.node_name)
     except ConfigError:

@@ -268,6 +268,17 @@ class EdgeStore:
         return _Transaction(self.db)
 
 
+def open_store(path: Path) -> EdgeStore:
+    """The edge store at ``path``; ConfigError with a one-line reason when it cannot be opened."""
+    try:
+        return EdgeStore(path)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(
+            [f"cannot open the edge cache {path}: {exc} (move it aside to start from an empty "
+             "cache; the hub resends the desired state)"]
+        ) from None
+
+
 class _Transaction:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db

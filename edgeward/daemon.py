@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
+
+from edgeward.errors import ConfigError
 
 
 def setup_logging(level: str, name: str) -> None:
@@ -26,3 +30,15 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def data_directory(path: str) -> Path:
+    """The daemon's data directory, created if needed; ConfigError when it cannot be."""
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError([f"cannot create the data directory {path}: {exc.strerror}"]) from None
+    if not os.access(directory, os.W_OK):
+        raise ConfigError([f"the data directory {path} is not writable by this user"])
+    return directory

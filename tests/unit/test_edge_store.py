@@ -1,0 +1,166 @@
+"""The edge's SQLite file: cache apply rules, outbox coalescing and sequence bookkeeping."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edgecore.store import EdgeStore, open_store
+from edgeward.errors import ConfigError
+from edgeward.protocol import Change
+
+
+def put(name: str, rv: int, value: str = "v") -> Change:
+    body = {
+        "kind": "Device",
+        "metadata": {"name": name, "namespace": "default", "resourceVersion": str(rv)},
+        "spec": {"v": value},
+    }
+    return Change("put", "Device", "default", name, rv, body)
+
+
+def delete(name: str, rv: int) -> Change:
+    return Change("delete", "Device", "default", name, rv)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EdgeStore:
+    s = EdgeStore(tmp_path / "edge.db")
+    s.claim("edge1")
+    return s
+
+
+def names(store: EdgeStore) -> dict[str, str]:
+    return {o["metadata"]["name"]: o["spec"]["v"] for o in store.objects("Device")}
+
+
+def test_changes_and_revision_are_applied_together(store: EdgeStore) -> None:
+    """A batch and its revision land in one transaction, and survive reopening the file."""
+    store.apply_changes(5, [put("a", 3), put("b", 5)])
+    assert store.revision() == 5
+    store.close()
+    again = EdgeStore(store.path)
+    assert again.revision() == 5
+    assert names(again) == {"a": "v", "b": "v"}
+
+
+def test_a_failing_batch_changes_nothing(store: EdgeStore) -> None:
+    """If applying a batch fails half-way, neither its objects nor its revision are kept."""
+    store.apply_changes(2, [put("a", 2)])
+    broken = Change("put", "Device", "default", "b", 4, {"not-serializable": {1, 2}})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        store.apply_changes(4, [put("c", 3), broken])
+    assert store.revision() == 2
+    assert names(store) == {"a": "v"}
+
+
+def test_replays_and_stale_changes_are_harmless(store: EdgeStore) -> None:
+    """A change older than the stored object is skipped, so a replayed batch cannot roll
+    an object back or delete one that was re-created later."""
+    store.apply_changes(10, [put("a", 10, "new")])
+    store.apply_changes(10, [put("a", 7, "old"), delete("a", 8)])
+    assert names(store) == {"a": "new"}
+    store.apply_changes(11, [delete("a", 11)])
+    assert names(store) == {}
+    store.apply_changes(11, [delete("a", 11)])  # deleting what is gone is fine
+    assert store.revision() == 11
+
+
+def test_snapshot_replaces_the_whole_cache(store: EdgeStore) -> None:
+    """A snapshot removes every object it does not contain."""
+    store.apply_changes(5, [put("a", 1), put("b", 2), put("c", 5)])
+    store.replace_all(9, [put("b", 9, "fresh")])
+    assert names(store) == {"b": "fresh"}
+    assert store.revision() == 9
+
+
+def test_state_reports_coalesce_and_events_do_not(store: EdgeStore) -> None:
+    """Unsent state rows for one key collapse to the latest value; events all stay, in order."""
+    store.report_state("node/status", "node-status", {"n": 1})
+    store.report_event("device/event", {"e": 1})
+    store.report_state("node/status", "node-status", {"n": 2})
+    store.report_event("device/event", {"e": 2})
+    items = store.pending(0)
+    assert [(i.topic, i.body) for i in items] == [
+        ("device/event", {"e": 1}),
+        ("node/status", {"n": 2}),
+        ("device/event", {"e": 2}),
+    ]
+    assert [i.seq for i in items] == sorted(i.seq for i in items)
+
+
+def test_sequence_numbers_never_go_back(store: EdgeStore) -> None:
+    """After every row is acknowledged and deleted, new rows still get higher seqs, so the hub
+    never mistakes them for replays."""
+    first = store.report_event("e", {})
+    store.acknowledge(first)
+    assert store.outbox_size() == 0
+    second = store.report_event("e", {})
+    assert second > first
+    store.close()
+    third = EdgeStore(store.path).report_event("e", {})
+    assert third > second
+
+
+def test_pending_respects_limits_but_always_returns_a_row(store: EdgeStore) -> None:
+    """Report frames are bounded in rows and bytes, yet a single huge row still goes out."""
+    for i in range(10):
+        store.report_event("e", {"i": i})
+    assert len(store.pending(0, limit=3)) == 3
+    assert len(store.pending(0, max_bytes=20)) == 2
+    store.report_event("big", {"x": "y" * 10_000})
+    after = store.pending(0)[-2].seq
+    assert [i.topic for i in store.pending(after, max_bytes=100)] == ["big"]
+
+
+def test_align_outbox_acknowledges_what_the_hub_holds(store: EdgeStore) -> None:
+    """The hub's persisted seq in welcome deletes rows up to it."""
+    seqs = [store.report_event("e", {"i": i}) for i in range(5)]
+    store.align_outbox(seqs[2])
+    assert [i.seq for i in store.pending(0)] == seqs[3:]
+
+
+def test_align_outbox_renumbers_after_the_edge_was_wiped(store: EdgeStore) -> None:
+    """If the hub has seen seqs this file never issued (the edge's data was wiped and the node
+    re-joined under its name), pending rows move above the hub's seq instead of being lost."""
+    store.report_event("e", {"i": 1})
+    store.report_state("s", "k", {"i": 2})
+    store.align_outbox(1000)
+    items = store.pending(0)
+    assert [i.body for i in items] == [{"i": 1}, {"i": 2}]
+    assert all(i.seq > 1000 for i in items)
+    assert store.report_event("e", {"i": 3}) > items[-1].seq
+
+
+def test_a_file_belongs_to_one_node(store: EdgeStore) -> None:
+    """Starting with another node name on an existing cache is refused with a clear reason."""
+    store.claim("edge1")
+    with pytest.raises(ConfigError, match="holds the cache of node 'edge1'"):
+        store.claim("edge2")
+
+
+def test_corrupt_or_foreign_files_are_refused_clearly(tmp_path: Path) -> None:
+    """A file that is not an edge cache gives a one-line reason, not a traceback."""
+    bad = tmp_path / "edge.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError, match="cannot open the edge cache"):
+        open_store(bad)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A cache written by a newer edgecore is not opened by an older one (no silent damage)."""
+    path = tmp_path / "edge.db"
+    EdgeStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(ConfigError, match="newer than this edgecore"):
+        EdgeStore(path)
+
+
+def test_file_is_in_wal_mode_with_full_sync(store: EdgeStore) -> None:
+    """The cache uses WAL and synchronous=FULL, so a committed batch survives power loss."""
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
