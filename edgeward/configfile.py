@@ -83,7 +83,7 @@ def build(cls: type[T], data: dict[str, Any]) -> T:
 
 def _build(cls: type[T], data: Any, where: str, problems: list[str]) -> T:
     if not isinstance(data, dict):
-        problems.append(f"{where or 'config'}: must be a mapping")
+        problems.append(f"{where.rstrip('.') or 'config'}: must be a mapping")
         return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
