@@ -47,6 +47,11 @@ class HubLinkConfig:
     )
     open_timeout: float = setting(10.0, "Seconds allowed to open the connection.", positive)
 
+    def problems(self) -> list[str]:
+        if self.reconnect_max_delay < self.reconnect_initial_delay:
+            return ["reconnect_max_delay: must not be less than reconnect_initial_delay"]
+        return []
+
 
 @dataclass(frozen=True)
 class EdgeConfig:

@@ -105,7 +105,12 @@ def _build(cls: type[T], data: Any, where: str, problems: list[str]) -> T:
             problems.append(f"{path}: {problem}")
             continue
         values[name] = value
-    return cls(**values)
+    result = cls(**values)
+    # a tree may check relations between its fields in a problems() method
+    relations = getattr(result, "problems", None)
+    if callable(relations) and not problems:
+        problems.extend(f"{where}{p}" for p in relations())
+    return result
 
 
 _BAD = object()

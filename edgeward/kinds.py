@@ -9,6 +9,7 @@ written. Validation is pure and lists every bad field at once.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,12 +27,12 @@ ALL_NODES = "*"
 #: Fields the store owns; a client may send them but never sets them.
 SERVER_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation")
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
 # The twin key and value alphabets of KubeEdge's MQTT protocol (KUBEEDGE-MQTT.md).
-TWIN_KEY = re.compile(r"^[a-zA-Z0-9\-_.,:/@#]{1,128}$")
-TWIN_VALUE = re.compile(r"^[a-zA-Z0-9\-_.,:/@#]{1,512}$")
+TWIN_KEY = re.compile(r"^[a-zA-Z0-9\-_.,:/@#]{1,128}\Z")
+TWIN_VALUE = re.compile(r"^[a-zA-Z0-9\-_.,:/@#]{1,512}\Z")
 
 #: v1beta1 DeviceModel property types (matched case-insensitively, stored upper case).
 PROPERTY_TYPES = ("INT", "FLOAT", "DOUBLE", "STRING", "BOOLEAN", "BYTES", "STREAM")
@@ -44,7 +45,7 @@ def dns_label_problem(value: object) -> str | None:
         return "must be a non-empty string"
     if len(value) > 63:
         return "must be at most 63 characters"
-    if not _DNS_LABEL.match(value):
+    if not _DNS_LABEL.fullmatch(value):
         return (
             "must consist of lower case letters, digits and '-', starting and ending alphanumeric"
         )
@@ -57,7 +58,7 @@ def dns_subdomain_problem(value: object) -> str | None:
         return "must be a non-empty string"
     if len(value) > 253:
         return "must be at most 253 characters"
-    if not _DNS_SUBDOMAIN.match(value):
+    if not _DNS_SUBDOMAIN.fullmatch(value):
         return (
             "must consist of lower case letters, digits, '-' and '.', "
             "starting and ending alphanumeric"
@@ -118,7 +119,7 @@ def _check_device_property(prop: dict[str, Any], where: str) -> list[FieldCause]
         desired["value"] = value = str(value)
     if not isinstance(value, str):
         return [FieldCause(f"{where}.desired.value", "must be a string")]
-    if value and not TWIN_VALUE.match(value):
+    if value and not TWIN_VALUE.fullmatch(value):
         return [
             FieldCause(
                 f"{where}.desired.value",
@@ -172,7 +173,7 @@ def _check_properties(
             causes.append(FieldCause(where, "must be an object"))
             continue
         name = prop.get("name")
-        if not isinstance(name, str) or not TWIN_KEY.match(name):
+        if not isinstance(name, str) or not TWIN_KEY.fullmatch(name):
             causes.append(
                 FieldCause(
                     f"{where}.name",
@@ -270,7 +271,8 @@ def normalize(kind: Kind, obj: object, namespace: str | None = None) -> dict[str
     name_hint = ""
     if not isinstance(obj, dict):
         raise InvalidObject(kind.name, "", [FieldCause("", "must be a JSON object")])
-    out: dict[str, Any] = {k: v for k, v in obj.items() if k != "status"}
+    # checks fill defaults in place (e.g. desired values become strings): work on a copy
+    out: dict[str, Any] = copy.deepcopy({k: v for k, v in obj.items() if k != "status"})
     causes: list[FieldCause] = []
     api = out.setdefault("apiVersion", kind.api_version)
     if api != kind.api_version:
@@ -318,9 +320,12 @@ def _check_string_map(meta: dict[str, Any], field: str) -> list[FieldCause]:
         return [FieldCause(f"metadata.{field}", "must be a map of strings")]
     causes = []
     for key, val in value.items():
+        if not isinstance(key, str):
+            causes.append(FieldCause(f"metadata.{field}.{key}", "key must be a string"))
+            continue
         if not isinstance(val, str):
             causes.append(FieldCause(f"metadata.{field}.{key}", "value must be a string"))
-        elif field == "labels" and val and (len(val) > 63 or not _LABEL_NAME.match(val)):
+        elif field == "labels" and val and (len(val) > 63 or not _LABEL_NAME.fullmatch(val)):
             causes.append(
                 FieldCause(
                     f"metadata.labels.{key}",
@@ -334,10 +339,10 @@ def _check_string_map(meta: dict[str, Any], field: str) -> list[FieldCause]:
 
 
 def _label_key_problem(key: str) -> str | None:
-    prefix, _, name = key.rpartition("/")
-    if prefix and dns_subdomain_problem(prefix) is not None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and dns_subdomain_problem(prefix) is not None:
         return "key prefix must be a DNS subdomain"
-    if len(name) > 63 or not _LABEL_NAME.match(name):
+    if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         return (
             "key must be at most 63 letters, digits, '-', '_' or '.', "
             "starting and ending alphanumeric"

@@ -80,7 +80,7 @@ class Message:
         raise NotImplementedError
 
     def encode(self) -> str:
-        return json.dumps(self.to_wire(), separators=(",", ":"))
+        return json.dumps(self.to_wire(), separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -367,14 +367,20 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def decode(frame: str | bytes) -> Message:
     """Parse one frame; raises ProtocolError(code, reason) for anything we cannot accept."""
     if isinstance(frame, bytes):
         raise ProtocolError(BAD_FRAME, "binary frames are not accepted; send JSON text")
     try:
-        body = json.loads(frame)
-    except ValueError as exc:
+        body = json.loads(frame, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
         raise ProtocolError(BAD_FRAME, f"not JSON: {exc.msg} at {exc.pos}") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
+        raise ProtocolError(BAD_FRAME, f"not JSON: {exc}") from None
     except RecursionError:
         raise ProtocolError(BAD_FRAME, "not JSON: nested too deeply") from None
     if not isinstance(body, dict):

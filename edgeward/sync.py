@@ -159,6 +159,8 @@ class OutboxCursor:
 
     def sending(self, last_seq: int) -> None:
         """A report frame ending at ``last_seq`` goes out."""
+        if not self.can_send:
+            raise ValueError(f"the window of {self.window} unacknowledged frames is full")
         if last_seq <= self.sent:
             raise ValueError(f"seq {last_seq} was already sent (sent up to {self.sent})")
         self.sent = last_seq
