@@ -1,0 +1,270 @@
+"""``edgeward demo``: a hub, an edge node and a sample device on this machine.
+
+It starts cloudhub and edgecore as child processes on free ports under
+``./.edgeward/``, applies the packaged thermostat manifests, shows the desired
+value arriving in the edge's cache and the node turning Ready, then follows
+the edge cache, printing every change that reaches it, until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgeward.cli.apply import apply_one
+from edgeward.cli.client import HubClient
+from edgeward.cli.common import add_command, out
+from edgeward.cli.errors import CliError
+from edgeward.cli.manifests import identify, load_documents
+
+NODE = "edge-1"
+START_TIMEOUT = 30.0
+
+
+def say(line: str) -> None:
+    out(line + "\n")
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers,
+        "demo",
+        help="run a hub, an edge node and a sample device on this machine",
+        description="Start cloudhub and edgecore on free local ports, apply a sample "
+        "thermostat Device, and show its desired value reaching the edge's cache. "
+        "Keeps running, printing what reaches the edge, until Ctrl-C.",
+        epilog="example: edgeward demo   (then, in another terminal, the commands it prints)",
+        hub=False,
+    )
+    parser.add_argument(
+        "--dir",
+        default=".edgeward",
+        metavar="DIR",
+        help="where the demo keeps its data and logs (default: ./.edgeward)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself after this many seconds (default: run until Ctrl-C)",
+    )
+    parser.set_defaults(run=run)
+
+
+class _Child:
+    """A daemon started by the demo, its output in a log file."""
+
+    def __init__(self, name: str, module: str, args: list[str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        with open(log, "ab") as sink:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C goes to the demo, which stops us in order
+            )
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise CliError(
+                f"{self.name} exited with status {self.proc.returncode}; "
+                f"last lines of {self.log}: " + " | ".join(tail)
+            )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    base = Path(args.dir).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    children: list[_Child] = []
+    try:
+        hub_dir = base / "hub"
+        with suppress(FileNotFoundError):
+            (hub_dir / "cloudhub.json").unlink()
+        hub = _Child(
+            "cloudhub",
+            "cloudhub.main",
+            ["--data-dir", str(hub_dir), "--api-port", "0", "--edge-port", "0"],
+            base / "cloudhub.log",
+        )
+        children.append(hub)
+        address = _wait(lambda: _read_json(hub_dir / "cloudhub.json"), hub, "the hub to start")
+        say(f"hub      {address['api']} (REST API), {address['edge']} (edges); log {hub.log}")
+
+        edge_dir = base / NODE
+        edge = _Child(
+            "edgecore",
+            "edgecore.main",
+            [
+                "--node",
+                NODE,
+                "--hub",
+                address["edge"],
+                "--data-dir",
+                str(edge_dir),
+                "--status-interval",
+                "2",
+            ],
+            base / f"{NODE}.log",
+        )
+        children.append(edge)
+        say(f"edge     node {NODE}, cache {edge_dir / 'edge.db'}; log {edge.log}")
+
+        client = HubClient(address["api"])
+        text = resources.files("edgeward").joinpath("examples/thermostat.yaml").read_text()
+        applied = time.monotonic()
+        for doc in load_documents(text, "thermostat.yaml"):
+            target = identify(doc, None)
+            say(f"apply    {target.label} {apply_one(client, target, doc.body)}")
+
+        device = client.request("GET", "/api/v1/namespaces/default/devices/thermo")
+        want = _desired(device)
+        cache = edge_dir / "edge.db"
+        seen = _wait(lambda: _cached_if(cache, want), edge, "the desired value to reach the edge")
+        took = time.monotonic() - applied
+        say(
+            f"edge     {NODE} cache has default/thermo {_fmt(want)} "
+            f"(revision {seen['revision']}), {took:.2f}s after apply"
+        )
+
+        node = _wait(lambda: _ready_node(client), edge, f"node {NODE} to be Ready")
+        usage = node["status"].get("usage", {})
+        say(
+            f"node     {NODE} is Ready, last heartbeat {node['status'].get('lastHeartbeatTime')}, "
+            f"cpu {usage.get('cpuPercent', '?')}%, memory {usage.get('memoryPercent', '?')}%"
+        )
+        _print_next_steps(address["api"])
+        _follow(cache, seen, children, args.duration)
+    except KeyboardInterrupt:
+        say("")
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if children:
+            say("demo stopped (data kept in " + str(base) + ")")
+    return 0
+
+
+def _print_next_steps(api: str) -> None:
+    exe = Path(sys.argv[0]).name if Path(sys.argv[0]).name == "edgeward" else "edgeward"
+    cli = str(Path(sys.executable).parent / exe)
+    if cli.startswith(os.getcwd() + os.sep):
+        cli = os.path.relpath(cli)
+    say("")
+    say("Try, in another terminal:")
+    say(f"  export EDGEWARD_HUB={api}")
+    say(f"  {cli} twin set thermo target=23     # watch it arrive below")
+    say(f"  {cli} get devices -o wide")
+    say(f"  {cli} get nodes -o wide")
+    say("Following the edge cache; Ctrl-C stops the demo.")
+    say("")
+
+
+def _follow(
+    cache: Path, seen: dict[str, Any], children: list[_Child], duration: float | None
+) -> None:
+    deadline = None if duration is None else time.monotonic() + duration
+    last = seen["devices"]
+    while deadline is None or time.monotonic() < deadline:
+        time.sleep(0.5)
+        for child in children:
+            child.check()
+        now = _read_cache(cache)
+        if now is None:
+            continue
+        for key in sorted(set(last) | set(now["devices"])):
+            if last.get(key) != now["devices"].get(key):
+                shown = _fmt(now["devices"][key]) if key in now["devices"] else "(removed)"
+                say(
+                    f"edge     {time.strftime('%H:%M:%S')} {key} {shown} "
+                    f"(revision {now['revision']})"
+                )
+        last = now["devices"]
+
+
+def _wait(probe: Any, child: _Child, what: str) -> Any:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        child.check()
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise CliError(f"timed out after {START_TIMEOUT:g}s waiting for {what}; see {child.log}")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_cache(path: Path) -> dict[str, Any] | None:
+    """The devices' desired values and the revision in the edge's cache, read-only."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            rows = conn.execute("SELECT namespace, name, body FROM objects WHERE kind = 'Device'")
+            devices = {f"{ns}/{name}": _desired(json.loads(body)) for ns, name, body in rows}
+            rev = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # not created yet, or busy
+    return {"devices": devices, "revision": int(rev[0]) if rev else 0}
+
+
+def _cached_if(path: Path, want: dict[str, str]) -> dict[str, Any] | None:
+    cache = _read_cache(path)
+    if cache and cache["devices"].get("default/thermo") == want:
+        return cache
+    return None
+
+
+def _ready_node(client: HubClient) -> dict[str, Any] | None:
+    try:
+        node = client.request("GET", f"/api/v1/nodes/{NODE}")
+    except CliError:
+        return None
+    for cond in node.get("status", {}).get("conditions", []):
+        if (
+            cond.get("type") == "Ready"
+            and cond.get("status") == "True"
+            and node["status"].get("usage")
+        ):
+            return node
+    return None
+
+
+def _desired(device: dict[str, Any]) -> dict[str, str]:
+    return {
+        p["name"]: p["desired"]["value"]
+        for p in device.get("spec", {}).get("properties", [])
+        if isinstance(p.get("desired"), dict) and "value" in p["desired"]
+    }
+
+
+def _fmt(values: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(values.items())) or "(no desired values)"
