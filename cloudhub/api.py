@@ -38,7 +38,8 @@ from edgeward.errors import (
     InvalidObject,
     NotFound,
 )
-from edgeward.kinds import KINDS, Kind, normalize
+from edgeward.kinds import KINDS, NODE, Kind, normalize
+from edgeward.protocol import loads_strict
 from edgeward.sync import ChangeRow
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ async def read_json(request: Request) -> Any:
     if not raw.strip():
         raise ApiError(400, "BadRequest", "request body is empty; send a JSON object")
     try:
-        return json.loads(raw)
+        return loads_strict(raw)
     except UnicodeDecodeError:
         raise ApiError(400, "BadRequest", "request body is not UTF-8 text") from None
     except ValueError as exc:
@@ -208,26 +209,29 @@ class Api:
                     if name is None or obj["metadata"]["name"] == name:
                         yield _event("ADDED", obj)
             after = since
+            from_database = True  # until caught up, and again after an overflow
             while True:
-                rows = await run_in_threadpool(self.store.changes_after, after, 1000)
-                for row in rows:
-                    if wanted(row):
-                        yield _event(WATCH_EVENTS[row.op], row.body)
-                    after = row.revision
-                if len(rows) < 1000:
-                    break
-            while True:
-                await sub.wait()
-                if sub.overflowed:
-                    sub.recovered()
+                if from_database:
                     rows = await run_in_threadpool(self.store.changes_after, after, 1000)
+                    from_database = len(rows) == 1000
                 else:
+                    await sub.wait()
+                    if sub.closed:
+                        return  # the hub is stopping
+                    if sub.overflowed:
+                        sub.recovered()
+                        from_database = True
+                        continue
                     rows = sub.take()
                 for row in rows:
-                    if row.revision > after:
-                        if wanted(row):
-                            yield _event(WATCH_EVENTS[row.op], row.body)
-                        after = row.revision
+                    if row.revision <= after:
+                        continue  # read from the database already
+                    after = row.revision
+                    if wanted(row):
+                        body = row.body
+                        if kind is NODE:
+                            body = await run_in_threadpool(self.store.decorate_node, body)
+                        yield _event(WATCH_EVENTS[row.op], body)
         finally:
             sub.close()
 
@@ -268,7 +272,9 @@ class Api:
                     self.store.replace,
                     kind,
                     obj,
-                    expected or int(current["metadata"]["resourceVersion"]),
+                    expected
+                    if expected is not None
+                    else int(current["metadata"]["resourceVersion"]),
                 )
             except Conflict:
                 if expected is not None:

@@ -31,6 +31,7 @@ class Subscription:
         self._ready = asyncio.Event()
         self._max = max_buffered
         self.overflowed = False
+        self.closed = False
 
     def _push(self, row: ChangeRow) -> None:
         if self.overflowed:
@@ -44,7 +45,7 @@ class Subscription:
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until rows (or an overflow) are ready; False on timeout."""
-        if self._rows or self.overflowed:
+        if self._rows or self.overflowed or self.closed:
             return True
         self._ready.clear()
         try:
@@ -101,6 +102,12 @@ class ChangeFeed:
         sub = Subscription(self, None, self._max)
         self._all.add(sub)
         return sub
+
+    def close(self) -> None:
+        """The hub is stopping: wake every subscriber with ``closed`` set, so watches end."""
+        for sub in [*self._all, *(s for subs in self._by_node.values() for s in subs)]:
+            sub.closed = True
+            sub._ready.set()
 
     def _remove(self, sub: Subscription) -> None:
         if sub.node is None:

@@ -145,6 +145,7 @@ async def run_hub(config: HubConfig) -> None:
         stop_task = tg.create_task(stop.wait())
         await asyncio.wait([stop_task, api_task], return_when=asyncio.FIRST_COMPLETED)
         log.info("cloudhub shutting down")
+        feed.close()
         api_server.should_exit = True
         ws_server.close()
         for task in (*tasks, stop_task):

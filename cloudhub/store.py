@@ -9,6 +9,7 @@ the new head after each commit (the change feed wakes on it).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import uuid
@@ -326,6 +327,13 @@ class Store:
             return bound
 
     # -- nodes ----------------------------------------------------------------
+
+    def decorate_node(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A copy of a Node body with its lease (last heartbeat, usage) merged into status."""
+        body = copy.deepcopy(body)
+        with self.reading() as conn:
+            self._decorate_nodes(conn, [body])
+        return body
 
     def _decorate_nodes(self, conn: Connection, nodes: list[dict[str, Any]]) -> None:
         """Merge the lease (last heartbeat, usage) and sync progress into Node status."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -371,12 +372,27 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range for a number")
+    return value
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """json.loads that refuses NaN, Infinity and numbers too large to be finite.
+
+    Anything it returns can be encoded again as standard JSON.
+    """
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def decode(frame: str | bytes) -> Message:
     """Parse one frame; raises ProtocolError(code, reason) for anything we cannot accept."""
     if isinstance(frame, bytes):
         raise ProtocolError(BAD_FRAME, "binary frames are not accepted; send JSON text")
     try:
-        body = json.loads(frame, parse_constant=_refuse_constant)
+        body = loads_strict(frame)
     except json.JSONDecodeError as exc:
         raise ProtocolError(BAD_FRAME, f"not JSON: {exc.msg} at {exc.pos}") from None
     except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
