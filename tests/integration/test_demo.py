@@ -1,0 +1,43 @@
+"""`make demo`'s command: the first thing a new user runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.support.procs import BIN
+
+
+def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(tmp_path: Path) -> None:
+    """edgeward demo starts a hub and an edge, applies the sample device, shows its desired
+    value in the edge cache and the node Ready, and stops both children when it ends."""
+    result = subprocess.run(
+        [str(BIN / "edgeward"), "demo", "--dir", str(tmp_path / "demo"), "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "device/thermo created" in out
+    assert "edge-1 cache has default/thermo target=21" in out
+    assert "edge-1 is Ready" in out
+    assert "export EDGEWARD_HUB=http://127.0.0.1:" in out
+    pid = json.loads((tmp_path / "demo" / "hub" / "cloudhub.json").read_text())["pid"]
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "the demo left its hub running"
+
+    again = subprocess.run(
+        [str(BIN / "edgeward"), "demo", "--dir", str(tmp_path / "demo"), "--duration", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "device/thermo unchanged" in again.stdout, "a second run should reuse its data"
