@@ -45,6 +45,8 @@ from edgeward.sync import ChangeRow
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+#: Deeper bodies are refused: they serve no manifest and break serializers.
+MAX_DEPTH = 64
 WATCH_EVENTS = {"create": "ADDED", "update": "MODIFIED", "delete": "DELETED"}
 
 
@@ -104,13 +106,44 @@ async def read_json(request: Request) -> Any:
     if not raw.strip():
         raise ApiError(400, "BadRequest", "request body is empty; send a JSON object")
     try:
-        return loads_strict(raw)
+        body = loads_strict(raw)
     except UnicodeDecodeError:
         raise ApiError(400, "BadRequest", "request body is not UTF-8 text") from None
     except ValueError as exc:
         raise ApiError(400, "BadRequest", f"request body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise ApiError(400, "BadRequest", "request body is nested too deeply") from None
+        body = None
+    if body is None or _depth(body) > MAX_DEPTH:
+        raise ApiError(
+            400, "BadRequest", f"request body is nested more than {MAX_DEPTH} levels deep"
+        )
+    try:
+        # a lone surrogate escape ("\ud800") parses but can never be written out again
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ApiError(
+            400, "BadRequest", "request body has a string that is not valid Unicode"
+        ) from None
+    return body
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _rv_from_body(obj: Any) -> int | None:
@@ -151,17 +184,19 @@ class Api:
         if _is_watch(request):
             return await self.watch(kind, namespace, None, request)
         items, head = await run_in_threadpool(self.store.list, kind, namespace)
-        return {
-            "apiVersion": "v1",
-            "kind": f"{kind.name}List",
-            "metadata": {"resourceVersion": str(head)},
-            "items": items,
-        }
+        return JSONResponse(
+            {
+                "apiVersion": kind.api_version,
+                "kind": f"{kind.name}List",
+                "metadata": {"resourceVersion": str(head)},
+                "items": items,
+            }
+        )
 
     async def get(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
         if _is_watch(request):
             return await self.watch(kind, namespace, name, request)
-        return await run_in_threadpool(self.store.get, kind, namespace, name)
+        return JSONResponse(await run_in_threadpool(self.store.get, kind, namespace, name))
 
     async def watch(
         self, kind: Kind, namespace: str | None, name: str | None, request: Request
@@ -248,7 +283,7 @@ class Api:
         expected = _rv_from_body(body)
         obj = normalize(kind, body, namespace)
         _same_name(kind, obj, name)
-        return await run_in_threadpool(self.store.replace, kind, obj, expected)
+        return JSONResponse(await run_in_threadpool(self.store.replace, kind, obj, expected))
 
     async def patch(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -268,7 +303,7 @@ class Api:
             obj = normalize(kind, merged, namespace)
             _same_name(kind, obj, name)
             try:
-                return await run_in_threadpool(
+                written = await run_in_threadpool(
                     self.store.replace,
                     kind,
                     obj,
@@ -279,12 +314,16 @@ class Api:
             except Conflict:
                 if expected is not None:
                     raise
+                continue
+            return JSONResponse(written)
         raise ApiError(409, "Conflict", f'{kind.name} "{name}" keeps changing; retry the patch')
 
     async def delete(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
         raw_rv = request.query_params.get("resourceVersion")
         expected = None if raw_rv in (None, "") else _parse_rv(raw_rv, "resourceVersion")
-        return await run_in_threadpool(self.store.delete, kind, namespace, name, expected)
+        return JSONResponse(
+            await run_in_threadpool(self.store.delete, kind, namespace, name, expected)
+        )
 
 
 def _same_name(kind: Kind, obj: dict[str, Any], name: str) -> None:

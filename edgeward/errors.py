@@ -43,6 +43,10 @@ class FieldCause:
         return f"{self.field}: {self.message}" if self.field else self.message
 
 
+#: An InvalidObject's message names this many causes; ``causes`` holds them all.
+MAX_CAUSES_IN_MESSAGE = 20
+
+
 class InvalidObject(EdgewardError):
     """A resource failed validation; ``causes`` names each bad field."""
 
@@ -50,7 +54,10 @@ class InvalidObject(EdgewardError):
         self.kind = kind
         self.name = name
         self.causes = list(causes)
-        detail = "; ".join(str(c) for c in self.causes)
+        shown = MAX_CAUSES_IN_MESSAGE
+        detail = "; ".join(str(c) for c in self.causes[:shown])
+        if len(self.causes) > shown:
+            detail += f" (and {len(self.causes) - shown} more)"
         label = f'{kind} "{name}"' if name else kind
         super().__init__(f"{label} is invalid: {detail}")
 
