@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import uvicorn
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from websockets.asyncio.server import serve as ws_serve
 
 import edgeward
+from cloudhub import transport
 from cloudhub.api import create_app
 from cloudhub.changefeed import ChangeFeed
 from cloudhub.config import HubConfig
@@ -25,7 +21,6 @@ from cloudhub.db import open_engine
 from cloudhub.edgeserver import EdgeServer
 from cloudhub.nodes import NodeRegistry
 from cloudhub.store import Store
-from edgeward import protocol
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
 from edgeward.daemon import data_directory, setup_logging, stop_on_signals
 from edgeward.errors import ConfigError
@@ -73,20 +68,6 @@ def load_config(args: argparse.Namespace) -> HubConfig:
     return build(HubConfig, merged(data, flag_values(args, FLAGS)))
 
 
-class _ApiServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The hub's supervisor owns SIGTERM/SIGINT and stops every part in order.
-        yield
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    try:
-        return socket.create_server((host, port), reuse_port=False)
-    except OSError as exc:
-        raise ConfigError([f"cannot listen on {host}:{port}: {exc.strerror}"]) from None
-
-
 async def run_hub(config: HubConfig) -> None:
     data_dir = data_directory(config.data_dir)
     engine = open_engine(config.database_url())
@@ -104,23 +85,12 @@ async def run_hub(config: HubConfig) -> None:
     nodes = NodeRegistry(store, config.node_grace_period)
     edge = EdgeServer(store, feed, nodes)
 
-    api_sock = _listen(config.bind, config.api_port)
-    edge_sock = _listen(config.bind, config.edge_port)
-    api_port, edge_port = api_sock.getsockname()[1], edge_sock.getsockname()[1]
-    api_server = _ApiServer(
-        uvicorn.Config(
-            create_app(store, feed),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
-    )
+    api_sock = transport.listen(config.bind, config.api_port)
+    edge_sock = transport.listen(config.bind, config.edge_port)
+    api_server = transport.api_server(create_app(store, feed))
     stop = stop_on_signals()
     async with (
-        ws_serve(
-            edge.handle, sock=edge_sock, max_size=protocol.MAX_FRAME_BYTES, compression=None
-        ) as ws_server,
+        transport.edge_endpoint(edge.handle, edge_sock) as ws_server,
         asyncio.TaskGroup() as tg,
     ):
         tasks = [
@@ -130,8 +100,8 @@ async def run_hub(config: HubConfig) -> None:
         ]
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
         address = {
-            "api": f"http://{config.bind}:{api_port}",
-            "edge": f"ws://{config.bind}:{edge_port}",
+            "api": transport.url("http", api_sock),
+            "edge": transport.url("ws", edge_sock),
             "pid": os.getpid(),
         }
         (data_dir / "cloudhub.json").write_text(json.dumps(address) + "\n")

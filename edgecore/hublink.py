@@ -13,11 +13,12 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from edgecore.config import HubLinkConfig
 from edgecore.store import StoreThread
+from edgecore.transport import connect_hub
 from edgeward import protocol
 from edgeward.backoff import backoff
 from edgeward.errors import ProtocolError
@@ -59,15 +60,7 @@ class HubLink:
             url = self.config.endpoints[attempt % len(self.config.endpoints)]
             attempt += 1
             try:
-                async with connect(
-                    url,
-                    open_timeout=self.config.open_timeout,
-                    ping_interval=self.config.ping_interval,
-                    ping_timeout=self.config.ping_timeout,
-                    max_size=protocol.MAX_FRAME_BYTES,
-                    compression=None,
-                    proxy=None,
-                ) as ws:
+                async with connect_hub(url, self.config) as ws:
                     welcomed = await self._session(ws, url)
                     if welcomed:
                         delays = self._delays()

@@ -274,8 +274,10 @@ def open_store(path: Path) -> EdgeStore:
         return EdgeStore(path)
     except sqlite3.DatabaseError as exc:
         raise ConfigError(
-            [f"cannot open the edge cache {path}: {exc} (move it aside to start from an empty "
-             "cache; the hub resends the desired state)"]
+            [
+                f"cannot open the edge cache {path}: {exc} (move it aside to start from an empty "
+                "cache; the hub resends the desired state)"
+            ]
         ) from None
 
 
