@@ -7,7 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from cloudhub.db import open_engine
+from cloudhub.store import Store
+from tests.support.clock import ManualClock
 from tests.support.postgres import PostgresCluster
 from tests.support.procs import Edge, Hub
 
@@ -32,6 +36,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'hub.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.create_database(f"t{next(_db_names)}")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on the fresh database of ``database_url``."""
+    eng = open_engine(database_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def store(engine: Engine, clock: ManualClock) -> Store:
+    """A migrated hub store on each database, with a hand-driven clock."""
+    s = Store(engine, clock=clock)
+    s.migrate()
+    return s
 
 
 @pytest.fixture

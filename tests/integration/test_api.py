@@ -11,14 +11,12 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from cloudhub.api import MAX_BODY_BYTES, create_app
-from cloudhub.db import open_engine
 from cloudhub.store import Store
 from edgeward.kinds import DEVICE, DEVICE_MODEL, NODE, SERVER_METADATA
 
@@ -107,17 +105,6 @@ KUBEEDGE_DEVICE: dict[str, Any] = {
         ],
     },
 }
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    engine = open_engine(database_url)
-    s = Store(engine)
-    s.migrate()
-    try:
-        yield s
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from cloudhub.db import open_engine
 from cloudhub.nodes import NodeRegistry
 from cloudhub.schema import node_sync
 from cloudhub.store import Store, rfc3339
 from edgeward.kinds import NODE
 from edgeward.protocol import TOPIC_NODE_STATUS, ReportItem
+from tests.support.clock import T0, ManualClock
 
-T0 = 1_700_000_000.0
 GRACE = 40.0
 INFO = {"architecture": "arm64", "osImage": "Debian GNU/Linux 12", "agentVersion": "0.1.0"}
 CAPACITY = {"cpu": "4", "memory": "3906Mi", "disk": "29Gi"}
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(database_url: str, clock: Clock) -> Iterator[Store]:
-    engine = open_engine(database_url)
-    s = Store(engine, clock=clock)
-    s.migrate()
-    try:
-        yield s
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
@@ -90,7 +64,7 @@ def test_register_creates_a_ready_node(store: Store, registry: NodeRegistry) -> 
 
 
 def test_register_again_refreshes_without_churn(
-    store: Store, registry: NodeRegistry, clock: Clock
+    store: Store, registry: NodeRegistry, clock: ManualClock
 ) -> None:
     """A reconnecting node keeps its Node; only a real change (new agent) makes a new revision."""
     registry.register("edge-a", INFO)
@@ -112,7 +86,7 @@ def test_register_again_refreshes_without_churn(
 
 
 def test_reports_store_capacity_usage_and_heartbeat(
-    store: Store, registry: NodeRegistry, clock: Clock
+    store: Store, registry: NodeRegistry, clock: ManualClock
 ) -> None:
     """Node status reports put capacity on the Node and usage plus heartbeat in its lease."""
     registry.register("edge-a", INFO)
@@ -187,7 +161,7 @@ def test_unknown_topics_are_dropped_but_acknowledged(store: Store, registry: Nod
 
 
 def test_silent_node_goes_not_ready_once(
-    store: Store, registry: NodeRegistry, clock: Clock
+    store: Store, registry: NodeRegistry, clock: ManualClock
 ) -> None:
     """A node silent past the grace period turns Ready=Unknown exactly once; others stay Ready."""
     registry.register("edge-a", INFO)
@@ -220,7 +194,7 @@ def test_silent_node_goes_not_ready_once(
 
 
 def test_node_that_reports_again_is_ready_again(
-    store: Store, registry: NodeRegistry, clock: Clock
+    store: Store, registry: NodeRegistry, clock: ManualClock
 ) -> None:
     """A NotReady node that is heard from again turns Ready with a new transition time."""
     registry.register("edge-a", INFO)
@@ -250,7 +224,7 @@ def test_node_that_reports_again_is_ready_again(
 
 
 def test_register_after_expiry_makes_node_ready(
-    store: Store, registry: NodeRegistry, clock: Clock
+    store: Store, registry: NodeRegistry, clock: ManualClock
 ) -> None:
     """A node that reconnects after being marked NotReady is Ready again, keeping its seq."""
     registry.register("edge-a", INFO)

@@ -8,50 +8,16 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from cloudhub.db import open_engine
 from cloudhub.schema import changes, objects, revision
 from cloudhub.store import Store, rfc3339
 from edgeward.errors import AlreadyExists, Conflict, NotFound
 from edgeward.kinds import ALL_NODES, CORE_API, DEVICE, DEVICE_MODEL, DEVICES_API, NODE
-
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    """A hand-driven clock for the store's timestamps."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = open_engine(database_url)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(engine: Engine, clock: Clock) -> Store:
-    s = Store(engine, clock=clock)
-    s.migrate()
-    return s
+from tests.support.clock import T0, ManualClock
 
 
 def device(
@@ -92,7 +58,7 @@ def change_log(store: Store) -> list[Any]:
 # -- basic object life cycle ----------------------------------------------------
 
 
-def test_create_get_list_replace_delete(store: Store, clock: Clock) -> None:
+def test_create_get_list_replace_delete(store: Store, clock: ManualClock) -> None:
     """An object written through the store reads back, lists, changes and goes away as written."""
     created = store.create(DEVICE, device("thermo-1", node="edge-a", mode="fast"))
     meta = created["metadata"]
@@ -175,7 +141,7 @@ def test_replace_that_changes_nothing_keeps_revision(store: Store) -> None:
     assert store.head() == 1
 
 
-def test_replace_keeps_status_uid_and_creation_time(store: Store, clock: Clock) -> None:
+def test_replace_keeps_status_uid_and_creation_time(store: Store, clock: ManualClock) -> None:
     """A replace writes metadata and spec only; status, uid and creationTimestamp survive it."""
     created = store.create(DEVICE, device("thermo-1", node="edge-a"))
     with store.writing() as tx:
