@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, update
 from cloudhub.schema import node_leases, node_sync
 from cloudhub.store import Store, Tx, rfc3339
 from edgeward.kinds import CORE_API, NODE
-from edgeward.protocol import TOPIC_NODE_STATUS, ReportItem
+from edgeward.protocol import MAX_NODE_INFO_BYTES, TOPIC_NODE_STATUS, ReportItem
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,22 @@ def is_ready(node: dict[str, Any]) -> bool:
     return False
 
 
+def _fits(part: Any) -> bool:
+    return isinstance(part, dict) and len(json.dumps(part)) <= MAX_NODE_INFO_BYTES
+
+
 def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
-    body = item.body
+    body = {k: v for k, v in item.body.items() if k in ("usage", "capacity", "nodeInfo")}
+    for field in [k for k, v in body.items() if not _fits(v)]:
+        log.warning(
+            "node %s: ignored %s in a status report: not an object of at most %d bytes",
+            node,
+            field,
+            MAX_NODE_INFO_BYTES,
+        )
+        del body[field]
     usage = body.get("usage")
-    if isinstance(usage, dict):
+    if usage is not None:
         tx.conn.execute(
             update(node_leases).where(node_leases.c.node == node).values(usage=json.dumps(usage))
         )
@@ -72,7 +84,7 @@ def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
         return
     status = dict(current.get("status", {}))
     for field in ("capacity", "nodeInfo"):
-        if isinstance(body.get(field), dict):
+        if field in body:
             status[field] = body[field]
     tx.replace_status(NODE, None, node, status)
 

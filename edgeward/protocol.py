@@ -35,6 +35,8 @@ PROTOCOL_VERSION = 1
 
 #: Largest frame either side accepts, in bytes.
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+#: Largest node description (hello's node_info, a status report's parts) the hub keeps.
+MAX_NODE_INFO_BYTES = 16 * 1024
 
 # Error codes carried by error frames.
 BAD_FRAME = "bad_frame"
@@ -113,6 +115,10 @@ class Hello(Message):
         info = body.get("node_info", {})
         if not isinstance(info, dict):
             raise ProtocolError(BAD_MESSAGE, "hello: node_info must be an object")
+        if len(json.dumps(info)) > MAX_NODE_INFO_BYTES:
+            raise ProtocolError(
+                BAD_MESSAGE, f"hello: node_info is larger than {MAX_NODE_INFO_BYTES} bytes"
+            )
         agent = body.get("agent", "")
         if not isinstance(agent, str):
             raise ProtocolError(BAD_MESSAGE, "hello: agent must be a string")

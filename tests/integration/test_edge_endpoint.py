@@ -187,3 +187,43 @@ def test_a_newer_connection_replaces_the_older_one(hub: Hub) -> None:
                 if msg["type"] == "changes" and msg["items"]:
                     break
             assert msg["items"][0]["name"] == "d"
+
+
+def test_oversized_node_descriptions_are_refused_or_ignored(hub: Hub) -> None:
+    """A hello with a huge node_info is refused, and a status report's oversized parts are
+    ignored, so one node cannot bloat every node listing."""
+    with open_ws(hub) as ws:
+        ws.send(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "node": "bloat",
+                    "revision": 0,
+                    "protocol": 1,
+                    "node_info": {"junk": "x" * 100_000},
+                }
+            )
+        )
+        assert recv(ws)["code"] == "bad_message"
+        assert closed_code(ws) == 1008
+    with open_ws(hub) as ws:
+        hello(ws, "bloat")
+        ws.send(
+            json.dumps(
+                {
+                    "type": "report",
+                    "items": [
+                        {
+                            "seq": 1,
+                            "topic": "node/status",
+                            "key": "node-status",
+                            "body": {"capacity": {"cpu": 2}, "nodeInfo": {"junk": "x" * 100_000}},
+                        }
+                    ],
+                }
+            )
+        )
+        assert recv_skipping_changes(ws) == {"type": "report_ack", "seq": 1}
+    status = hub.request("GET", "/api/v1/nodes/bloat")[1]["status"]
+    assert status["capacity"] == {"cpu": 2}
+    assert "junk" not in status.get("nodeInfo", {})
