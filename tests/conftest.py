@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from cloudhub.db import open_engine
 from cloudhub.store import Store
 from tests.support.clock import ManualClock
+from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import PostgresCluster
 from tests.support.procs import Edge, Hub
 
@@ -27,6 +28,28 @@ def postgres() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> Iterator[Mosquitto]:
+    """One Mosquitto for the session; tests keep apart by using their own device ids."""
+    broker = Mosquitto()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[Mosquitto]:
+    """A Mosquitto for one test, which the test may stop and restart."""
+    broker = Mosquitto()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
