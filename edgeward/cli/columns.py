@@ -20,6 +20,7 @@ from edgeward.cli.output import (
     human_bytes,
     truncate,
 )
+from edgeward.cli.twin import sync_state
 from edgeward.kinds import DEVICE, DEVICE_MODEL, NODE, Kind
 
 LIST_LIMIT = 48  # wide columns that list things are cut here, ending in "..."
@@ -85,7 +86,13 @@ def _device_wide(obj: dict[str, Any], now: float) -> list[str]:
     desired = ",".join(
         f"{k}={v if isinstance(v, str) else cell(v)}" for k, v in desired_values(obj)
     )
-    return [str(count), truncate(desired, LIST_LIMIT) or NONE]
+    state = dig(obj, "status", "state")
+    return [
+        str(count),
+        truncate(desired, LIST_LIMIT) or NONE,
+        state if isinstance(state, str) and state else DASH,
+        sync_state(obj),
+    ]
 
 
 # -- device models ----------------------------------------------------------------
@@ -174,7 +181,7 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Row, tuple[str, ...], Row]] = {
     DEVICE.name: (
         ("NAME", "NODE", "MODEL", "AGE"),
         _device,
-        ("PROPERTIES", "DESIRED"),
+        ("PROPERTIES", "DESIRED", "STATE", "SYNCED"),
         _device_wide,
     ),
     DEVICE_MODEL.name: (("NAME", "PROPERTIES", "AGE"), _model, ("TYPES",), _model_wide),

@@ -175,6 +175,20 @@ def twin_state(device: Any) -> dict[str, dict[str, Any]]:
     return state
 
 
+def sync_state(device: Any) -> str:
+    """Whether a device has reached its desired values: ``yes``; ``pending`` while a desired
+    value has not reached the edge yet; ``no`` when the edge has it but the device reports
+    something else; ``-`` when nothing is desired."""
+    wanted = [s for s in twin_state(device).values() if s["desired"] is not None]
+    if not wanted:
+        return DASH
+    if any(s["observedDesired"] != s["desired"] for s in wanted):
+        return "pending"
+    if any(s["reported"] != s["desired"] for s in wanted):
+        return "no"
+    return "yes"
+
+
 def twin_rows(device: Any, now: float) -> list[list[str]]:
     """Rows for :data:`HEADERS`; ``-`` for what is not known."""
     return [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -140,8 +141,60 @@ def test_device_columns_with_everything() -> None:
     )
     assert columns.headers(DEVICE) == ["NAME", "NODE", "MODEL", "AGE"]
     assert columns.row(DEVICE, dev, NOW) == ["thermo", "edge-1", "thermostat", "3m"]
-    assert columns.headers(DEVICE, wide=True)[-2:] == ["PROPERTIES", "DESIRED"]
-    assert columns.row(DEVICE, dev, NOW, wide=True)[-2:] == ["3", "target=21,mode=eco"]
+    assert columns.headers(DEVICE, wide=True)[-4:] == ["PROPERTIES", "DESIRED", "STATE", "SYNCED"]
+    assert columns.row(DEVICE, dev, NOW, wide=True)[-4:] == [
+        "3",
+        "target=21,mode=eco",
+        "-",
+        "pending",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("twins", "synced"),
+    [
+        ([], "pending"),
+        ([{"propertyName": "target", "observedDesired": {"value": "21"}}], "no"),
+        (
+            [
+                {
+                    "propertyName": "target",
+                    "observedDesired": {"value": "21"},
+                    "reported": {"value": "19"},
+                }
+            ],
+            "no",
+        ),
+        (
+            [
+                {
+                    "propertyName": "target",
+                    "observedDesired": {"value": "21"},
+                    "reported": {"value": "21"},
+                }
+            ],
+            "yes",
+        ),
+        (
+            [
+                {
+                    "propertyName": "target",
+                    "observedDesired": {"value": "20"},
+                    "reported": {"value": "21"},
+                }
+            ],
+            "pending",
+        ),
+    ],
+)
+def test_synced_column_tells_whether_the_device_reached_its_desired_values(
+    twins: list[dict[str, Any]], synced: str
+) -> None:
+    """SYNCED is pending until the edge holds the desired value, no until the device reports
+    it, and yes once every desired value is reported."""
+    dev = device(properties=[{"name": "target", "desired": {"value": "21"}}])
+    dev["status"] = {"twins": twins, "state": "online"}
+    assert columns.row(DEVICE, dev, NOW, wide=True)[-2:] == ["online", synced]
 
 
 def test_device_columns_with_nothing() -> None:
@@ -154,13 +207,15 @@ def test_device_columns_with_nothing() -> None:
         "<none>",
         "0",
         "<none>",
+        "-",
+        "-",
     ]
 
 
 def test_desired_column_is_truncated() -> None:
     """Many desired values are cut to a readable width ending in "..."."""
     props = [{"name": f"prop{i}", "desired": {"value": "x" * 10}} for i in range(10)]
-    cell = columns.row(DEVICE, device(properties=props), NOW, wide=True)[-1]
+    cell = columns.row(DEVICE, device(properties=props), NOW, wide=True)[5]
     assert cell.endswith("...")
     assert len(cell) == columns.LIST_LIMIT
 
