@@ -42,4 +42,4 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .edgeward .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-broker .edgeward .pytest_cache .ruff_cache
