@@ -32,7 +32,10 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	@# the pure twin rules carry a 100% branch coverage gate
+	$(BIN)/python -m pytest -q tests/unit/devicetwin --cov=devicetwin --cov-branch \
+		--cov-report=term-missing:skip-covered --cov-fail-under=100
+	$(BIN)/python -m pytest -q --ignore=tests/unit/devicetwin
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
