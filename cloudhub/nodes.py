@@ -18,10 +18,18 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from cloudhub import devicestatus
 from cloudhub.schema import node_leases, node_sync
 from cloudhub.store import Store, Tx, rfc3339
 from edgeward.kinds import CORE_API, NODE
-from edgeward.protocol import MAX_NODE_INFO_BYTES, TOPIC_NODE_STATUS, ReportItem
+from edgeward.protocol import (
+    MAX_NODE_INFO_BYTES,
+    TOPIC_DEVICE_STATE,
+    TOPIC_NODE_STATUS,
+    TOPIC_TWIN_REPORTED,
+    TOPIC_UPLOAD,
+    ReportItem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +98,12 @@ def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
 
 
 #: What the hub does with each kind of outbox row the edge reports.
-REPORT_HANDLERS: dict[str, ReportHandler] = {TOPIC_NODE_STATUS: _node_status_report}
+REPORT_HANDLERS: dict[str, ReportHandler] = {
+    TOPIC_NODE_STATUS: _node_status_report,
+    TOPIC_TWIN_REPORTED: devicestatus.twin_reported,
+    TOPIC_DEVICE_STATE: devicestatus.device_state,
+    TOPIC_UPLOAD: devicestatus.upload,
+}
 
 
 class NodeRegistry:

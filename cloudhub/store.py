@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
 
 from cloudhub import schema
+from cloudhub.admission import admit
 from cloudhub.schema import changes, node_leases, node_sync, objects, revision
 from edgeward.errors import AlreadyExists, Conflict, NotFound
 from edgeward.kinds import ALL_NODES, KINDS, NODE, Kind, resource_version
@@ -65,6 +66,7 @@ class Tx:
         meta = obj["metadata"]
         if self.get(kind, meta.get("namespace"), meta["name"]) is not None:
             raise AlreadyExists(kind.name, _ns(kind, meta.get("namespace")), meta["name"])
+        admit(kind, obj, self.get)
         body = dict(obj)
         body["metadata"] = {
             **meta,
@@ -90,6 +92,7 @@ class Tx:
         body["status"] = current.get("status", {})
         if body == current:
             return current
+        admit(kind, body, self.get)
         return self._save(kind, "update", body, prev_route=kind.route(current))
 
     def replace_status(

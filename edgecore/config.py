@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from edgeward.configfile import one_of, positive, setting
+from edgeward.configfile import one_of, port_number, positive, setting
 from edgeward.kinds import dns_subdomain_problem
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -54,6 +54,38 @@ class HubLinkConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = setting(True, "Bridge device mappers over MQTT (the device twin protocol).")
+    host: str = setting("127.0.0.1", "Address of the MQTT broker the mappers use.")
+    port: int = setting(1883, "Port of the MQTT broker.", port_number)
+    username: str = setting("", "User name for the broker; empty: connect anonymously.")
+    password_file: str = setting(
+        "", "File holding the broker password (kept out of this config on purpose)."
+    )
+    client_id: str = setting(
+        "", "MQTT client id. Empty: edgecore-<node name>. It must be unique on the broker."
+    )
+    keepalive: int = setting(30, "Seconds between MQTT keepalive pings.", positive)
+    tls_ca_file: str = setting("", "CA bundle to verify the broker with; set to use TLS.")
+    tls_cert_file: str = setting("", "Client certificate for the broker (with tls_key_file).")
+    tls_key_file: str = setting("", "Private key of tls_cert_file.")
+    reconnect_initial_delay: float = setting(
+        0.5, "First reconnect delay in seconds; it doubles per failure, with full jitter.", positive
+    )
+    reconnect_max_delay: float = setting(30.0, "Cap of the reconnect delay, in seconds.", positive)
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.reconnect_max_delay < self.reconnect_initial_delay:
+            found.append("reconnect_max_delay: must not be less than reconnect_initial_delay")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            found.append("tls_cert_file and tls_key_file: set both or neither")
+        if self.tls_cert_file and not self.tls_ca_file:
+            found.append("tls_ca_file: required when a client certificate is set")
+        return found
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     node_name: str = setting("", "This node's name. Empty: the machine's hostname.", _node_name)
     data_dir: str = setting(
@@ -64,3 +96,4 @@ class EdgeConfig:
     )
     log_level: str = setting("info", "One of debug, info, warning, error.", one_of(*LOG_LEVELS))
     hub: HubLinkConfig = setting(HubLinkConfig(), "The link to the hub.")
+    mqtt: MqttConfig = setting(MqttConfig(), "The MQTT broker device mappers talk to.")

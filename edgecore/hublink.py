@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from edgecore.config import HubLinkConfig
-from edgecore.store import StoreThread
+from edgecore.store import Observer, StoreThread
 from edgecore.transport import connect_hub
 from edgeward import protocol
 from edgeward.backoff import backoff
@@ -41,12 +41,18 @@ class HubLink:
         db: StoreThread,
         node_info: dict[str, Any],
         outbox_wake: asyncio.Event,
+        observe: Observer | None = None,
+        after_apply: Callable[[Any], None] | None = None,
     ) -> None:
+        """``observe`` runs inside each batch's transaction (see EdgeStore.apply_changes);
+        ``after_apply`` gets what it returned once the batch has committed."""
         self.config = config
         self.node = node
         self.db = db
         self.node_info = node_info
         self.outbox_wake = outbox_wake
+        self.observe = observe
+        self.after_apply = after_apply
         self.connected = asyncio.Event()
         self._snapshot: list[Change] = []
 
@@ -127,7 +133,10 @@ class HubLink:
         self, ws: ClientConnection, msg: protocol.Message, cursor: OutboxCursor
     ) -> None:
         if isinstance(msg, protocol.Changes):
-            await self.db.call(self.db.store.apply_changes, msg.revision, msg.items)
+            result = await self.db.call(
+                self.db.store.apply_changes, msg.revision, msg.items, self.observe
+            )
+            self._applied(result)
             await ws.send(protocol.Ack(msg.revision).encode())
             if msg.items:
                 log.debug("applied %d changes through revision %d", len(msg.items), msg.revision)
@@ -135,7 +144,10 @@ class HubLink:
             self._snapshot.extend(msg.items)
             if msg.final:
                 items, self._snapshot = self._snapshot, []
-                await self.db.call(self.db.store.replace_all, msg.revision, items)
+                result = await self.db.call(
+                    self.db.store.replace_all, msg.revision, items, self.observe
+                )
+                self._applied(result)
                 await ws.send(protocol.Ack(msg.revision).encode())
                 log.info(
                     "applied a snapshot of %d objects at revision %d", len(items), msg.revision
@@ -152,6 +164,11 @@ class HubLink:
             log.warning("the hub refused a frame: %s: %s", msg.code, msg.reason)
         else:
             raise ProtocolError(protocol.UNEXPECTED, f"{msg.type} is not accepted from the hub")
+
+    def _applied(self, result: Any) -> None:
+        if self.after_apply is not None and result:
+            self.after_apply(result)
+        self.outbox_wake.set()  # the batch may have queued reports
 
     async def _send_outbox(self, ws: ClientConnection, cursor: OutboxCursor) -> None:
         while True:

@@ -12,13 +12,16 @@ from typing import Any
 
 import edgeward
 from edgecore.config import EdgeConfig
+from edgecore.eventbus import EventBus
 from edgecore.hublink import HubLink
 from edgecore.nodestatus import node_info, report_forever
 from edgecore.store import StoreThread, open_store
+from edgecore.twins import TwinService
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
 from edgeward.daemon import data_directory, setup_logging, stop_on_signals
 from edgeward.errors import ConfigError
 from edgeward.kinds import dns_subdomain_problem
+from edgeward.mapper import parse_broker
 
 log = logging.getLogger("edgecore")
 
@@ -58,6 +61,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="hub edge endpoint, e.g. ws://127.0.0.1:10000; repeat for fallbacks",
     )
+    parser.add_argument(
+        "--mqtt",
+        dest="mqtt_broker",
+        metavar="HOST:PORT",
+        help="the MQTT broker mappers use (default: 127.0.0.1:1883)",
+    )
+    parser.add_argument(
+        "--no-mqtt",
+        action="store_true",
+        help="do not bridge mappers over MQTT (the hub link still runs)",
+    )
     add_flags(parser, EdgeConfig, FLAGS)
     parser.add_argument("--version", action="version", version=f"edgecore {edgeward.__version__}")
     return parser.parse_args(argv)
@@ -69,6 +83,17 @@ def load_config(args: argparse.Namespace) -> EdgeConfig:
     flags: dict[str, Any] = flag_values(args, (*FLAGS, "node_name"))
     if args.endpoints:
         flags["hub"] = {"endpoints": args.endpoints}
+    mqtt: dict[str, Any] = {}
+    if args.mqtt_broker:
+        try:
+            host, port = parse_broker(args.mqtt_broker)
+        except ValueError as exc:
+            raise ConfigError([f"--mqtt: {exc}"]) from None
+        mqtt.update(host=host, port=port)
+    if args.no_mqtt:
+        mqtt["enabled"] = False
+    if mqtt:
+        flags["mqtt"] = mqtt
     config = build(EdgeConfig, merged(data, flags))
     if not config.node_name:
         host = socket.gethostname().lower()
@@ -88,7 +113,21 @@ async def run_edge(config: EdgeConfig) -> None:
         raise
     db = StoreThread(store)
     outbox_wake = asyncio.Event()
-    link = HubLink(config.hub, config.node_name, db, node_info(), outbox_wake)
+    twins = TwinService(store, config.node_name)
+    bus = (
+        EventBus(config.mqtt, config.node_name, db, twins, outbox_wake)
+        if config.mqtt.enabled
+        else None
+    )
+    link = HubLink(
+        config.hub,
+        config.node_name,
+        db,
+        node_info(),
+        outbox_wake,
+        observe=twins.on_hub_changes,
+        after_apply=bus.publish if bus is not None else None,
+    )
     stop = stop_on_signals()
     log.info(
         "edgecore %s: node %s, cache %s at revision %d, hub %s",
@@ -104,8 +143,12 @@ async def run_edge(config: EdgeConfig) -> None:
                 tg.create_task(link.run()),
                 tg.create_task(report_forever(db, data_dir, config.status_interval, outbox_wake)),
             ]
+            if bus is not None:
+                parts.append(tg.create_task(bus.run()))
             await stop.wait()
             log.info("edgecore shutting down")
+            if bus is not None:
+                bus.close()
             for task in parts:
                 task.cancel()
     finally:

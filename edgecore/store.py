@@ -23,6 +23,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,9 +65,30 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
             db.execute(statement)
 
 
+def _v2(db: sqlite3.Connection) -> None:
+    # device twin state (devicetwin.DeviceTwin.to_dict()), one row per device bound here
+    db.execute("CREATE TABLE twins (device_id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+
+
 #: Ordered schema steps (PRAGMA user_version counts the steps run). Append only:
 #: gateways are upgraded in place and run the steps they have not run yet.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One cached object as a batch from the hub changed it (None: absent)."""
+
+    kind: str
+    namespace: str
+    name: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+#: Runs inside the transaction that applied a batch and gets what changed; what it
+#: returns is handed back to the caller after the commit.
+Observer = Callable[[list[Applied]], Any]
 
 
 class EdgeStore:
@@ -78,6 +100,7 @@ class EdgeStore:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        self._transaction = _Transaction(self.db)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -135,36 +158,64 @@ class EdgeStore:
 
     # -- desired state --------------------------------------------------------
 
-    def apply_changes(self, revision: int, changes: Iterable[Change]) -> None:
+    def apply_changes(
+        self, revision: int, changes: Iterable[Change], observe: Observer | None = None
+    ) -> Any:
         """Apply a batch and record ``revision``, all in one transaction.
 
         A change older than what is stored is skipped, so replays are harmless.
+        ``observe`` sees what changed, inside the same transaction (so what it
+        writes, e.g. twin state and outbox rows, commits or fails with the batch).
         """
         with self._tx():
+            applied = []
             for change in changes:
                 key = (change.kind, change.namespace, change.name)
                 row = self.db.execute(
-                    "SELECT resource_version FROM objects "
+                    "SELECT resource_version, body FROM objects "
                     "WHERE kind = ? AND namespace = ? AND name = ?",
                     key,
                 ).fetchone()
                 if row is not None and row[0] > change.resource_version:
                     continue
+                before = None if row is None else json.loads(row[1])
                 if change.op == "put":
                     self._put(change)
                 elif row is not None:
                     self.db.execute(
                         "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?", key
                     )
+                if before is not None or change.object is not None:
+                    applied.append(Applied(*key, before, change.object))
             self._set_meta("revision", str(revision))
+            return observe(applied) if observe is not None else None
 
-    def replace_all(self, revision: int, changes: Iterable[Change]) -> None:
+    def replace_all(
+        self, revision: int, changes: Iterable[Change], observe: Observer | None = None
+    ) -> Any:
         """Make the cache exactly the snapshot, and record its revision, in one transaction."""
         with self._tx():
+            before = {
+                (kind, ns, name): json.loads(body)
+                for kind, ns, name, body in self.db.execute(
+                    "SELECT kind, namespace, name, body FROM objects"
+                )
+            }
             self.db.execute("DELETE FROM objects")
+            applied = []
             for change in changes:
                 self._put(change)
+                applied.append(Applied(*change.key, before.pop(change.key, None), change.object))
+            applied.extend(Applied(*key, body, None) for key, body in before.items())
             self._set_meta("revision", str(revision))
+            return observe(applied) if observe is not None else None
+
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT body FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
+            (kind, namespace, name),
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def _put(self, change: Change) -> None:
         self.db.execute(
@@ -259,13 +310,38 @@ class EdgeStore:
         ):
             self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (seq,))
 
+    # -- device twins --------------------------------------------------------
+
+    def twins(self) -> dict[str, dict[str, Any]]:
+        """Every stored twin state, by device id."""
+        return {
+            device_id: json.loads(body)
+            for device_id, body in self.db.execute("SELECT device_id, body FROM twins")
+        }
+
+    def save_twin(self, device_id: str, body: dict[str, Any]) -> None:
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO twins (device_id, body) VALUES (?, ?) "
+                "ON CONFLICT (device_id) DO UPDATE SET body = excluded.body",
+                (device_id, json.dumps(body, separators=(",", ":"))),
+            )
+
+    def delete_twin(self, device_id: str) -> None:
+        with self._tx():
+            self.db.execute("DELETE FROM twins WHERE device_id = ?", (device_id,))
+
     def outbox_size(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     # -- transactions ---------------------------------------------------------
 
+    def transaction(self) -> _Transaction:
+        """One transaction around several calls; the calls inside join it."""
+        return self._tx()
+
     def _tx(self) -> _Transaction:
-        return _Transaction(self.db)
+        return self._transaction
 
 
 def open_store(path: Path) -> EdgeStore:
@@ -282,14 +358,21 @@ def open_store(path: Path) -> EdgeStore:
 
 
 class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error); nested uses join the outer one."""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.depth = 0
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.depth == 0:
+            self.db.execute("BEGIN IMMEDIATE")
+        self.depth += 1
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        self.depth -= 1
+        if self.depth == 0:
+            self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
 class StoreThread:

@@ -50,7 +50,12 @@ INTERNAL = "internal"
 Op = Literal["put", "delete"]
 
 # Report topics: what an outbox row carries. The hub has one handler per topic.
+# devicetwin (which imports nothing of ours) spells the twin topics itself; a test
+# holds the two spellings together.
 TOPIC_NODE_STATUS = "node/status"
+TOPIC_TWIN_REPORTED = "twin/reported"
+TOPIC_DEVICE_STATE = "device/state"
+TOPIC_UPLOAD = "upload"
 
 
 def _want(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:

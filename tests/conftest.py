@@ -97,11 +97,14 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
 
 @pytest.fixture
 def start_edge(tmp_path: Path, hub: Hub) -> Iterator[object]:
-    """Start edgecore processes against ``hub``: ``start_edge("edge1")``."""
+    """Start edgecore processes against ``hub``: ``start_edge("edge1", mqtt=broker)``.
+
+    Without a broker the edge runs with --no-mqtt, never touching the machine's own."""
     edges: list[Edge] = []
 
-    def start(node: str, *extra: str) -> Edge:
-        edge = Edge(tmp_path / node, node, hub.edge, "--status-interval", "0.5", *extra)
+    def start(node: str, *extra: str, mqtt: Mosquitto | None = None) -> Edge:
+        broker = ["--mqtt", f"{mqtt.host}:{mqtt.port}"] if mqtt else ["--no-mqtt"]
+        edge = Edge(tmp_path / node, node, hub.edge, "--status-interval", "0.5", *broker, *extra)
         edge.start()
         edges.append(edge)
         return edge

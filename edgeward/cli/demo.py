@@ -21,13 +21,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgeward.brokers import BrokerHandle, NoBrokerError, start_demo_broker
 from edgeward.cli.apply import apply_one
 from edgeward.cli.client import HubClient
 from edgeward.cli.common import add_command, out
-from edgeward.cli.errors import CliError
+from edgeward.cli.errors import CliError, UsageError
 from edgeward.cli.manifests import identify, load_documents
+from edgeward.mapper import parse_broker
 
 NODE = "edge-1"
+DEVICE_ID = "default/thermo"
+_BROKER_KINDS = {
+    "running": "the Mosquitto already running here",
+    "mosquitto": "Mosquitto started for the demo",
+    "embedded": "embedded amqtt broker",
+}
 START_TIMEOUT = 30.0
 
 
@@ -51,6 +59,12 @@ def register(subparsers: Any) -> None:
         default=".edgeward",
         metavar="DIR",
         help="where the demo keeps its data and logs (default: ./.edgeward)",
+    )
+    parser.add_argument(
+        "--mqtt",
+        metavar="HOST:PORT",
+        help="use this MQTT broker (default: a running Mosquitto on 127.0.0.1:1883, else one "
+        "started for the demo: Mosquitto if installed, else the embedded amqtt)",
     )
     parser.add_argument(
         "--duration",
@@ -98,7 +112,22 @@ def run(args: argparse.Namespace) -> int:
     base = Path(args.dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
     children: list[_Child] = []
+    broker: BrokerHandle | None = None
     try:
+        if args.mqtt:
+            try:
+                host, port = parse_broker(args.mqtt)
+            except ValueError as exc:
+                raise UsageError(f"--mqtt: {exc}") from None
+            mqtt = f"{host}:{port}"
+            say(f"broker   {mqtt} (given)")
+        else:
+            try:
+                broker = start_demo_broker(base / "broker")
+            except NoBrokerError as exc:
+                raise CliError(str(exc)) from None
+            mqtt = broker.address
+            say(f"broker   {mqtt} ({_BROKER_KINDS[broker.kind]})")
         hub_dir = base / "hub"
         with suppress(FileNotFoundError):
             (hub_dir / "cloudhub.json").unlink()
@@ -125,11 +154,21 @@ def run(args: argparse.Namespace) -> int:
                 str(edge_dir),
                 "--status-interval",
                 "2",
+                "--mqtt",
+                mqtt,
             ],
             base / f"{NODE}.log",
         )
         children.append(edge)
         say(f"edge     node {NODE}, cache {edge_dir / 'edge.db'}; log {edge.log}")
+        mapper = _Child(
+            "thermostat",
+            "edgeward.mapper.thermostat",
+            ["--broker", mqtt, "--device", DEVICE_ID, "--node", NODE, "--interval", "1"],
+            base / "thermostat.log",
+        )
+        children.append(mapper)
+        say(f"device   simulated thermostat {DEVICE_ID} on MQTT; log {mapper.log}")
 
         client = HubClient(address["api"])
         text = resources.files("edgeward").joinpath("examples/thermostat.yaml").read_text()
@@ -148,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
             f"(revision {seen['revision']}), {took:.2f}s after apply"
         )
 
+        reported = _wait(lambda: _reported(client), mapper, "the thermostat's first report")
+        say(f"hub      default/thermo reported {_fmt(reported)} (from the thermostat via the edge)")
+
         node = _wait(lambda: _ready_node(client), edge, f"node {NODE} to be Ready")
         usage = node["status"].get("usage", {})
         say(
@@ -155,12 +197,14 @@ def run(args: argparse.Namespace) -> int:
             f"cpu {usage.get('cpuPercent', '?')}%, memory {usage.get('memoryPercent', '?')}%"
         )
         _print_next_steps(address["api"])
-        _follow(cache, seen, children, args.duration)
+        _follow(cache, seen, client, reported, children, args.duration)
     except KeyboardInterrupt:
         say("")
     finally:
         for child in reversed(children):
             child.stop()
+        if broker is not None:
+            broker.stop()
         if children:
             say("demo stopped (data kept in " + str(base) + ")")
     return 0
@@ -177,12 +221,17 @@ def _print_next_steps(api: str) -> None:
     say(f"  {cli} twin set thermo target=23     # watch it arrive below")
     say(f"  {cli} get devices -o wide")
     say(f"  {cli} get nodes -o wide")
-    say("Following the edge cache; Ctrl-C stops the demo.")
+    say("Following the edge cache and what the thermostat reports; Ctrl-C stops the demo.")
     say("")
 
 
 def _follow(
-    cache: Path, seen: dict[str, Any], children: list[_Child], duration: float | None
+    cache: Path,
+    seen: dict[str, Any],
+    client: HubClient,
+    reported: dict[str, str],
+    children: list[_Child],
+    duration: float | None,
 ) -> None:
     deadline = None if duration is None else time.monotonic() + duration
     last = seen["devices"]
@@ -190,6 +239,10 @@ def _follow(
         time.sleep(0.5)
         for child in children:
             child.check()
+        now_reported = _reported(client)
+        if now_reported and now_reported != reported:
+            reported = now_reported
+            say(f"hub      {time.strftime('%H:%M:%S')} {DEVICE_ID} reported {_fmt(reported)}")
         now = _read_cache(cache)
         if now is None:
             continue
@@ -241,6 +294,20 @@ def _cached_if(path: Path, want: dict[str, str]) -> dict[str, Any] | None:
     if cache and cache["devices"].get("default/thermo") == want:
         return cache
     return None
+
+
+def _reported(client: HubClient) -> dict[str, str] | None:
+    """The thermostat's reported values as the hub holds them (None until there are any)."""
+    try:
+        device = client.request("GET", "/api/v1/namespaces/default/devices/thermo")
+    except CliError:
+        return None
+    values = {
+        t["propertyName"]: t["reported"]["value"]
+        for t in device.get("status", {}).get("twins", [])
+        if isinstance(t, dict) and isinstance(t.get("reported"), dict)
+    }
+    return values or None
 
 
 def _ready_node(client: HubClient) -> dict[str, Any] | None:

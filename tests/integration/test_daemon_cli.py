@@ -89,6 +89,7 @@ def test_edge_runs_from_a_config_file_and_flags_override_it(hub: Hub, tmp_path: 
                 "data_dir": str(tmp_path / "edge"),
                 "status_interval": 0.5,
                 "hub": {"endpoints": ["ws://127.0.0.1:1", hub.edge], "reconnect_max_delay": 1},
+                "mqtt": {"enabled": False},
             }
         )
     )
@@ -115,12 +116,19 @@ def test_hub_stops_cleanly_on_sigterm(hub: Hub) -> None:
 
 def test_edge_refuses_a_cache_of_another_node(hub: Hub, tmp_path: Path) -> None:
     """Reusing one data dir for a different node name is refused before anything is synced."""
-    first = Edge(tmp_path / "shared", "node-a", hub.edge)
+    first = Edge(tmp_path / "shared", "node-a", hub.edge, "--no-mqtt")
     first.start()
     wait_for(lambda: hub.request("GET", "/api/v1/nodes/node-a")[0] == 200, 10, "node-a to join")
     first.stop()
     result = run(
-        "edgecore", "--node", "node-b", "--hub", hub.edge, "--data-dir", str(tmp_path / "shared")
+        "edgecore",
+        "--node",
+        "node-b",
+        "--hub",
+        hub.edge,
+        "--data-dir",
+        str(tmp_path / "shared"),
+        "--no-mqtt",
     )
     assert result.returncode == 2
     assert "holds the cache of node 'node-a'" in result.stderr

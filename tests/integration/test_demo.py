@@ -7,14 +7,26 @@ import os
 import subprocess
 from pathlib import Path
 
+from tests.support.mosquitto import Mosquitto
 from tests.support.procs import BIN
 
 
-def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(tmp_path: Path) -> None:
+def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(
+    tmp_path: Path, mqtt_broker: Mosquitto
+) -> None:
     """edgeward demo starts a hub and an edge, applies the sample device, shows its desired
     value in the edge cache and the node Ready, and stops both children when it ends."""
     result = subprocess.run(
-        [str(BIN / "edgeward"), "demo", "--dir", str(tmp_path / "demo"), "--duration", "1"],
+        [
+            str(BIN / "edgeward"),
+            "demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--duration",
+            "1",
+            "--mqtt",
+            f"{mqtt_broker.host}:{mqtt_broker.port}",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -24,6 +36,7 @@ def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(tmp_path: P
     assert "device/thermo created" in out
     assert "edge-1 cache has default/thermo target=21" in out
     assert "edge-1 is Ready" in out
+    assert "default/thermo reported" in out and "temperature=" in out
     assert "export EDGEWARD_HUB=http://127.0.0.1:" in out
     pid = json.loads((tmp_path / "demo" / "hub" / "cloudhub.json").read_text())["pid"]
     try:
@@ -34,7 +47,16 @@ def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(tmp_path: P
     assert not alive, "the demo left its hub running"
 
     again = subprocess.run(
-        [str(BIN / "edgeward"), "demo", "--dir", str(tmp_path / "demo"), "--duration", "0"],
+        [
+            str(BIN / "edgeward"),
+            "demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--duration",
+            "0",
+            "--mqtt",
+            f"{mqtt_broker.host}:{mqtt_broker.port}",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

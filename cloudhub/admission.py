@@ -1,0 +1,56 @@
+"""Checks a write must pass that need other stored objects (run inside the write's transaction).
+
+A Device's desired values must fit the types its DeviceModel gives them, so a
+value no edge could accept is refused by the API (422) before it reaches one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from devicetwin import check_value, twin_type_of
+from edgeward.errors import FieldCause, InvalidObject
+from edgeward.kinds import DEVICE, DEVICE_MODEL, Kind
+
+Lookup = Callable[[Kind, str | None, str], dict[str, Any] | None]
+
+
+def admit(kind: Kind, body: dict[str, Any], lookup: Lookup) -> None:
+    """Raise InvalidObject when ``body`` may not be written as it is."""
+    if kind is not DEVICE:
+        return
+    ref = body.get("spec", {}).get("deviceModelRef")
+    name = ref.get("name") if isinstance(ref, dict) else None
+    if not name:
+        return
+    model = lookup(DEVICE_MODEL, body["metadata"]["namespace"], name)
+    if model is None:
+        return  # applied before its model: checked on its next write
+    causes = desired_type_problems(body, model)
+    if causes:
+        raise InvalidObject(DEVICE.name, body["metadata"]["name"], causes)
+
+
+def desired_type_problems(device: dict[str, Any], model: dict[str, Any]) -> list[FieldCause]:
+    """A cause for each desired value that does not fit its model property's type."""
+    types = {
+        p.get("name"): p.get("type")
+        for p in model.get("spec", {}).get("properties", []) or []
+        if isinstance(p, dict)
+    }
+    causes = []
+    for i, prop in enumerate(device.get("spec", {}).get("properties", []) or []):
+        value = (prop.get("desired") or {}).get("value")
+        if not isinstance(value, str) or not value or prop.get("name") not in types:
+            continue
+        twin_type = twin_type_of(types[prop["name"]])
+        problem = check_value(twin_type, value)
+        if problem is not None:
+            causes.append(
+                FieldCause(
+                    f"spec.properties[{i}].desired.value",
+                    f"{problem} (property {prop['name']} is {types[prop['name']]})",
+                )
+            )
+    return causes

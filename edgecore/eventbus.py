@@ -1,0 +1,224 @@
+"""The eventbus: mappers on MQTT ↔ the device twins, with paho driven by the asyncio loop.
+
+paho does no I/O of its own here: the loop watches its socket (``add_reader`` /
+``add_writer``) and calls ``loop_read`` / ``loop_write`` / ``loop_misc`` — the
+shape of paho's own asyncio example and of aiomqtt. Messages are acknowledged
+to the broker (QoS 1, manual acks) only after the twin state and outbox rows
+they produced have committed, and the session is persistent (clean_session
+off), so a report a mapper made is never lost across an edgecore restart: the
+broker redelivers what was not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from devicetwin import SUBSCRIPTIONS, Publish
+
+from edgecore.config import MqttConfig
+from edgecore.store import StoreThread
+from edgecore.twins import Inbound, TwinService
+from edgeward.backoff import backoff
+from edgeward.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Messages handled per transaction at most (the broker's in-flight window bounds it too).
+MAX_BATCH = 256
+#: Replies kept for a disconnected broker before new ones are dropped.
+MAX_QUEUED_PUBLISHES = 10_000
+
+
+class EventBus:
+    """Keeps one MQTT connection, hands mapper messages to the twins, publishes replies."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        node: str,
+        db: StoreThread,
+        twins: TwinService,
+        outbox_wake: asyncio.Event,
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.db = db
+        self.twins = twins
+        self.outbox_wake = outbox_wake
+        self.connected = asyncio.Event()
+        self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
+        self._lost: asyncio.Event = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._misc: asyncio.Task[None] | None = None
+        self.client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id or f"edgecore-{self.node}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if cfg.username:
+            client.username_pw_set(cfg.username, _read_secret(cfg.password_file))
+        if cfg.tls_ca_file:
+            client.tls_set(
+                ca_certs=cfg.tls_ca_file,
+                certfile=cfg.tls_cert_file or None,
+                keyfile=cfg.tls_key_file or None,
+            )
+        client.max_queued_messages_set(MAX_QUEUED_PUBLISHES)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        return client
+
+    # -- supervision ----------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._process())
+            await self._keep_connected()
+
+    async def _keep_connected(self) -> None:
+        delays = self._delays()
+        where = f"{self.config.host}:{self.config.port}"
+        while True:
+            self._lost.clear()
+            try:
+                # connect() resolves and opens a TCP connection: off the loop, it may block
+                await asyncio.to_thread(
+                    self.client.connect, self.config.host, self.config.port, self.config.keepalive
+                )
+            except (OSError, ValueError) as exc:
+                log.warning("MQTT broker %s: %s", where, _describe(exc))
+            else:
+                await self._lost.wait()
+                if self.connected.is_set():
+                    delays = self._delays()
+                self.connected.clear()
+            delay = next(delays)
+            log.info("MQTT: reconnecting to %s in %.1fs", where, delay)
+            await asyncio.sleep(delay)
+
+    def _delays(self) -> Iterator[float]:
+        return backoff(self.config.reconnect_initial_delay, 2.0, self.config.reconnect_max_delay)
+
+    def close(self) -> None:
+        if self.client.is_connected():
+            self.client.disconnect()
+
+    # -- paho callbacks (on the loop thread, except socket open during connect) --
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker refused the connection: %s", reason)
+            return
+        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
+        self.connected.set()
+        log.info(
+            "MQTT: connected to %s:%d as %s (session %s)",
+            self.config.host,
+            self.config.port,
+            self.config.client_id or f"edgecore-{self.node}",
+            "resumed" if flags.session_present else "new",
+        )
+
+    def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        log.warning("MQTT: disconnected from the broker (%s)", reason)
+        self._lost.set()
+
+    def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        ack = partial(client.ack, message.mid, message.qos)
+        self._inbox.put_nowait(Inbound(message.topic, message.payload, ack))
+
+    def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
+        # Nagle's algorithm would hold small replies back for up to 40 ms
+        if hasattr(sock, "setsockopt"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._loop.call_soon_threadsafe(self._watch, client, sock)
+
+    def _watch(self, client: mqtt.Client, sock: Any) -> None:
+        self._loop.add_reader(sock, client.loop_read)
+        self._misc = self._loop.create_task(self._misc_loop(client))
+
+    def _on_socket_close(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._loop.call_soon_threadsafe(self._unwatch, sock)
+
+    def _unwatch(self, sock: Any) -> None:
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        if self._misc is not None:
+            self._misc.cancel()
+        self._lost.set()
+
+    def _on_register_write(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
+        self._loop.call_soon_threadsafe(self._loop.add_writer, sock, client.loop_write)
+
+    def _on_unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._loop.call_soon_threadsafe(self._loop.remove_writer, sock)
+
+    async def _misc_loop(self, client: mqtt.Client) -> None:
+        while client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(1)
+        self._lost.set()
+
+    # -- messages ---------------------------------------------------------------
+
+    async def _process(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < MAX_BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            try:
+                replies = await self.db.call(self.twins.handle_messages, batch)
+            except Exception:
+                # Not acknowledged: drop the connection so the broker redelivers them.
+                log.exception("could not store %d MQTT messages; reconnecting", len(batch))
+                self.client.disconnect()
+                continue
+            for msg in batch:
+                msg.ack()
+            self.publish(replies)
+            self.outbox_wake.set()
+
+    def publish(self, replies: list[Publish]) -> None:
+        """Publish what the twin rules produced (QoS 1, not retained)."""
+        for reply in replies:
+            payload = json.dumps(reply.payload, separators=(",", ":"))
+            info = self.client.publish(reply.topic, payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                log.warning(
+                    "MQTT: dropped a reply on %s: too many queued while offline", reply.topic
+                )
+
+
+def _read_secret(path: str) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError([f"mqtt.password_file: cannot read {path}: {exc.strerror}"]) from None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running?)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,338 @@
+"""The device-twin loop end to end: real hub, edgecore, Mosquitto, and a mapper on MQTT."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import FakeMapper
+from tests.support.procs import BIN, Edge, Hub, wait_for
+
+NS = "/api/v1/namespaces/default"
+D = "$hw/events/device/default"
+
+
+def model() -> dict[str, Any]:
+    return {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "DeviceModel",
+        "metadata": {"name": "thermostat"},
+        "spec": {
+            "properties": [
+                {"name": "target", "type": "INT", "accessMode": "ReadWrite"},
+                {"name": "temperature", "type": "FLOAT", "accessMode": "ReadOnly"},
+            ]
+        },
+    }
+
+
+def device(name: str, node: str | None, target: str | None = "21") -> dict[str, Any]:
+    props: list[dict[str, Any]] = [{"name": "temperature"}]
+    if target is not None:
+        props.insert(0, {"name": "target", "desired": {"value": target}})
+    spec: dict[str, Any] = {"deviceModelRef": {"name": "thermostat"}, "properties": props}
+    if node:
+        spec["nodeName"] = node
+    return {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "Device",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def cli(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "edgeward"), "--hub", hub.api, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def twins_of(hub: Hub, name: str) -> dict[str, dict[str, Any]]:
+    status, body = hub.request("GET", f"{NS}/devices/{name}")
+    assert status == 200, body
+    return {t["propertyName"]: t for t in body.get("status", {}).get("twins", [])}
+
+
+def reported(hub: Hub, name: str, prop: str) -> str | None:
+    return twins_of(hub, name).get(prop, {}).get("reported", {}).get("value")
+
+
+def update(event: str, **actual: str) -> dict[str, Any]:
+    return {
+        "event_id": event,
+        "timestamp": 0,
+        "twin": {k: {"actual": {"value": v}} for k, v in actual.items()},
+    }
+
+
+@pytest.fixture
+def setup(hub: Hub, start_edge: Any, mqtt_broker: Mosquitto) -> Iterator[tuple[Hub, Edge]]:
+    assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
+    edge = start_edge("edge1", mqtt=mqtt_broker)
+    yield hub, edge
+
+
+def test_desired_reaches_the_mapper_and_reported_reaches_the_hub(
+    setup: tuple[Hub, Edge], mqtt_broker: Mosquitto
+) -> None:
+    """twin set → hub → edge → expected + delta on MQTT → the mapper reports actual → result
+    and document on MQTT → hub: twin get shows desired, reported and observedDesired, and the
+    device is in sync."""
+    hub, _edge = setup
+    mapper = FakeMapper(mqtt_broker, f"{D}/thermo/twin/update/#")
+    try:
+        assert hub.request("POST", f"{NS}/devices", device("thermo", "edge1"))[0] == 201
+        delta = mapper.expect(f"{D}/thermo/twin/update/delta")
+        assert delta["delta"] == {"target": "21"}
+        assert delta["twin"]["target"]["expected"]["value"] == "21"
+        assert "expected_version" not in delta["twin"]["target"], "versions leak to mappers"
+
+        assert cli(hub, "twin", "set", "thermo", "target=23").returncode == 0
+        delta = mapper.expect(
+            f"{D}/thermo/twin/update/delta", where=lambda b: b["delta"].get("target") == "23"
+        )
+        mapper.publish(f"{D}/thermo/twin/update", update("r1", target="23", temperature="20.5"))
+        result = mapper.expect(f"{D}/thermo/twin/update/result")
+        assert result["event_id"] == "r1"
+        assert result["twin"]["target"]["actual"]["value"] == "23"
+        document = mapper.expect(
+            f"{D}/thermo/twin/update/document", where=lambda b: b["event_id"] == "r1"
+        )
+        assert document["twin"]["temperature"]["current"]["actual"]["value"] == "20.5"
+        assert "actual" not in document["twin"]["temperature"]["last"]
+
+        wait_for(
+            lambda: reported(hub, "thermo", "temperature") == "20.5",
+            10,
+            "the reported value to reach the hub",
+        )
+        twin = twins_of(hub, "thermo")["target"]
+        assert twin["reported"]["value"] == "23"
+        assert twin["observedDesired"]["value"] == "23"
+        assert int(twin["reported"]["metadata"]["timestamp"]) > 0
+        shown = cli(hub, "twin", "get", "thermo")
+        assert shown.returncode == 0
+        row = next(line.split() for line in shown.stdout.splitlines() if line.startswith("target"))
+        assert row[1:4] == ["23", "23", "23"]
+        wide = cli(hub, "get", "devices", "-o", "wide").stdout.splitlines()[1].split()
+        assert wide[-1] == "yes"
+    finally:
+        mapper.close()
+
+
+def test_device_state_reaches_the_device_status(
+    setup: tuple[Hub, Edge], mqtt_broker: Mosquitto
+) -> None:
+    """A mapper's state/update is answered on MQTT and shows in the Device's status."""
+    hub, _edge = setup
+    mapper = FakeMapper(mqtt_broker, f"{D}/fan/state/update/result")
+    try:
+        assert hub.request("POST", f"{NS}/devices", device("fan", "edge1"))[0] == 201
+        wait_for(lambda: hub.request("GET", "/api/v1/nodes/edge1")[0] == 200, 10, "the node")
+
+        def answered() -> bool:
+            mapper.publish(
+                f"{D}/fan/state/update", {"event_id": "s1", "timestamp": 0, "state": "online"}
+            )
+            reply = mapper.expect(f"{D}/fan/state/update/result", timeout=2)
+            return reply["device"]["state"] == "online"
+
+        wait_for(answered, 15, "the edge to know the device and answer")
+        wait_for(
+            lambda: hub.request("GET", f"{NS}/devices/fan")[1]["status"].get("state") == "online",
+            10,
+            "the state to reach the hub",
+        )
+        status = hub.request("GET", f"{NS}/devices/fan")[1]["status"]
+        assert status["lastOnlineTime"].endswith("Z")
+    finally:
+        mapper.close()
+
+
+def test_membership_follows_binding(setup: tuple[Hub, Edge], mqtt_broker: Mosquitto) -> None:
+    """Mappers get membership/updated when a device is bound to or unbound from the node, and
+    membership/get answers from the cache."""
+    hub, _edge = setup
+    mapper = FakeMapper(mqtt_broker, "$hw/events/node/edge1/membership/#")
+    try:
+        assert hub.request("POST", f"{NS}/devices", device("member", "edge1"))[0] == 201
+        added = mapper.expect("$hw/events/node/edge1/membership/updated")
+        assert [d["id"] for d in added["added_devices"]] == ["default/member"]
+
+        mapper.publish("$hw/events/node/anything/membership/get", {"event_id": "m1"})
+        got = mapper.expect("$hw/events/node/edge1/membership/get/result")
+        assert got["event_id"] == "m1"
+        assert [d["id"] for d in got["devices"]] == ["default/member"]
+
+        status, body = hub.request("PUT", f"{NS}/devices/member", device("member", "other"))
+        assert status == 200, body
+        removed = mapper.expect("$hw/events/node/edge1/membership/updated")
+        assert [d["id"] for d in removed["removed_devices"]] == ["default/member"]
+    finally:
+        mapper.close()
+
+
+def test_reports_made_while_the_hub_is_down_arrive_later(
+    setup: tuple[Hub, Edge], mqtt_broker: Mosquitto
+) -> None:
+    """Reported values measured while the hub is unreachable are kept in the outbox and reach
+    the hub after it returns (KubeEdge drops them)."""
+    hub, _edge = setup
+    mapper = FakeMapper(mqtt_broker, f"{D}/offline/twin/update/result")
+    try:
+        assert hub.request("POST", f"{NS}/devices", device("offline", "edge1"))[0] == 201
+        wait_for(
+            lambda: twins_of(hub, "offline").get("target", {}).get("observedDesired"),
+            10,
+            "the edge to take the device",
+        )
+        hub.kill()
+        for i in range(5):
+            mapper.publish(f"{D}/offline/twin/update", update(f"o{i}", temperature=f"1{i}.5"))
+            assert mapper.expect(f"{D}/offline/twin/update/result")["event_id"] == f"o{i}"
+        hub.start()
+        wait_for(
+            lambda: reported(hub, "offline", "temperature") == "14.5",
+            20,
+            "the offline report to reach the restarted hub",
+        )
+    finally:
+        mapper.close()
+
+
+def test_mapper_reports_while_edgecore_is_down_are_not_lost(
+    setup: tuple[Hub, Edge], mqtt_broker: Mosquitto
+) -> None:
+    """edgecore keeps a persistent MQTT session: what a mapper publishes while edgecore is
+    restarting is delivered when it comes back, and reaches the hub."""
+    hub, edge = setup
+    mapper = FakeMapper(mqtt_broker)
+    try:
+        assert hub.request("POST", f"{NS}/devices", device("durable", "edge1"))[0] == 201
+        wait_for(
+            lambda: twins_of(hub, "durable").get("target", {}).get("observedDesired"),
+            10,
+            "the edge to take the device",
+        )
+        edge.kill()
+        mapper.publish(f"{D}/durable/twin/update", update("while-down", temperature="30.5"))
+        edge.start()
+        wait_for(
+            lambda: reported(hub, "durable", "temperature") == "30.5",
+            20,
+            "the report made while edgecore was down",
+        )
+    finally:
+        mapper.close()
+
+
+def test_edgecore_reconnects_to_a_restarted_broker(
+    hub: Hub, start_edge: Any, own_broker: Mosquitto
+) -> None:
+    """After the broker restarts, edgecore reconnects and re-subscribes by itself."""
+    assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
+    edge = start_edge("edge1", mqtt=own_broker)
+    assert hub.request("POST", f"{NS}/devices", device("bounce", "edge1"))[0] == 201
+    wait_for(lambda: "MQTT: connected" in edge.log(), 10, "the first MQTT connection")
+    own_broker.restart()
+    mapper = FakeMapper(own_broker, f"{D}/bounce/twin/update/result")
+    try:
+
+        def answered() -> bool:
+            mapper.publish(f"{D}/bounce/twin/update", update("b", temperature="1.5"))
+            return mapper.expect(f"{D}/bounce/twin/update/result", timeout=1)["event_id"] == "b"
+
+        wait_for(answered, 30, "edgecore to answer through the restarted broker")
+        assert edge.log().count("MQTT: connected") >= 2
+    finally:
+        mapper.close()
+
+
+def test_bad_payloads_get_kubeedge_errors_and_change_nothing(
+    setup: tuple[Hub, Edge], mqtt_broker: Mosquitto
+) -> None:
+    """Garbage on the twin topics is answered with KubeEdge's error results, and the device
+    keeps working."""
+    hub, _edge = setup
+    mapper = FakeMapper(
+        mqtt_broker,
+        "$hw/events/device/+/+/twin/update/result",
+        "$hw/events/device//twin/update/result",
+    )
+    try:
+        assert hub.request("POST", f"{NS}/devices", device("sturdy", "edge1"))[0] == 201
+        wait_for(
+            lambda: twins_of(hub, "sturdy").get("target", {}).get("observedDesired"),
+            10,
+            "the edge to take the device",
+        )
+        mapper.publish(f"{D}/sturdy/twin/update", b"\x00not json")
+        err = mapper.expect("$hw/events/device//twin/update/result")
+        assert err["code"] == 400
+        mapper.publish(f"{D}/sturdy/twin/update", update("t", target="warm"))
+        err = mapper.expect(f"{D}/sturdy/twin/update/result")
+        assert (err["code"], err["reason"]) == (400, "the value is not int or integer")
+        mapper.publish(f"{D}/ghost/twin/update", update("g", target="1"))
+        err = mapper.expect(f"{D}/ghost/twin/update/result")
+        assert err["code"] == 404
+        mapper.publish(f"{D}/sturdy/twin/update", update("ok", temperature="2.5"))
+        assert mapper.expect(f"{D}/sturdy/twin/update/result")["event_id"] == "ok"
+        wait_for(lambda: reported(hub, "sturdy", "temperature") == "2.5", 10, "the good report")
+        assert reported(hub, "sturdy", "target") is None
+    finally:
+        mapper.close()
+
+
+def test_operator_write_after_a_local_change_wins_and_the_local_value_is_reported(
+    setup: tuple[Hub, Edge], mqtt_broker: Mosquitto
+) -> None:
+    """A mapper changing expected locally is reported to the hub as observedDesired; a later
+    operator write is still accepted at the edge (KubeEdge before 1.15 refused it)."""
+    hub, _edge = setup
+    mapper = FakeMapper(mqtt_broker, f"{D}/local/twin/update/#")
+    try:
+        assert hub.request("POST", f"{NS}/devices", device("local", "edge1"))[0] == 201
+        mapper.expect(f"{D}/local/twin/update/delta")
+        mapper.publish(
+            f"{D}/local/twin/update",
+            {"event_id": "l", "timestamp": 0, "twin": {"target": {"expected": {"value": "18"}}}},
+        )
+        mapper.expect(f"{D}/local/twin/update/result")
+        wait_for(
+            lambda: (
+                twins_of(hub, "local")["target"].get("observedDesired", {}).get("value") == "18"
+            ),
+            10,
+            "the local change to be reported",
+        )
+        assert cli(hub, "twin", "set", "local", "target=25").returncode == 0
+        delta = mapper.expect(
+            f"{D}/local/twin/update/delta", where=lambda b: b["delta"].get("target") == "25"
+        )
+        assert delta["twin"]["target"]["expected"]["value"] == "25"
+        wait_for(
+            lambda: twins_of(hub, "local")["target"]["observedDesired"]["value"] == "25",
+            10,
+            "the operator's value to be applied at the edge",
+        )
+    finally:
+        mapper.close()
+
+
+def test_desired_value_of_the_wrong_type_is_refused_by_the_api(setup: tuple[Hub, Edge]) -> None:
+    """A desired value that does not fit its DeviceModel type is a 422, before any edge."""
+    hub, _edge = setup
+    status, body = hub.request("POST", f"{NS}/devices", device("typed", "edge1", target="warm"))
+    assert status == 422, body
+    assert "the value is not int or integer" in body["message"]
+    assert hub.request("POST", f"{NS}/devices", device("typed", "edge1", target="19"))[0] == 201
+    result = cli(hub, "twin", "set", "typed", "target=1.5")
+    assert result.returncode == 1
+    assert "not int" in result.stderr
