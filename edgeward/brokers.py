@@ -256,7 +256,9 @@ def _amqtt_command(amqtt: Path, workdir: Path, port: int) -> tuple[list[str], Pa
         "    allow_anonymous: true\n"
     )
     log = workdir / "amqtt.log"  # amqtt logs to its standard output
-    return [str(amqtt), "-c", str(conf)], log, log
+    # amqtt itself refuses publishes to "$" topics; the launcher lets KubeEdge's through
+    launcher = Path(__file__).with_name("amqtt_kubeedge.py")
+    return [str(amqtt.parent / "python"), str(launcher), str(conf)], log, log
 
 
 def _start(kind: BrokerKind, command_for: _Command, attempts: int = 3) -> BrokerHandle | str:

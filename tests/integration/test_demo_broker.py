@@ -19,6 +19,8 @@ from edgeward.brokers import (
     start_demo_broker,
 )
 from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import FakeMapper
+from tests.support.procs import Edge, Hub, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +158,60 @@ def test_the_broker_venv_script_is_posix_sh() -> None:
     assert os.access(script, os.X_OK)
     assert script.read_text().startswith("#!/bin/sh\n")
     subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+def test_edgecore_serves_twins_through_the_embedded_broker(
+    tmp_path: Path, broker_venv: Path, hub: Hub
+) -> None:
+    """On a machine without Mosquitto the demo's embedded amqtt carries the whole twin loop:
+    edgecore subscribes, answers a mapper's update and forwards the report to the hub."""
+    handle = start_demo_broker(tmp_path / "broker", prefer=("embedded",), broker_venv=broker_venv)
+    edge = Edge(
+        tmp_path / "edge",
+        "embedded-edge",
+        hub.edge,
+        "--mqtt",
+        handle.address,
+        "--status-interval",
+        "0.5",
+    )
+    mapper = None
+    try:
+        device = {
+            "metadata": {"name": "thermo"},
+            "spec": {"nodeName": "embedded-edge", "properties": [{"name": "temperature"}]},
+        }
+        assert hub.request("POST", "/api/v1/namespaces/default/devices", device)[0] == 201
+        edge.start()
+        wait_for(lambda: "MQTT: connected" in edge.log(), 20, "edgecore to connect to amqtt")
+        mapper = FakeMapper(handle, "$hw/events/device/default/thermo/twin/update/result")
+
+        def answered() -> bool:
+            mapper.publish(
+                "$hw/events/device/default/thermo/twin/update",
+                {
+                    "event_id": "e",
+                    "timestamp": 0,
+                    "twin": {"temperature": {"actual": {"value": "21.5"}}},
+                },
+            )
+            return (
+                mapper.expect("$hw/events/device/default/thermo/twin/update/result", timeout=2)[
+                    "event_id"
+                ]
+                == "e"
+            )
+
+        wait_for(answered, 30, "edgecore to answer through amqtt")
+
+        def reported() -> str | None:
+            body = hub.request("GET", "/api/v1/namespaces/default/devices/thermo")[1]
+            twins = {t["propertyName"]: t for t in body["status"].get("twins", [])}
+            return twins.get("temperature", {}).get("reported", {}).get("value")
+
+        wait_for(lambda: reported() == "21.5", 15, "the report to reach the hub")
+    finally:
+        if mapper is not None:
+            mapper.close()
+        edge.kill()
+        handle.stop()

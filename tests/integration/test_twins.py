@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from tests.support.certs import make_pki
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import FakeMapper
 from tests.support.procs import BIN, Edge, Hub, wait_for
@@ -336,3 +339,54 @@ def test_desired_value_of_the_wrong_type_is_refused_by_the_api(setup: tuple[Hub,
     result = cli(hub, "twin", "set", "typed", "target=1.5")
     assert result.returncode == 1
     assert "not int" in result.stderr
+
+
+def test_edgecore_talks_to_a_broker_over_tls_with_a_client_certificate(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """With mqtt.tls_* set, edgecore verifies the broker and presents its certificate; a broker
+    that demands client certificates serves it."""
+    pki = make_pki(tmp_path / "pki")
+    broker = Mosquitto(
+        extra_config=(
+            f"cafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
+            "require_certificate true\n"
+        )
+    )
+    broker.start()
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "mqtt": {
+                    "host": broker.host,
+                    "port": broker.port,
+                    "tls_ca_file": str(pki.ca),
+                    "tls_cert_file": str(pki.client_cert),
+                    "tls_key_file": str(pki.client_key),
+                }
+            }
+        )
+    )
+    edge = Edge(
+        tmp_path / "tls-edge",
+        "tls-edge",
+        hub.edge,
+        "--config",
+        str(config),
+        "--status-interval",
+        "0.5",
+    )
+    try:
+        assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
+        assert hub.request("POST", f"{NS}/devices", device("secure", "tls-edge"))[0] == 201
+        edge.start()
+        wait_for(lambda: "MQTT: connected" in edge.log(), 15, "a TLS connection to the broker")
+        wait_for(
+            lambda: twins_of(hub, "secure").get("target", {}).get("observedDesired"),
+            10,
+            "the edge to take the device",
+        )
+    finally:
+        edge.kill()
+        broker.cleanup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,8 @@ class Mosquitto:
             "set_tcp_nodelay true\n"
             "persistence false\n"
             f"log_dest file {self.dir / 'mosquitto.log'}\n"
+            # as root it would switch to the mosquitto user, which cannot read test files
+            f"{'user root' if os.geteuid() == 0 else ''}\n"
             f"{self.extra_config}"
         )
         self.proc = subprocess.Popen(
