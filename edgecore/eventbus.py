@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from devicetwin import SUBSCRIPTIONS, Publish
 
+from devicetwin import SUBSCRIPTIONS, Publish
 from edgecore.config import MqttConfig
 from edgecore.store import StoreThread
 from edgecore.twins import Inbound, TwinService

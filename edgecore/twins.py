@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from devicetwin import Context, DeviceTwin, Outcome, Publish, apply_cloud, handle_message
-
 from edgecore.store import Applied, EdgeStore
 from edgeward.kinds import DEVICE, DEVICE_MODEL
 
