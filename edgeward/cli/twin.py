@@ -98,17 +98,28 @@ def parse_assignments(words: list[str]) -> list[tuple[str, str]]:
     return out_pairs
 
 
-def with_desired(device: dict[str, Any], pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    """A copy of ``device`` (without status) with each property's desired value set."""
+def with_desired(
+    device: dict[str, Any], pairs: list[tuple[str, str]], stamp_ms: int | None = None
+) -> dict[str, Any]:
+    """A copy of ``device`` (without status) with each property's desired value set.
+
+    Each value is stamped (``desired.metadata.timestamp``, ms): the edge takes a new stamp as
+    a new operator write even when the value is the same, so ``twin set`` re-asserts a value
+    a mapper changed locally.
+    """
+    stamp = str(time.time_ns() // 1_000_000 if stamp_ms is None else stamp_ms)
     body = {k: v for k, v in device.items() if k != "status"}
     spec = dict(as_dict(body.get("spec")))
     props = [dict(p) if isinstance(p, dict) else p for p in as_list(spec.get("properties"))]
     for name, value in pairs:
         entry = next((p for p in props if isinstance(p, dict) and p.get("name") == name), None)
+        desired = {"value": value, "metadata": {"timestamp": stamp}}
         if entry is None:
-            props.append({"name": name, "desired": {"value": value}})
+            props.append({"name": name, "desired": desired})
         else:
-            entry["desired"] = {**as_dict(entry.get("desired")), "value": value}
+            previous = as_dict(entry.get("desired"))
+            meta = {**as_dict(previous.get("metadata")), **desired["metadata"]}
+            entry["desired"] = {**previous, **desired, "metadata": meta}
     spec["properties"] = props
     body["spec"] = spec
     return body

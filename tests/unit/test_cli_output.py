@@ -485,7 +485,8 @@ def test_parse_assignments_refuses_bad_words(word: str) -> None:
 
 
 def test_with_desired_sets_adds_and_keeps_the_rest() -> None:
-    """twin set changes only desired values, adds missing properties and leaves the input alone."""
+    """twin set changes only desired values (stamped with the time of the write), adds missing
+    properties and leaves the input alone."""
     dev = device(
         properties=[
             {
@@ -498,17 +499,17 @@ def test_with_desired_sets_adds_and_keeps_the_rest() -> None:
     )
     dev["status"] = {"twins": []}
     original = json.loads(json.dumps(dev))
-    body = with_desired(dev, [("target", "21"), ("mode", "eco")])
+    body = with_desired(dev, [("target", "21"), ("mode", "eco")], stamp_ms=1700000000123)
     assert dev == original
     assert "status" not in body
     assert body["spec"]["protocol"] == {"protocolName": "modbus"}
     assert body["spec"]["properties"] == [
         {
             "name": "target",
-            "desired": {"value": "21", "metadata": {"type": "int"}},
+            "desired": {"value": "21", "metadata": {"type": "int", "timestamp": "1700000000123"}},
             "visitors": {"protocolName": "modbus"},
         },
-        {"name": "mode", "desired": {"value": "eco"}},
+        {"name": "mode", "desired": {"value": "eco", "metadata": {"timestamp": "1700000000123"}}},
     ]
 
 
