@@ -391,3 +391,50 @@ def test_edgecore_talks_to_a_broker_over_tls_with_a_client_certificate(
     finally:
         edge.kill()
         broker.cleanup()
+
+
+def test_edgecore_logs_in_with_a_password_and_says_when_it_is_refused(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """mqtt.username and password_file log edgecore in to a broker that refuses anonymous
+    clients; a wrong password is logged as a refusal and retried, not a crash."""
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "edge", "s3cret"],
+        check=True,
+        capture_output=True,
+    )
+    passwords.chmod(0o644)
+    broker = Mosquitto(extra_config=f"allow_anonymous false\npassword_file {passwords}\n")
+    broker.start()
+    edges = []
+    try:
+        for name, secret in (("good-login", "s3cret"), ("bad-login", "wrong")):
+            secret_file = tmp_path / f"{name}.secret"
+            secret_file.write_text(secret + "\n")
+            config = tmp_path / f"{name}.yaml"
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "mqtt": {
+                            "host": broker.host,
+                            "port": broker.port,
+                            "username": "edge",
+                            "password_file": str(secret_file),
+                            "reconnect_max_delay": 1,
+                        }
+                    }
+                )
+            )
+            edge = Edge(tmp_path / name, name, hub.edge, "--config", str(config))
+            edge.start()
+            edges.append(edge)
+        good, bad = edges
+        wait_for(lambda: "MQTT: connected" in good.log(), 15, "the good login")
+        wait_for(lambda: bad.log().count("refused the connection") >= 2, 15, "refusals, retried")
+        assert bad.running
+        assert "MQTT: connected" not in bad.log()
+    finally:
+        for edge in edges:
+            edge.kill()
+        broker.cleanup()
