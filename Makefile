@@ -28,6 +28,8 @@ system-deps:
 	@./scripts/system-deps
 
 demo: $(STAMP)
+	@# without Mosquitto the demo runs the embedded amqtt broker from its own venv
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || ./scripts/broker-venv
 	$(BIN)/edgeward demo
 
 test: $(STAMP) system-deps
