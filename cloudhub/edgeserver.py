@@ -69,8 +69,8 @@ class EdgeServer:
             await previous.ws.close(CLOSE_REPLACED, "replaced by a newer connection")
         try:
             await session.run()
-        except ConnectionClosed:
-            pass
+        except* ConnectionClosed:
+            pass  # the edge went away; it reconnects and resumes
         finally:
             if self.sessions.get(hello.node) is session:
                 del self.sessions[hello.node]

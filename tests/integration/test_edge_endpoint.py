@@ -168,6 +168,20 @@ def test_replayed_reports_are_deduplicated_and_remembered(hub: Hub) -> None:
         assert hello(ws, "edge-r")["report_seq"] == 5
 
 
+def test_an_edge_going_away_is_not_an_error(hub: Hub, start_edge) -> None:
+    """An edge that disconnects or is killed is logged as a disconnect, not as a handler
+    failure with a traceback."""
+    edge = start_edge("leaver")
+    wait_for(lambda: "node leaver: connected" in hub.log(), 10, "the edge to connect")
+    edge.kill()
+    wait_for(lambda: "node leaver: disconnected" in hub.log(), 10, "the disconnect")
+    with open_ws(hub) as ws:
+        hello(ws, "polite")
+    wait_for(lambda: "node polite: disconnected" in hub.log(), 10, "the second disconnect")
+    assert "Traceback" not in hub.log()
+    assert "handler failed" not in hub.log()
+
+
 def test_a_newer_connection_replaces_the_older_one(hub: Hub) -> None:
     """When a node connects twice (a stale link not yet timed out), the older connection is
     closed and the newer one is served."""
