@@ -18,6 +18,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from cloudhub.changefeed import ChangeFeed, Subscription
+from cloudhub.groupwriter import GroupWriter
 from cloudhub.nodes import NodeRegistry
 from cloudhub.store import Store
 from edgeward import protocol
@@ -42,10 +43,13 @@ CLOSE_REPLACED = 4000
 class EdgeServer:
     """Accepts edge connections and runs one session per node."""
 
-    def __init__(self, store: Store, feed: ChangeFeed, nodes: NodeRegistry) -> None:
+    def __init__(
+        self, store: Store, feed: ChangeFeed, nodes: NodeRegistry, writer: GroupWriter
+    ) -> None:
         self.store = store
         self.feed = feed
         self.nodes = nodes
+        self.writer = writer
         self.sessions: dict[str, Session] = {}
 
     async def handle(self, ws: ServerConnection) -> None:
@@ -129,8 +133,9 @@ class Session:
 
     async def run(self) -> None:
         store, feed = self.server.store, self.server.feed
-        report_seq = await asyncio.to_thread(
-            self.server.nodes.register, self.node, self.hello.node_info
+        nodes, info = self.server.nodes, self.hello.node_info
+        report_seq = await self.server.writer.submit(
+            lambda tx: nodes.register_in(tx, self.node, info)
         )
         sub = feed.subscribe_node(self.node)
         try:
@@ -226,8 +231,9 @@ class Session:
         self.acked = max(self.acked, msg.revision)
 
     async def _on_report(self, msg: protocol.Report) -> None:
-        high = await asyncio.to_thread(
-            self.server.nodes.record_reports, self.node, msg.items, self.acked
+        nodes, acked = self.server.nodes, self.acked
+        high = await self.server.writer.submit(
+            lambda tx: nodes.record_reports_in(tx, self.node, msg.items, acked)
         )
         await self.ws.send(protocol.ReportAck(high).encode())
 

@@ -19,6 +19,7 @@ from cloudhub.changefeed import ChangeFeed
 from cloudhub.config import HubConfig
 from cloudhub.db import open_engine
 from cloudhub.edgeserver import EdgeServer
+from cloudhub.groupwriter import GroupWriter
 from cloudhub.nodes import NodeRegistry
 from cloudhub.store import Store
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
@@ -83,7 +84,8 @@ async def run_hub(config: HubConfig) -> None:
     feed = ChangeFeed(store.changes_after, start=await asyncio.to_thread(store.head))
     store.on_commit(feed.notify)
     nodes = NodeRegistry(store, config.node_grace_period)
-    edge = EdgeServer(store, feed, nodes)
+    writer = GroupWriter(store)
+    edge = EdgeServer(store, feed, nodes, writer)
 
     api_sock = transport.listen(config.bind, config.api_port)
     edge_sock = transport.listen(config.bind, config.edge_port)
@@ -95,6 +97,7 @@ async def run_hub(config: HubConfig) -> None:
     ):
         tasks = [
             tg.create_task(feed.run()),
+            tg.create_task(writer.run()),
             tg.create_task(nodes.run_expiry()),
             tg.create_task(_compact_forever(store, config.change_log_retention)),
         ]

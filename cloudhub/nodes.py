@@ -114,61 +114,69 @@ class NodeRegistry:
         self.grace_period = grace_period
 
     def register(self, name: str, node_info: dict[str, Any]) -> int:
-        """A node said hello: create or refresh its Node, mark it Ready.
+        """A node said hello, in a transaction of its own; see :meth:`register_in`."""
+        with self.store.writing() as tx:
+            return self.register_in(tx, name, node_info)
+
+    def register_in(self, tx: Tx, name: str, node_info: dict[str, Any]) -> int:
+        """Create or refresh the Node and mark it Ready.
 
         Returns the highest outbox seq already persisted for it.
         """
-        with self.store.writing() as tx:
-            node = tx.get(NODE, None, name)
-            if node is None:
-                status = _mark_ready({"nodeInfo": node_info}, tx.now)
-                tx.create(
-                    NODE,
-                    {
-                        "apiVersion": CORE_API,
-                        "kind": NODE.name,
-                        "metadata": {"name": name},
-                        "spec": {},
-                        "status": status,
-                    },
-                )
-            else:
-                status = _mark_ready({**node.get("status", {}), "nodeInfo": node_info}, tx.now)
-                tx.replace_status(NODE, None, name, status)
-            self._touch_lease(tx, name)
-            seq = tx.conn.execute(
-                select(node_sync.c.report_seq).where(node_sync.c.node == name)
-            ).scalar_one_or_none()
-            if seq is None:
-                tx.conn.execute(insert(node_sync).values(node=name, report_seq=0, acked_revision=0))
-                seq = 0
-            return int(seq)
+        node = tx.get(NODE, None, name)
+        if node is None:
+            tx.create(
+                NODE,
+                {
+                    "apiVersion": CORE_API,
+                    "kind": NODE.name,
+                    "metadata": {"name": name},
+                    "spec": {},
+                    "status": _mark_ready({"nodeInfo": node_info}, tx.now),
+                },
+            )
+        else:
+            status = _mark_ready({**node.get("status", {}), "nodeInfo": node_info}, tx.now)
+            tx.replace_status(NODE, None, name, status)
+        self._touch_lease(tx, name)
+        return self._report_seq(tx, name)
 
     def record_reports(self, name: str, items: tuple[ReportItem, ...], acked_revision: int) -> int:
-        """Persist a node's outbox rows, skipping replays; returns the new high seq."""
+        """Persist reports in a transaction of their own; see :meth:`record_reports_in`."""
         with self.store.writing() as tx:
-            seq = tx.conn.execute(
-                select(node_sync.c.report_seq).where(node_sync.c.node == name)
-            ).scalar_one_or_none()
-            if seq is None:
-                tx.conn.execute(insert(node_sync).values(node=name, report_seq=0, acked_revision=0))
-                seq = 0
-            self._touch_lease(tx, name)
-            for item in items:
-                if item.seq <= seq:
-                    continue  # a replay of a row we already hold
-                handler = REPORT_HANDLERS.get(item.topic)
-                if handler is None:
-                    log.warning("node %s: dropped report with unknown topic %r", name, item.topic)
-                    continue
-                handler(tx, name, item)
-            high = max(seq, items[-1].seq)
-            tx.conn.execute(
-                update(node_sync)
-                .where(node_sync.c.node == name)
-                .values(report_seq=high, acked_revision=acked_revision)
-            )
-            return high
+            return self.record_reports_in(tx, name, items, acked_revision)
+
+    def record_reports_in(
+        self, tx: Tx, name: str, items: tuple[ReportItem, ...], acked_revision: int
+    ) -> int:
+        """Persist a node's outbox rows, skipping replays; returns the new high seq."""
+        seq = self._report_seq(tx, name)
+        self._touch_lease(tx, name)
+        for item in items:
+            if item.seq <= seq:
+                continue  # a replay of a row we already hold
+            handler = REPORT_HANDLERS.get(item.topic)
+            if handler is None:
+                log.warning("node %s: dropped report with unknown topic %r", name, item.topic)
+                continue
+            handler(tx, name, item)
+        high = max(seq, items[-1].seq)
+        tx.conn.execute(
+            update(node_sync)
+            .where(node_sync.c.node == name)
+            .values(report_seq=high, acked_revision=acked_revision)
+        )
+        return high
+
+    @staticmethod
+    def _report_seq(tx: Tx, name: str) -> int:
+        seq = tx.conn.execute(
+            select(node_sync.c.report_seq).where(node_sync.c.node == name)
+        ).scalar_one_or_none()
+        if seq is None:
+            tx.conn.execute(insert(node_sync).values(node=name, report_seq=0, acked_revision=0))
+            return 0
+        return int(seq)
 
     def _touch_lease(self, tx: Tx, name: str) -> None:
         """Record contact; a node that was NotReady becomes Ready again."""

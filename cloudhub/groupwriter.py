@@ -1,0 +1,75 @@
+"""Group commit: many sessions' writes share one transaction.
+
+Every node's hello and every report frame is a small write, and SQLite (or a
+PostgreSQL commit) costs a disk sync each: ten thousand nodes heartbeating
+would queue for the write lock one by one. The group writer takes whatever
+jobs are waiting, runs each in its own savepoint inside one transaction, and
+resolves each job's future once that transaction has committed — so a node is
+acknowledged only after its rows are durable, and one failing job rolls back
+only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from cloudhub.store import Store, Tx
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = Callable[[Tx], Any]
+
+#: Jobs per transaction at most.
+MAX_BATCH = 500
+
+
+class GroupWriter:
+    def __init__(self, store: Store, max_batch: int = MAX_BATCH) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any]]] = asyncio.Queue()
+
+    async def submit(self, job: Callable[[Tx], T]) -> T:
+        """Run ``job(tx)`` in a shared transaction; returns its result once committed."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put((job, future))
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            live = [(job, fut) for job, fut in batch if not fut.cancelled()]
+            try:
+                outcomes = await asyncio.to_thread(self._commit, [job for job, _ in live])
+            except Exception as exc:  # the commit itself failed: every job fails with it
+                log.exception("group commit of %d jobs failed", len(live))
+                outcomes = [(False, exc)] * len(live)
+            for (_, future), (ok, value) in zip(live, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _commit(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        with self.store.writing() as tx:
+            for job in jobs:
+                head = tx.head
+                savepoint = tx.conn.begin_nested()
+                try:
+                    result = job(tx)
+                    savepoint.commit()
+                    outcomes.append((True, result))
+                except Exception as exc:
+                    savepoint.rollback()
+                    tx.head = head  # the revisions it took are given back with its rows
+                    outcomes.append((False, exc))
+        return outcomes

@@ -1,0 +1,86 @@
+"""Group commit on the hub: many sessions' writes in one transaction, each in its savepoint."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cloudhub.groupwriter import GroupWriter
+from cloudhub.store import Store, Tx
+from edgeward.errors import Conflict
+from edgeward.kinds import DEVICE
+
+
+def device(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "Device",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {},
+    }
+
+
+def test_jobs_share_a_transaction_and_a_failing_job_rolls_back_alone(store: Store) -> None:
+    """Jobs submitted together commit together; one that fails leaves no rows and no revision
+    gap behind, and the others still commit."""
+    commits: list[int] = []
+    store.on_commit(commits.append)
+
+    def failing(tx: Tx) -> None:
+        tx.create(DEVICE, device("doomed"))
+        raise Conflict("Device", "default", "doomed", 1, 2)
+
+    async def scenario() -> list[Any]:
+        writer = GroupWriter(store)
+        runner = asyncio.create_task(writer.run())
+        try:
+            jobs = [
+                writer.submit(
+                    lambda tx, i=i: tx.create(DEVICE, device(f"d{i}"))["metadata"][
+                        "resourceVersion"
+                    ]
+                )
+                for i in range(5)
+            ]
+            jobs.insert(2, writer.submit(failing))
+            return await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            runner.cancel()
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[2], Conflict)
+    good = [int(r) for r in results if not isinstance(r, Exception)]
+    assert good == [1, 2, 3, 4, 5], "revisions of the failed job were not given back"
+    assert commits == [5], "the jobs did not share one transaction"
+    names = sorted(o["metadata"]["name"] for o in store.list(DEVICE)[0])
+    assert names == ["d0", "d1", "d2", "d3", "d4"]
+    assert [r.revision for r in store.changes_after(0)] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("nodes", [200])
+def test_many_registrations_commit_in_few_transactions(store: Store, nodes: int) -> None:
+    """Hellos from many nodes at once are grouped: far fewer commits than nodes."""
+    from cloudhub.nodes import NodeRegistry
+
+    registry = NodeRegistry(store, grace_period=40)
+    commits: list[int] = []
+    store.on_commit(commits.append)
+
+    async def scenario() -> list[int]:
+        writer = GroupWriter(store)
+        runner = asyncio.create_task(writer.run())
+        try:
+            return await asyncio.gather(
+                *(
+                    writer.submit(lambda tx, n=n: registry.register_in(tx, f"n{n}", {}))
+                    for n in range(nodes)
+                )
+            )
+        finally:
+            runner.cancel()
+
+    assert asyncio.run(scenario()) == [0] * nodes
+    assert len(store.list(DEVICE)[0]) == 0
+    assert 1 <= len(commits) < nodes / 10
