@@ -14,7 +14,7 @@ from typing import Any
 from devicetwin.values import TWIN_TYPES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Version:
     """A field's version vector: writes made by the cloud and by the edge, each counted."""
 
@@ -35,7 +35,7 @@ class Version:
         return replace(self, cloud=self.cloud + 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TwinValue:
     """A value and when the edge stored it (ms since the epoch, edge clock)."""
 
@@ -54,7 +54,7 @@ def _value_or_none(d: Mapping[str, Any] | None) -> TwinValue | None:
     return None if d is None else TwinValue.from_dict(d)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Twin:
     """One property of a device: the expected (desired) and actual (reported) values.
 
@@ -103,7 +103,7 @@ class Twin:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceTwin:
     """A device bound to this node: its identity, its state as the mapper sent it, its twins."""
 

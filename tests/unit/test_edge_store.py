@@ -164,3 +164,12 @@ def test_file_is_in_wal_mode_with_full_sync(store: EdgeStore) -> None:
     """The cache uses WAL and synchronous=FULL, so a committed batch survives power loss."""
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_acknowledging_rows_leaves_full_sync_on(store: EdgeStore) -> None:
+    """Deleting acknowledged rows skips the disk sync (a replay is harmless), but every other
+    write still waits for it."""
+    seq = store.report_event("e", {})
+    store.acknowledge(seq)
+    assert store.outbox_size() == 0
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
