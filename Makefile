@@ -20,7 +20,9 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@# compat mode puts the checkout on sys.path, so a package added later imports without
+	@# a reinstall (the default finder only knows the packages present at install time)
+	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
 # Mosquitto and PostgreSQL come from Debian's packages when run as root and missing.
