@@ -190,7 +190,7 @@ class Session:
 
     async def _follow(self, sub: Subscription) -> None:
         backlog = NodeBacklog(self.node)
-        while True:
+        while not sub.closed:  # closed: the hub is stopping
             if not await sub.wait(timeout=PROGRESS_INTERVAL):
                 if self.server.feed.last > self.sent:
                     await self._send_changes(backlog, self.server.feed.last)
@@ -215,7 +215,10 @@ class Session:
                 await self.ws.send(protocol.Error.of(exc).encode())
                 if self.bad_frames >= MAX_BAD_FRAMES:
                     await self.ws.close(CLOSE_POLICY, "too many bad frames")
-                    return
+                    break
+        # The connection is over, even when it closed cleanly (iteration then just stops):
+        # recv() raises its ConnectionClosed, which ends the session's other task too.
+        await self.ws.recv()
 
     async def _dispatch(self, msg: protocol.Message) -> None:
         handler = self._handlers.get(type(msg))

@@ -40,6 +40,16 @@ class GroupWriter:
         return await future
 
     async def run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            # stopping: whoever still waits must not wait forever
+            while not self._queue.empty():
+                _job, future = self._queue.get_nowait()
+                if not future.done():
+                    future.set_exception(RuntimeError("the hub is stopping"))
+
+    async def _serve(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
@@ -47,6 +57,11 @@ class GroupWriter:
             live = [(job, fut) for job, fut in batch if not fut.cancelled()]
             try:
                 outcomes = await asyncio.to_thread(self._commit, [job for job, _ in live])
+            except asyncio.CancelledError:
+                for _job, future in live:
+                    if not future.done():
+                        future.set_exception(RuntimeError("the hub is stopping"))
+                raise
             except Exception as exc:  # the commit itself failed: every job fails with it
                 log.exception("group commit of %d jobs failed", len(live))
                 outcomes = [(False, exc)] * len(live)

@@ -121,6 +121,8 @@ async def run_hub(config: HubConfig) -> None:
         feed.close()
         api_server.should_exit = True
         ws_server.close()
+        # sessions may still be waiting on the group writer: let them end first
+        await ws_server.wait_closed()
         for task in (*tasks, stop_task):
             task.cancel()
     engine.dispose()

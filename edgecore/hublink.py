@@ -127,7 +127,9 @@ class HubLink:
             except ProtocolError as exc:
                 log.warning("refused a frame from the hub: %s", exc)
                 await ws.send(protocol.Error.of(exc).encode())
-        raise ConnectionClosed(ws.close_rcvd, ws.close_sent)
+        # a clean close just ends the iteration; recv() raises its ConnectionClosed, which
+        # ends the sender task too
+        await ws.recv()
 
     async def _dispatch(
         self, ws: ClientConnection, msg: protocol.Message, cursor: OutboxCursor

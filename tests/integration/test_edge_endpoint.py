@@ -241,3 +241,26 @@ def test_oversized_node_descriptions_are_refused_or_ignored(hub: Hub) -> None:
     status = hub.request("GET", "/api/v1/nodes/bloat")[1]["status"]
     assert status["capacity"] == {"cpu": 2}
     assert "junk" not in status.get("nodeInfo", {})
+
+
+def test_hub_stops_promptly_with_edges_connected(hub: Hub, start_edge) -> None:
+    """SIGTERM with edges connected ends every session and exits 0 (no session keeps the hub
+    alive until systemd kills it); the edges, closed cleanly, keep running and retry."""
+    edges = [start_edge(node) for node in ("stay-1", "stay-2")]
+    with open_ws(hub) as ws:
+        hello(ws, "raw-node")
+        wait_for(lambda: hub.log().count("connected from") >= 3, 10, "three sessions")
+        assert hub.stop() == 0
+    assert "Traceback" not in hub.log()
+    for edge in edges:
+        wait_for(lambda e=edge: "reconnecting in" in e.log(), 10, f"{edge.node} to retry")
+        assert edge.running, edge.log()
+        assert "Traceback" not in edge.log()
+
+
+def test_a_cleanly_closed_connection_ends_its_session(hub: Hub) -> None:
+    """An edge that closes its websocket cleanly is disconnected at once, so its node name is
+    free for its next connection."""
+    with open_ws(hub) as ws:
+        hello(ws, "clean-close")
+    wait_for(lambda: "node clean-close: disconnected" in hub.log(), 5, "the session to end")
