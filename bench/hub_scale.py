@@ -13,6 +13,7 @@ per node, < 30% of one core at idle. Baseline for memory: what a bare
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -71,8 +72,11 @@ def run(opts: Options) -> list[Figure]:
             not_ready = _went_not_ready(hub, head)
         finally:
             fleet.stop()
+            stopping = time.monotonic()
             if hub.running:
-                hub.stop()
+                with contextlib.suppress(AssertionError):  # stop() kills it after the timeout
+                    hub.stop(timeout=120)
+            shutdown = time.monotonic() - stopping
     per_node = (rss_after - rss_before) / max(1, reached) / KIB
     common = {"scenario": NAME}
     return [
@@ -90,6 +94,8 @@ def run(opts: Options) -> list[Figure]:
                note=f"kill, start on the same ports, until the {reached:,} nodes that were "
                "connected are welcomed again (nan: not within the window)",
                **common),
+        Figure(name="hub stop (SIGTERM) after the fleet left", value=shutdown, unit="s",
+               note="graceful shutdown time; 120 s means it had to be killed", **common),
         Figure(name="nodes that went NotReady", value=float(not_ready), unit="nodes",
                target=0.0, note=f"{during_connect} went NotReady during the initial connect",
                **common),
