@@ -63,3 +63,41 @@ def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert "device/thermo unchanged" in again.stdout, "a second run should reuse its data"
+
+
+def test_ctrl_c_stops_the_demo_and_its_children(tmp_path: Path, mqtt_broker: Mosquitto) -> None:
+    """The demo runs until Ctrl-C, then stops the hub, the edge and the thermostat and exits 0."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [
+            str(BIN / "edgeward"),
+            "demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--mqtt",
+            f"{mqtt_broker.host}:{mqtt_broker.port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:
+            if "Ctrl-C stops the demo" in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pid = json.loads((tmp_path / "demo" / "hub" / "cloudhub.json").read_text())["pid"]
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "Ctrl-C left the demo's hub running"

@@ -1,0 +1,61 @@
+"""edgecore's twin service against a real edge.db: state and outbox rows commit together."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edgecore.store import Applied, EdgeStore
+from edgecore.twins import Inbound, TwinService
+
+DEVICE = {
+    "apiVersion": "devices.kubeedge.io/v1beta1",
+    "kind": "Device",
+    "metadata": {"name": "thermo", "namespace": "default", "resourceVersion": "3"},
+    "spec": {"nodeName": "edge1", "properties": [{"name": "target", "desired": {"value": "21"}}]},
+}
+UPDATE = (
+    "$hw/events/device/default/thermo/twin/update",
+    json.dumps(
+        {"event_id": "e1", "timestamp": 0, "twin": {"temperature": {"actual": {"value": "20.5"}}}}
+    ).encode(),
+)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> TwinService:
+    store = EdgeStore(tmp_path / "edge.db")
+    store.claim("edge1")
+    twins = TwinService(store, "edge1", clock_ms=lambda: 1_700_000_000_000, new_id=lambda: "id")
+    with store.transaction():
+        twins.on_hub_changes([Applied("Device", "default", "thermo", None, DEVICE)])
+    return twins
+
+
+def test_a_mapper_update_stores_twin_state_and_its_report_together(service: TwinService) -> None:
+    """A mapper's reported value lands in the twin state and in the outbox, and a restarted
+    edgecore reads the same state back."""
+    replies = service.handle_messages([Inbound(*UPDATE)])
+    assert any(r.topic.endswith("/twin/update/result") for r in replies)
+    twin = service.twin("default/thermo")
+    assert twin is not None and twin.twins["temperature"].actual.value == "20.5"
+    rows = service.store.pending(0)
+    report = [r for r in rows if r.topic == "twin/reported"][-1]
+    assert report.body["twins"]["temperature"]["reported"]["value"] == "20.5"
+    again = TwinService(service.store, "edge1")
+    assert again.twin("default/thermo") == twin
+
+
+def test_when_the_outbox_write_fails_the_twin_state_is_not_kept(service: TwinService) -> None:
+    """All or nothing: if the report cannot be queued, the twin change is rolled back in the
+    database and in memory (and the batch fails, so the eventbus does not acknowledge it)."""
+    before = service.twin("default/thermo")
+    service.store.db.execute("DROP TABLE outbox")  # the next outbox write fails
+    with pytest.raises(sqlite3.OperationalError):
+        service.handle_messages([Inbound(*UPDATE)])
+    assert service.twin("default/thermo") == before
+    stored = service.store.twins()["default/thermo"]
+    assert "actual" not in json.dumps(stored["twins"].get("temperature", {}))
