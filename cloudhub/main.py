@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -23,7 +22,7 @@ from cloudhub.groupwriter import GroupWriter
 from cloudhub.nodes import NodeRegistry
 from cloudhub.store import Store
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
-from edgeward.daemon import data_directory, setup_logging, stop_on_signals
+from edgeward.daemon import config_file, data_directory, run_daemon, stop_on_signals
 from edgeward.errors import ConfigError
 
 log = logging.getLogger("cloudhub")
@@ -64,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace) -> HubConfig:
-    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    path = config_file(args.config, DEFAULT_CONFIG)
     data = read_yaml(path) if path else {}
     return build(HubConfig, merged(data, flag_values(args, FLAGS)))
 
@@ -142,17 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_default_config:
         sys.stdout.write(render_defaults(HubConfig, "cloudhub configuration (cloudhub.yaml)"))
         return 0
-    try:
-        config = load_config(args)
-        setup_logging(config.log_level, "cloudhub")
-        asyncio.run(run_hub(config))
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"cloudhub: {problem}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_daemon("cloudhub", lambda: load_config(args), run_hub)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 import edgeward
@@ -18,7 +17,7 @@ from edgecore.nodestatus import node_info, report_forever
 from edgecore.store import StoreThread, open_store
 from edgecore.twins import TwinService
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
-from edgeward.daemon import data_directory, setup_logging, stop_on_signals
+from edgeward.daemon import config_file, data_directory, run_daemon, stop_on_signals
 from edgeward.errors import ConfigError
 from edgeward.kinds import dns_subdomain_problem
 from edgeward.mapper import parse_broker
@@ -78,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace) -> EdgeConfig:
-    path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    path = config_file(args.config, DEFAULT_CONFIG)
     data = read_yaml(path) if path else {}
     flags: dict[str, Any] = flag_values(args, (*FLAGS, "node_name"))
     if args.endpoints:
@@ -160,17 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_default_config:
         sys.stdout.write(render_defaults(EdgeConfig, "edgecore configuration (edgecore.yaml)"))
         return 0
-    try:
-        config = load_config(args)
-        setup_logging(config.log_level, "edgecore")
-        asyncio.run(run_edge(config))
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"edgecore: {problem}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_daemon("edgecore", lambda: load_config(args), run_edge)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from edgeward.errors import ConfigError
 
@@ -42,3 +44,26 @@ def data_directory(path: str) -> Path:
     if not os.access(directory, os.W_OK):
         raise ConfigError([f"the data directory {path} is not writable by this user"])
     return directory
+
+
+def config_file(given: str | None, default: str) -> str | None:
+    """The config file to read: the one given, else ``default`` when it exists, else none."""
+    return given or (default if Path(default).exists() else None)
+
+
+def run_daemon(name: str, load: Callable[[], Any], serve: Callable[[Any], Awaitable[None]]) -> int:
+    """Load the config, set up logging and serve until stopped; the exit status.
+
+    Every configuration problem is one ``<name>: <problem>`` line on stderr and exit 2.
+    """
+    try:
+        config = load()
+        setup_logging(config.log_level, name)
+        asyncio.run(serve(config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{name}: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

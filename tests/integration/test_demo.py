@@ -4,11 +4,34 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from tests.support.mosquitto import Mosquitto
 from tests.support.procs import BIN
+
+
+def demo_command(tmp_path: Path, broker: Mosquitto, *extra: str) -> list[str]:
+    return [str(BIN / "edgeward"), "demo", "--dir", str(tmp_path / "demo"),
+            "--mqtt", f"{broker.host}:{broker.port}", *extra]  # fmt: skip
+
+
+def run_demo(tmp_path: Path, broker: Mosquitto, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        demo_command(tmp_path, broker, *extra), capture_output=True, text=True, timeout=120
+    )
+
+
+def hub_alive(tmp_path: Path) -> bool:
+    """Whether the hub the demo started (its pid is in cloudhub.json) still runs."""
+    pid = json.loads((tmp_path / "demo" / "hub" / "cloudhub.json").read_text())["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(
@@ -16,21 +39,7 @@ def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(
 ) -> None:
     """edgeward demo starts a hub and an edge, applies the sample device, shows its desired
     value in the edge cache and the node Ready, and stops both children when it ends."""
-    result = subprocess.run(
-        [
-            str(BIN / "edgeward"),
-            "demo",
-            "--dir",
-            str(tmp_path / "demo"),
-            "--duration",
-            "1",
-            "--mqtt",
-            f"{mqtt_broker.host}:{mqtt_broker.port}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_demo(tmp_path, mqtt_broker, "--duration", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "device/thermo created" in out
@@ -38,47 +47,17 @@ def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(
     assert "edge-1 is Ready" in out
     assert "default/thermo reported" in out and "temperature=" in out
     assert "export EDGEWARD_HUB=http://127.0.0.1:" in out
-    pid = json.loads((tmp_path / "demo" / "hub" / "cloudhub.json").read_text())["pid"]
-    try:
-        os.kill(pid, 0)
-        alive = True
-    except ProcessLookupError:
-        alive = False
-    assert not alive, "the demo left its hub running"
+    assert not hub_alive(tmp_path), "the demo left its hub running"
 
-    again = subprocess.run(
-        [
-            str(BIN / "edgeward"),
-            "demo",
-            "--dir",
-            str(tmp_path / "demo"),
-            "--duration",
-            "0",
-            "--mqtt",
-            f"{mqtt_broker.host}:{mqtt_broker.port}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = run_demo(tmp_path, mqtt_broker, "--duration", "0")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "device/thermo unchanged" in again.stdout, "a second run should reuse its data"
 
 
 def test_ctrl_c_stops_the_demo_and_its_children(tmp_path: Path, mqtt_broker: Mosquitto) -> None:
     """The demo runs until Ctrl-C, then stops the hub, the edge and the thermostat and exits 0."""
-    import signal
-    import time
-
     proc = subprocess.Popen(
-        [
-            str(BIN / "edgeward"),
-            "demo",
-            "--dir",
-            str(tmp_path / "demo"),
-            "--mqtt",
-            f"{mqtt_broker.host}:{mqtt_broker.port}",
-        ],
+        demo_command(tmp_path, mqtt_broker),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -94,10 +73,4 @@ def test_ctrl_c_stops_the_demo_and_its_children(tmp_path: Path, mqtt_broker: Mos
     finally:
         if proc.poll() is None:
             proc.kill()
-    pid = json.loads((tmp_path / "demo" / "hub" / "cloudhub.json").read_text())["pid"]
-    try:
-        os.kill(pid, 0)
-        alive = True
-    except ProcessLookupError:
-        alive = False
-    assert not alive, "Ctrl-C left the demo's hub running"
+    assert not hub_alive(tmp_path), "Ctrl-C left the demo's hub running"
