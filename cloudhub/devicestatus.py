@@ -14,7 +14,7 @@ from typing import Any
 
 from cloudhub.store import Tx
 from edgeward.kinds import DEVICE, TWIN_KEY, TWIN_VALUE
-from edgeward.protocol import ReportItem
+from edgeward.protocol import TOPIC_TWIN_REPORTED, ReportItem
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def twin_reported(tx: Tx, node: str, item: ReportItem) -> None:
             entry["conflict"] = twin["conflict"]
         entries.append(entry)
     status = {**device.get("status", {}), "twins": entries}
-    tx.replace_status(DEVICE, device["metadata"]["namespace"], device["metadata"]["name"], status)
+    _write_status(tx, device, status)
 
 
 def device_state(tx: Tx, node: str, item: ReportItem) -> None:
@@ -108,7 +108,32 @@ def device_state(tx: Tx, node: str, item: ReportItem) -> None:
     last_online = item.body.get("lastOnlineTime")
     if isinstance(last_online, str) and len(last_online) <= 64:
         status["lastOnlineTime"] = last_online
-    tx.replace_status(DEVICE, device["metadata"]["namespace"], device["metadata"]["name"], status)
+    _write_status(tx, device, status)
+
+
+def _write_status(tx: Tx, device: dict[str, Any], status: dict[str, Any]) -> None:
+    meta = device["metadata"]
+    tx.replace_status(DEVICE, meta["namespace"], meta["name"], status, current=device)
+
+
+def superseded(items: tuple[ReportItem, ...]) -> set[int]:
+    """Seqs of ``twin/reported`` rows that a later row of the same frame replaces.
+
+    Each such row carries the device's whole twin state, so only the last one per
+    device needs writing; an unreadable later row replaces nothing.
+    """
+    later: set[str] = set()
+    skipped: set[int] = set()
+    for item in reversed(items):
+        if item.topic != TOPIC_TWIN_REPORTED:
+            continue
+        device, twins = item.body.get("device"), item.body.get("twins")
+        if not isinstance(device, str) or not isinstance(twins, dict):
+            continue
+        if device in later:
+            skipped.add(item.seq)
+        later.add(device)
+    return skipped
 
 
 def upload(tx: Tx, node: str, item: ReportItem) -> None:

@@ -134,9 +134,10 @@ class Session:
     async def run(self) -> None:
         store, feed = self.server.store, self.server.feed
         nodes, info = self.server.nodes, self.hello.node_info
-        report_seq = await self.server.writer.submit(
+        registration = await self.server.writer.submit(
             lambda tx: nodes.register_in(tx, self.node, info)
         )
+        report_seq = nodes.registered(self.node, info, registration)
         sub = feed.subscribe_node(self.node)
         try:
             compacted, head = await asyncio.to_thread(store.log_bounds)
@@ -235,9 +236,12 @@ class Session:
 
     async def _on_report(self, msg: protocol.Report) -> None:
         nodes, acked = self.server.nodes, self.acked
-        high = await self.server.writer.submit(
-            lambda tx: nodes.record_reports_in(tx, self.node, msg.items, acked)
-        )
+        high = nodes.absorb(self.node, msg.items, acked)
+        if high is None:
+            high = await self.server.writer.submit(
+                lambda tx: nodes.record_reports_in(tx, self.node, msg.items, acked)
+            )
+            nodes.reports_written(self.node, msg.items, high)
         await self.ws.send(protocol.ReportAck(high).encode())
 
     async def _on_error(self, msg: protocol.Error) -> None:

@@ -122,9 +122,17 @@ async def run_hub(config: HubConfig) -> None:
         ws_server.close()
         # sessions may still be waiting on the group writer: let them end first
         await ws_server.wait_closed()
+        await asyncio.to_thread(_flush_leases, nodes)
         for task in (*tasks, stop_task):
             task.cancel()
     engine.dispose()
+
+
+def _flush_leases(nodes: NodeRegistry) -> None:
+    try:
+        nodes.flush()
+    except Exception:
+        log.exception("writing the last heartbeats failed; nodes may show an older heartbeat")
 
 
 async def _compact_forever(store: Store, keep: int) -> None:

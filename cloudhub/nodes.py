@@ -6,6 +6,10 @@ revision, so ten thousand heartbeating nodes do not flood the change log or
 every watcher. The Node object itself (and so the revision) changes only on
 what an operator watches for: registration, capacity or agent changes, and
 Ready ↔ NotReady transitions. Reads merge the lease into ``status``.
+
+A heartbeat from a node known Ready that changes neither its capacity nor its
+agent is not written at all: it lands in the live lease (cloudhub/leases.py),
+flushed in bulk before each expiry check.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select, update
 
 from cloudhub import devicestatus
+from cloudhub.leases import LeaseBook
 from cloudhub.schema import node_leases, node_sync
 from cloudhub.store import Store, Tx, rfc3339
 from edgeward.kinds import CORE_API, NODE
@@ -72,16 +77,22 @@ def _fits(part: Any) -> bool:
     return isinstance(part, dict) and len(json.dumps(part)) <= MAX_NODE_INFO_BYTES
 
 
-def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
-    body = {k: v for k, v in item.body.items() if k in ("usage", "capacity", "nodeInfo")}
-    for field in [k for k, v in body.items() if not _fits(v)]:
+def _status_fields(node: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The usage, capacity and nodeInfo of a status report that are fit to keep."""
+    fields = {k: v for k, v in body.items() if k in ("usage", "capacity", "nodeInfo")}
+    for field in [k for k, v in fields.items() if not _fits(v)]:
         log.warning(
             "node %s: ignored %s in a status report: not an object of at most %d bytes",
             node,
             field,
             MAX_NODE_INFO_BYTES,
         )
-        del body[field]
+        del fields[field]
+    return fields
+
+
+def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
+    body = _status_fields(node, item.body)
     usage = body.get("usage")
     if usage is not None:
         tx.conn.execute(
@@ -94,7 +105,7 @@ def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
     for field in ("capacity", "nodeInfo"):
         if field in body:
             status[field] = body[field]
-    tx.replace_status(NODE, None, node, status)
+    tx.replace_status(NODE, None, node, status, current=current)
 
 
 #: What the hub does with each kind of outbox row the edge reports.
@@ -106,23 +117,32 @@ REPORT_HANDLERS: dict[str, ReportHandler] = {
 }
 
 
+class Registration(NamedTuple):
+    """What a hello's transaction learnt about the node."""
+
+    #: The highest outbox seq already persisted for it.
+    report_seq: int
+    #: The capacity its Node holds (None for a new node).
+    capacity: Any
+
+
 class NodeRegistry:
     """Registers nodes, records their reports and marks silent ones NotReady."""
 
     def __init__(self, store: Store, grace_period: float) -> None:
         self.store = store
         self.grace_period = grace_period
+        self.leases = LeaseBook()
+        store.live_lease = self.leases.get
 
     def register(self, name: str, node_info: dict[str, Any]) -> int:
         """A node said hello, in a transaction of its own; see :meth:`register_in`."""
         with self.store.writing() as tx:
-            return self.register_in(tx, name, node_info)
+            registration = self.register_in(tx, name, node_info)
+        return self.registered(name, node_info, registration)
 
-    def register_in(self, tx: Tx, name: str, node_info: dict[str, Any]) -> int:
-        """Create or refresh the Node and mark it Ready.
-
-        Returns the highest outbox seq already persisted for it.
-        """
+    def register_in(self, tx: Tx, name: str, node_info: dict[str, Any]) -> Registration:
+        """Create or refresh the Node and mark it Ready."""
         node = tx.get(NODE, None, name)
         if node is None:
             tx.create(
@@ -135,16 +155,83 @@ class NodeRegistry:
                     "status": _mark_ready({"nodeInfo": node_info}, tx.now),
                 },
             )
+            capacity = None
         else:
             status = _mark_ready({**node.get("status", {}), "nodeInfo": node_info}, tx.now)
-            tx.replace_status(NODE, None, name, status)
+            tx.replace_status(NODE, None, name, status, current=node)
+            capacity = status.get("capacity")
         self._touch_lease(tx, name)
-        return self._report_seq(tx, name)
+        return Registration(self._report_seq(tx, name), capacity)
+
+    def registered(self, name: str, node_info: dict[str, Any], registration: Registration) -> int:
+        """:meth:`register_in`'s transaction has committed: later heartbeats need none.
+
+        Returns the highest seq the hub holds for the node, flushed or not.
+        """
+        self.leases.record_written(
+            name,
+            self.store.clock(),
+            registration.report_seq,
+            node_info=node_info,
+            capacity=registration.capacity,
+        )
+        lease = self.leases.get(name)
+        return registration.report_seq if lease is None else lease.report_seq
 
     def record_reports(self, name: str, items: tuple[ReportItem, ...], acked_revision: int) -> int:
-        """Persist reports in a transaction of their own; see :meth:`record_reports_in`."""
-        with self.store.writing() as tx:
-            return self.record_reports_in(tx, name, items, acked_revision)
+        """Record a report frame, in a transaction of its own when it needs one; returns
+        the new high seq. See :meth:`absorb` and :meth:`record_reports_in`."""
+        high = self.absorb(name, items, acked_revision)
+        if high is None:
+            with self.store.writing() as tx:
+                high = self.record_reports_in(tx, name, items, acked_revision)
+            self.reports_written(name, items, high)
+        return high
+
+    def absorb(self, name: str, items: tuple[ReportItem, ...], acked_revision: int) -> int | None:
+        """Record a frame that is only heartbeats in the live lease; returns the new high seq.
+
+        None when the frame needs a transaction (:meth:`record_reports_in`, then
+        :meth:`reports_written`): rows other than node status, a changed capacity or
+        nodeInfo, or a node not known Ready. The contact is noted either way.
+        """
+        now = self.store.clock()
+        lease = self.leases.get(name)
+        if lease is None or not lease.ready:
+            self.leases.touch(name, now)
+            return None
+        usage = None
+        for item in items:
+            if item.seq <= lease.report_seq:
+                continue  # a replay: contact, nothing to apply
+            body = item.body
+            if (
+                item.topic != TOPIC_NODE_STATUS
+                or body.get("capacity", lease.capacity) != lease.capacity
+                or body.get("nodeInfo", lease.node_info) != lease.node_info
+            ):
+                self.leases.touch(name, now)
+                return None
+            if "usage" in body:
+                usage = _status_fields(name, {"usage": body["usage"]}).get("usage", usage)
+        high = max(lease.report_seq, items[-1].seq)
+        if not self.leases.record_contact(name, now, high, acked_revision, usage):
+            return None  # an expiry check claimed it meanwhile
+        return high
+
+    def reports_written(self, name: str, items: tuple[ReportItem, ...], high: int) -> None:
+        """:meth:`record_reports_in`'s transaction has committed at ``high``."""
+        fields: dict[str, Any] = {}
+        for item in items:
+            if item.topic == TOPIC_NODE_STATUS:
+                for key, field in (("capacity", "capacity"), ("nodeInfo", "node_info")):
+                    if key in item.body:
+                        fields[field] = item.body[key]
+                if "usage" in item.body:
+                    fields["usage"] = _status_fields(name, {"usage": item.body["usage"]}).get(
+                        "usage"
+                    )
+        self.leases.record_written(name, self.store.clock(), high, **fields)
 
     def record_reports_in(
         self, tx: Tx, name: str, items: tuple[ReportItem, ...], acked_revision: int
@@ -152,9 +239,10 @@ class NodeRegistry:
         """Persist a node's outbox rows, skipping replays; returns the new high seq."""
         seq = self._report_seq(tx, name)
         self._touch_lease(tx, name)
+        superseded = devicestatus.superseded(items)
         for item in items:
-            if item.seq <= seq:
-                continue  # a replay of a row we already hold
+            if item.seq <= seq or item.seq in superseded:
+                continue  # a replay of a row we already hold, or replaced later in the frame
             handler = REPORT_HANDLERS.get(item.topic)
             if handler is None:
                 log.warning("node %s: dropped report with unknown topic %r", name, item.topic)
@@ -201,6 +289,7 @@ class NodeRegistry:
 
     def expire(self) -> list[str]:
         """Mark NotReady every Ready node silent for longer than the grace period."""
+        self.flush()
         cutoff = self.store.clock() - self.grace_period
         with self.store.reading() as conn:
             silent = list(
@@ -211,7 +300,7 @@ class NodeRegistry:
                 ).scalars()
             )
         expired = []
-        for name in silent:
+        for name in [n for n in silent if self.leases.claim_silent(n, cutoff)]:
             with self.store.writing() as tx:
                 claimed = tx.conn.execute(
                     update(node_leases)
@@ -232,13 +321,17 @@ class NodeRegistry:
                         f"{self.grace_period:g}s)",
                         tx.now,
                     )
-                    tx.replace_status(NODE, None, name, status)
+                    tx.replace_status(NODE, None, name, status, current=node)
                     expired.append(name)
                     log.warning("node %s is NotReady: no contact for %gs", name, self.grace_period)
         return expired
 
+    def flush(self) -> int:
+        """Write the live leases changed since the last flush; returns how many."""
+        return self.leases.flush(self.store.engine)
+
     async def run_expiry(self) -> None:
-        """Check for silent nodes several times per grace period, forever."""
+        """Flush live leases and check for silent nodes several times per grace period."""
         interval = max(0.2, min(5.0, self.grace_period / 4))
         while True:
             await asyncio.sleep(interval)

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, up
 
 from cloudhub import schema
 from cloudhub.admission import admit
+from cloudhub.leases import LiveLease
 from cloudhub.schema import changes, node_leases, node_sync, objects, revision
 from edgeward.errors import AlreadyExists, Conflict, NotFound
 from edgeward.kinds import ALL_NODES, KINDS, NODE, Kind, resource_version
@@ -96,11 +97,20 @@ class Tx:
         return self._save(kind, "update", body, prev_route=kind.route(current))
 
     def replace_status(
-        self, kind: Kind, namespace: str | None, name: str, status: dict[str, Any]
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        status: dict[str, Any],
+        current: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write a new status. Status-only writes are logged for watchers but not
-        routed to edge nodes: the edge reported them, it needs no echo."""
-        current = self._current(kind, namespace, name, None)
+        routed to edge nodes: the edge reported them, it needs no echo.
+
+        ``current`` is the object as this transaction already read it, to save a read.
+        """
+        if current is None:
+            current = self._current(kind, namespace, name, None)
         if current.get("status") == status:
             return current
         body = {**current, "status": status}
@@ -181,6 +191,9 @@ class Store:
         self.clock = clock
         self._new_uid = new_uid
         self._listeners: list[Callable[[int], None]] = []
+        #: What this process heard from a node since its lease was last written (set by the
+        #: node registry); reads merge it over the stored lease.
+        self.live_lease: Callable[[str], LiveLease | None] = lambda name: None
         self._repeatable = (
             {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
         )
@@ -353,19 +366,19 @@ class Store:
         for body in nodes:
             name = body["metadata"]["name"]
             status = body.setdefault("status", {})
-            lease = leases.get(name)
+            lease, live = leases.get(name), self.live_lease(name)
             if lease is not None:
-                beat = rfc3339(lease.heartbeat)
+                beat = rfc3339(max(lease.heartbeat, live.heartbeat) if live else lease.heartbeat)
                 status["lastHeartbeatTime"] = beat
-                status["usage"] = json.loads(lease.usage)
+                status["usage"] = live.usage if live and live.usage else json.loads(lease.usage)
                 for cond in status.get("conditions", []):
                     if cond.get("type") == "Ready":
                         cond["lastHeartbeatTime"] = beat
             sync = syncs.get(name)
             if sync is not None:
                 status["sync"] = {
-                    "ackedRevision": sync.acked_revision,
-                    "reportSeq": sync.report_seq,
+                    "ackedRevision": max(sync.acked_revision, live.acked_revision if live else 0),
+                    "reportSeq": max(sync.report_seq, live.report_seq if live else 0),
                 }
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cloudhub.nodes import NodeRegistry
-from cloudhub.schema import node_sync
+from cloudhub.schema import node_leases, node_sync
 from cloudhub.store import Store, rfc3339
-from edgeward.kinds import NODE
-from edgeward.protocol import TOPIC_NODE_STATUS, ReportItem
+from edgeward.kinds import DEVICE, DEVICE_MODEL, NODE
+from edgeward.protocol import TOPIC_NODE_STATUS, TOPIC_TWIN_REPORTED, ReportItem
 from tests.support.clock import T0, ManualClock
 
 GRACE = 40.0
@@ -237,3 +238,143 @@ def test_register_after_expiry_makes_node_ready(
     assert ready(node)["status"] == "True"
     assert ready(node)["lastTransitionTime"] == rfc3339(T0 + 200)
     assert [c["type"] for c in node["status"]["conditions"]] == ["Ready"]
+
+
+def stored_lease(store: Store, name: str = "edge-a") -> tuple[float, str, int, int]:
+    """(heartbeat, usage, report_seq, acked_revision) as the database holds them."""
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(
+                node_leases.c.heartbeat,
+                node_leases.c.usage,
+                node_sync.c.report_seq,
+                node_sync.c.acked_revision,
+            )
+            .join(node_sync, node_sync.c.node == node_leases.c.node)
+            .where(node_leases.c.node == name)
+        ).one()
+    return row.heartbeat, json.loads(row.usage)["cpuPercent"], row.report_seq, row.acked_revision
+
+
+def test_heartbeats_that_change_nothing_wait_for_the_flush(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """A plain heartbeat costs no transaction, yet reads show it at once and a flush keeps it."""
+    registry.register("edge-a", INFO)
+    registry.record_reports("edge-a", (status_item(1, CAPACITY, cpu=10.0),), 3)
+    written = stored_lease(store)
+    assert written == (T0, 10.0, 1, 3)
+    head = store.head()
+    clock.now += 30
+    assert registry.record_reports("edge-a", (status_item(2, CAPACITY, cpu=20.0),), 4) == 2
+    clock.now += 30
+    assert registry.record_reports("edge-a", (status_item(3, cpu=30.0),), 5) == 3
+    assert stored_lease(store) == written  # nothing written yet
+    node = get_node(store)
+    assert node["status"]["lastHeartbeatTime"] == rfc3339(T0 + 60)
+    assert node["status"]["usage"]["cpuPercent"] == 30.0
+    assert node["status"]["sync"] == {"ackedRevision": 5, "reportSeq": 3}
+    # A reconnect learns the seq the hub holds, flushed or not.
+    assert registry.register("edge-a", INFO) == 3
+    assert registry.flush() == 1
+    assert stored_lease(store) == (T0 + 60, 30.0, 3, 5)
+    assert registry.flush() == 0  # nothing changed since
+    assert store.head() == head
+
+
+def test_a_changed_capacity_is_written_at_once(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """Only what an operator watches for makes a transaction: a new capacity is a revision."""
+    registry.register("edge-a", INFO)
+    registry.record_reports("edge-a", (status_item(1, CAPACITY),), 0)
+    head = store.head()
+    clock.now += 30
+    bigger = {**CAPACITY, "cpu": "8"}
+    assert registry.record_reports("edge-a", (status_item(2, bigger, cpu=5.0),), 0) == 2
+    assert store.head() == head + 1
+    assert stored_lease(store)[:3] == (T0 + 30, 5.0, 2)
+    assert get_node(store)["status"]["capacity"] == bigger
+
+
+def test_a_flush_never_moves_a_lease_back(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """A transaction that raced a flush keeps the newer seq and heartbeat it wrote."""
+    registry.register("edge-a", INFO)
+    registry.record_reports("edge-a", (status_item(1, CAPACITY),), 0)
+    clock.now += 10
+    registry.record_reports("edge-a", (status_item(2, CAPACITY),), 0)  # live only
+    with store.engine.begin() as conn:  # as if another transaction wrote ahead meanwhile
+        conn.execute(update(node_sync).values(report_seq=9))
+        conn.execute(update(node_leases).values(heartbeat=T0 + 50))
+    assert registry.flush() == 1
+    assert stored_lease(store)[0] == T0 + 50
+    assert stored_lease(store)[2] == 9
+
+
+def test_a_heartbeat_after_a_flush_is_not_expired(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """A node heard from after the last flush stays Ready even though its stored lease is old."""
+    registry.register("edge-a", INFO)
+    clock.now = T0 + GRACE
+    registry.record_reports("edge-a", (status_item(1),), 0)  # live, not flushed
+    clock.now = T0 + GRACE + 1
+    registry.flush = lambda: 0  # type: ignore[method-assign]  # the flush lost the race
+    assert registry.expire() == []
+    assert ready(get_node(store))["status"] == "True"
+
+
+def test_a_frame_writes_each_device_once(store: Store, registry: NodeRegistry) -> None:
+    """Twin rows carry a device's whole state: within a frame only the last one is written."""
+    store.create(
+        DEVICE_MODEL,
+        {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "DeviceModel",
+            "metadata": {"name": "thermo", "namespace": "default"},
+            "spec": {"properties": [{"name": "temp", "type": "INT"}]},
+        },
+    )
+    store.create(
+        DEVICE,
+        {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "Device",
+            "metadata": {"name": "d1", "namespace": "default"},
+            "spec": {"deviceModelRef": {"name": "thermo"}, "nodeName": "edge-a"},
+        },
+    )
+    registry.register("edge-a", INFO)
+
+    def twin_row(seq: int, value: str, twins: Any = None) -> ReportItem:
+        reported = {"reported": {"value": value, "timestamp": 1000 + seq}, "type": "int"}
+        body = {"device": "default/d1", "twins": {"temp": reported} if twins is None else twins}
+        return ReportItem(seq=seq, topic=TOPIC_TWIN_REPORTED, key=None, body=body)
+
+    head = store.head()
+    assert registry.record_reports("edge-a", (twin_row(1, "1"), twin_row(2, "2")), 0) == 2
+    assert store.head() == head + 1
+    device = store.get(DEVICE, "default", "d1")
+    assert device["status"]["twins"][0]["reported"]["value"] == "2"
+    # An unreadable later row replaces nothing: the earlier one is still written.
+    assert registry.record_reports("edge-a", (twin_row(3, "3"), twin_row(4, "4", [])), 0) == 4
+    device = store.get(DEVICE, "default", "d1")
+    assert device["status"]["twins"][0]["reported"]["value"] == "3"
+
+
+def test_after_a_hub_restart_unchanged_heartbeats_stay_in_memory(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """A hello tells the new hub process the stored capacity: the same one is not rewritten."""
+    registry.register("edge-a", INFO)
+    registry.record_reports("edge-a", (status_item(1, CAPACITY, cpu=10.0),), 0)
+    restarted = NodeRegistry(store, grace_period=GRACE)
+    clock.now += 5
+    assert restarted.register("edge-a", INFO) == 1
+    written = stored_lease(store)
+    clock.now += 30
+    assert restarted.record_reports("edge-a", (status_item(2, CAPACITY, cpu=20.0),), 0) == 2
+    assert stored_lease(store) == written
+    assert get_node(store)["status"]["usage"]["cpuPercent"] == 20.0

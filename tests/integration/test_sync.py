@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+from cloudhub.store import rfc3339
 from tests.support.procs import Edge, Hub, wait_for
 
 DEVICES = "/api/v1/namespaces/default/devices"
@@ -275,6 +278,43 @@ def test_node_ready_then_not_ready_then_ready(hub: Hub, start_edge) -> None:
     wait_for(lambda: ready() == "Unknown", 15, "the node to go NotReady")
     edge.start()
     wait_for(lambda: ready() == "True", 15, "the node to be Ready again")
+
+
+def test_heartbeats_make_no_revisions_and_outlive_a_clean_hub_stop(tmp_path: Path) -> None:
+    """Heartbeats show at once in the API without new revisions, and the last one shown is
+    the one the database holds after the hub stops (they are written in bulk, not each)."""
+    hub = Hub(tmp_path / "hub", "--node-grace-period", "40")  # leases flushed every 5 s
+    hub.start()
+    edge = Edge(tmp_path / "edge1", "edge1", hub.edge, "--status-interval", "0.2", "--no-mqtt")
+    edge.start()
+    try:
+
+        def node() -> dict[str, Any]:
+            status, body = hub.request("GET", "/api/v1/nodes/edge1")
+            assert status == 200, body
+            return body
+
+        first = wait_for(lambda: node()["status"].get("usage") and node(), 10, "a report")
+        wait_for(
+            lambda: node()["status"]["lastHeartbeatTime"] > first["status"]["lastHeartbeatTime"],
+            10,
+            "a later heartbeat",
+        )
+        later = node()
+        assert later["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+        edge.kill()
+        shown = node()["status"]
+        assert hub.stop() == 0
+        db = sqlite3.connect(tmp_path / "hub" / "hub.db")
+        beat, usage = db.execute(
+            "SELECT heartbeat, usage FROM node_leases WHERE node = 'edge1'"
+        ).fetchone()
+        db.close()
+        assert rfc3339(beat) == shown["lastHeartbeatTime"]
+        assert json.loads(usage) == shown["usage"]
+    finally:
+        edge.kill()
+        hub.kill()
 
 
 def test_edge_keeps_its_cache_while_the_hub_is_down(hub: Hub, start_edge, tmp_path: Path) -> None:

@@ -1,0 +1,165 @@
+"""Live leases: what connected nodes' heartbeats say, kept in memory and flushed in bulk.
+
+Ten thousand nodes heartbeating every 30 s are 333 reports a second that
+almost always change nothing an operator watches: only the heartbeat time,
+the usage figures and the node's outbox seq move. Writing each one would cost
+a transaction; instead the registry records them here and
+:meth:`LeaseBook.flush` writes every changed lease in one transaction every
+few seconds (before each expiry check). Losing the unflushed part in a crash
+is harmless: it is a few seconds of heartbeat, usage that the next heartbeat
+replaces, and the seqs of ``node/status`` rows, which the edge then resends
+as rows the hub has not seen (they are state, applying them again is a no-op).
+
+Reads merge the live lease over the stored one (``Store.live_lease``), so
+``get nodes`` shows the heartbeat that just arrived, not the last flushed one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, Float, Text, bindparam, case, func, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from cloudhub.schema import node_leases, node_sync
+
+
+@dataclass(slots=True)
+class LiveLease:
+    """One node's contact as this hub process last heard it."""
+
+    heartbeat: float
+    #: True only while the stored lease is known Ready and no expiry check has touched it since.
+    ready: bool
+    report_seq: int
+    acked_revision: int = 0
+    usage: dict[str, Any] | None = None
+    #: The capacity and nodeInfo the stored Node holds, as last written by this process.
+    capacity: Any = None
+    node_info: Any = None
+    dirty: bool = False
+
+
+class LeaseBook:
+    """The live leases of the nodes this hub process talks to; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[str, LiveLease] = {}
+
+    def get(self, name: str) -> LiveLease | None:
+        return self._leases.get(name)
+
+    def record_contact(
+        self,
+        name: str,
+        now: float,
+        report_seq: int,
+        acked_revision: int,
+        usage: dict[str, Any] | None,
+    ) -> bool:
+        """A report absorbed without a transaction; False when the node is not known Ready."""
+        with self._lock:
+            lease = self._leases.get(name)
+            if lease is None or not lease.ready:
+                return False
+            lease.heartbeat = max(lease.heartbeat, now)
+            lease.report_seq = max(lease.report_seq, report_seq)
+            lease.acked_revision = max(lease.acked_revision, acked_revision)
+            if usage is not None:
+                lease.usage = usage
+            lease.dirty = True
+            return True
+
+    def touch(self, name: str, now: float) -> None:
+        """Contact that is about to be written: keeps an expiry check from racing it."""
+        with self._lock:
+            lease = self._leases.get(name)
+            if lease is not None:
+                lease.heartbeat = max(lease.heartbeat, now)
+
+    def record_written(self, name: str, now: float, report_seq: int, **fields: Any) -> None:
+        """A transaction that made the stored lease Ready, at ``report_seq``, has committed."""
+        with self._lock:
+            lease = self._leases.get(name)
+            if lease is None:
+                lease = self._leases[name] = LiveLease(now, True, report_seq)
+            lease.heartbeat = max(lease.heartbeat, now)
+            lease.ready = True
+            lease.report_seq = max(lease.report_seq, report_seq)
+            for field, value in fields.items():
+                setattr(lease, field, value)
+
+    def claim_silent(self, name: str, cutoff: float) -> bool:
+        """Whether ``name`` may be marked NotReady: not heard from since ``cutoff``.
+
+        A claimed node's live lease stops absorbing reports, so the next one it
+        sends goes through a transaction that makes it Ready again.
+        """
+        with self._lock:
+            lease = self._leases.get(name)
+            if lease is None:
+                return True
+            if lease.heartbeat >= cutoff:
+                return False
+            lease.ready = False
+            return True
+
+    def flush(self, engine: Engine) -> int:
+        """Write every lease changed since the last flush in one transaction; returns how many."""
+        with self._lock:
+            rows = [
+                {
+                    "b_node": name,
+                    "b_beat": lease.heartbeat,
+                    "b_usage": None if lease.usage is None else json.dumps(lease.usage),
+                    "b_seq": lease.report_seq,
+                    "b_acked": lease.acked_revision,
+                }
+                for name, lease in self._leases.items()
+                if lease.dirty
+            ]
+            for row in rows:
+                self._leases[row["b_node"]].dirty = False
+        if not rows:
+            return 0
+        try:
+            with engine.begin() as conn:
+                conn.execute(_UPDATE_LEASE, rows)
+                conn.execute(_UPDATE_SYNC, rows)
+        except BaseException:
+            with self._lock:
+                for row in rows:
+                    if (lease := self._leases.get(row["b_node"])) is not None:
+                        lease.dirty = True
+            raise
+        return len(rows)
+
+
+def _at_least(column: Any, param: str, type_: Any) -> ColumnElement[Any]:
+    """``column`` raised to the bound value, never lowered: a flush may race a transaction."""
+    value = bindparam(param, type_=type_)
+    return case((column < value, value), else_=column)
+
+
+_UPDATE_LEASE = (
+    update(node_leases)
+    .where(node_leases.c.node == bindparam("b_node"))
+    .values(
+        heartbeat=_at_least(node_leases.c.heartbeat, "b_beat", Float()),
+        usage=func.coalesce(bindparam("b_usage", type_=Text()), node_leases.c.usage),
+    )
+)
+_UPDATE_SYNC = (
+    update(node_sync)
+    .where(node_sync.c.node == bindparam("b_node"))
+    .values(
+        report_seq=_at_least(node_sync.c.report_seq, "b_seq", node_sync.c.report_seq.type),
+        acked_revision=_at_least(
+            node_sync.c.acked_revision, "b_acked", node_sync.c.acked_revision.type
+        ),
+    )
+)
