@@ -594,7 +594,7 @@ def create_devices(api_url: str, cfg: FleetConfig) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.fleet",
-        description=__doc__.split("\n\n")[0] + ". Size a hub before buying hardware: "
+        description=__doc__.split("\n\n")[0] + " Size a hub before buying hardware: "
         "run a hub, point this at it, watch the hub's RSS and CPU.",
         epilog="example: python -m bench.fleet --hub ws://127.0.0.1:10000 --nodes 10000 "
         "--processes 4 --heartbeat 30 --duration 300",

@@ -134,6 +134,9 @@ class NodeRegistry:
         self.grace_period = grace_period
         self.leases = LeaseBook()
         store.live_lease = self.leases.get
+        # Silence is counted from this process's start at the earliest: after a hub restart
+        # every node gets a whole grace period to reconnect, as Kubernetes' node controller does.
+        self.watching_since = store.clock()
 
     def register(self, name: str, node_info: dict[str, Any]) -> int:
         """A node said hello, in a transaction of its own; see :meth:`register_in`."""
@@ -291,6 +294,8 @@ class NodeRegistry:
         """Mark NotReady every Ready node silent for longer than the grace period."""
         self.flush()
         cutoff = self.store.clock() - self.grace_period
+        if cutoff <= self.watching_since:
+            return []
         with self.store.reading() as conn:
             silent = list(
                 conn.execute(

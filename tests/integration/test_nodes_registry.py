@@ -378,3 +378,19 @@ def test_after_a_hub_restart_unchanged_heartbeats_stay_in_memory(
     assert restarted.record_reports("edge-a", (status_item(2, CAPACITY, cpu=20.0),), 0) == 2
     assert stored_lease(store) == written
     assert get_node(store)["status"]["usage"]["cpuPercent"] == 20.0
+
+
+def test_a_restarted_hub_gives_every_node_a_grace_period(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """Nodes silent while the hub was down are not NotReady before they could reconnect."""
+    registry.register("edge-a", INFO)
+    registry.register("edge-b", INFO)
+    clock.now = T0 + 600  # the hub was down for ten minutes
+    restarted = NodeRegistry(store, grace_period=GRACE)
+    clock.now += GRACE
+    assert restarted.expire() == []
+    restarted.register("edge-b", INFO)  # edge-b reconnected meanwhile
+    clock.now += 1
+    assert restarted.expire() == ["edge-a"]
+    assert ready(get_node(store, "edge-b"))["status"] == "True"
