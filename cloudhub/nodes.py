@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from cloudhub import devicestatus
 from cloudhub.leases import LeaseBook
@@ -95,9 +95,7 @@ def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
     body = _status_fields(node, item.body)
     usage = body.get("usage")
     if usage is not None:
-        tx.conn.execute(
-            update(node_leases).where(node_leases.c.node == node).values(usage=json.dumps(usage))
-        )
+        tx.conn.execute(_SET_USAGE, {"b_node": node, "b_usage": json.dumps(usage)})
     current = tx.get(NODE, None, node)
     if current is None:
         return
@@ -106,6 +104,25 @@ def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
         if field in body:
             status[field] = body[field]
     tx.replace_status(NODE, None, node, status, current=current)
+
+
+# Statements built once (building a Core expression per call costs more than running it).
+_NODE = bindparam("b_node")
+_SET_USAGE = (
+    update(node_leases).where(node_leases.c.node == _NODE).values(usage=bindparam("b_usage"))
+)
+_SET_CONTACT = (
+    update(node_leases)
+    .where(node_leases.c.node == _NODE)
+    .values(heartbeat=bindparam("b_beat"), ready=True)
+)
+_GET_READY = select(node_leases.c.ready).where(node_leases.c.node == _NODE)
+_GET_SEQ = select(node_sync.c.report_seq).where(node_sync.c.node == _NODE)
+_SET_SYNC = (
+    update(node_sync)
+    .where(node_sync.c.node == _NODE)
+    .values(report_seq=bindparam("b_seq"), acked_revision=bindparam("b_acked"))
+)
 
 
 #: What the hub does with each kind of outbox row the edge reports.
@@ -252,18 +269,12 @@ class NodeRegistry:
                 continue
             handler(tx, name, item)
         high = max(seq, items[-1].seq)
-        tx.conn.execute(
-            update(node_sync)
-            .where(node_sync.c.node == name)
-            .values(report_seq=high, acked_revision=acked_revision)
-        )
+        tx.conn.execute(_SET_SYNC, {"b_node": name, "b_seq": high, "b_acked": acked_revision})
         return high
 
     @staticmethod
     def _report_seq(tx: Tx, name: str) -> int:
-        seq = tx.conn.execute(
-            select(node_sync.c.report_seq).where(node_sync.c.node == name)
-        ).scalar_one_or_none()
+        seq = tx.conn.execute(_GET_SEQ, {"b_node": name}).scalar_one_or_none()
         if seq is None:
             tx.conn.execute(insert(node_sync).values(node=name, report_seq=0, acked_revision=0))
             return 0
@@ -271,19 +282,13 @@ class NodeRegistry:
 
     def _touch_lease(self, tx: Tx, name: str) -> None:
         """Record contact; a node that was NotReady becomes Ready again."""
-        was_ready = tx.conn.execute(
-            select(node_leases.c.ready).where(node_leases.c.node == name)
-        ).scalar_one_or_none()
+        was_ready = tx.conn.execute(_GET_READY, {"b_node": name}).scalar_one_or_none()
         if was_ready is None:
             tx.conn.execute(
                 insert(node_leases).values(node=name, heartbeat=tx.now, ready=True, usage="{}")
             )
         else:
-            tx.conn.execute(
-                update(node_leases)
-                .where(node_leases.c.node == name)
-                .values(heartbeat=tx.now, ready=True)
-            )
+            tx.conn.execute(_SET_CONTACT, {"b_node": name, "b_beat": tx.now})
         if not was_ready:
             node = tx.get(NODE, None, name)
             if node is not None and not is_ready(node):

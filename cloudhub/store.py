@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, or_, select, update
 
 from cloudhub import schema
 from cloudhub.admission import admit
@@ -43,6 +43,65 @@ def _ns(kind: Kind, namespace: str | None) -> str:
     return (namespace or "") if kind.namespaced else ""
 
 
+# Statements built once: building and hashing a Core expression per call cost more
+# than running it (py-spy, scenario 6).
+_OBJECT_KEY = (
+    objects.c.kind == bindparam("b_kind"),
+    objects.c.namespace == bindparam("b_namespace"),
+    objects.c.name == bindparam("b_name"),
+)
+_GET_BODY = select(objects.c.body).where(*_OBJECT_KEY)
+_INSERT_OBJECT = insert(objects).values(
+    kind=bindparam("b_kind"),
+    namespace=bindparam("b_namespace"),
+    name=bindparam("b_name"),
+    resource_version=bindparam("b_rv"),
+    route=bindparam("b_route"),
+    body=bindparam("b_body"),
+)
+_UPDATE_OBJECT = (
+    update(objects)
+    .where(*_OBJECT_KEY)
+    .values(
+        resource_version=bindparam("b_rv"), route=bindparam("b_route"), body=bindparam("b_body")
+    )
+)
+_DELETE_OBJECT = delete(objects).where(*_OBJECT_KEY)
+_LOCK_HEAD = select(revision.c.head).where(revision.c.id == 1).with_for_update()
+_SET_HEAD = update(revision).where(revision.c.id == 1).values(head=bindparam("b_head"))
+_HEAD = select(revision.c.head)
+_BOUNDS = select(revision.c.compacted, revision.c.head)
+_CHANGES_AFTER = (
+    select(changes)
+    .where(changes.c.revision > bindparam("b_after"))
+    .order_by(changes.c.revision)
+    .limit(bindparam("b_limit"))
+)
+_CHANGES_FOR_NODE = (
+    select(changes)
+    .where(
+        changes.c.revision > bindparam("b_after"),
+        or_(
+            changes.c.route == bindparam("b_node"),
+            changes.c.prev_route == bindparam("b_node"),
+            changes.c.route == ALL_NODES,
+        ),
+    )
+    .order_by(changes.c.revision)
+    .limit(bindparam("b_limit"))
+)
+_INSERT_CHANGE = insert(changes).values(
+    revision=bindparam("b_rv"),
+    kind=bindparam("b_kind"),
+    namespace=bindparam("b_namespace"),
+    name=bindparam("b_name"),
+    op=bindparam("b_op"),
+    route=bindparam("b_route"),
+    prev_route=bindparam("b_prev_route"),
+    body=bindparam("b_body"),
+)
+
+
 class Tx:
     """One write transaction. Each object write takes the next revision."""
 
@@ -55,11 +114,7 @@ class Tx:
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         row = self.conn.execute(
-            select(objects.c.body).where(
-                objects.c.kind == kind.name,
-                objects.c.namespace == _ns(kind, namespace),
-                objects.c.name == name,
-            )
+            _GET_BODY, {"b_kind": kind.name, "b_namespace": _ns(kind, namespace), "b_name": name}
         ).scalar_one_or_none()
         return None if row is None else json.loads(row)
 
@@ -145,35 +200,27 @@ class Tx:
         self.head += 1
         meta = body["metadata"] = {**body["metadata"], "resourceVersion": str(self.head)}
         key = {
-            "kind": kind.name,
-            "namespace": _ns(kind, meta.get("namespace")),
-            "name": meta["name"],
+            "b_kind": kind.name,
+            "b_namespace": _ns(kind, meta.get("namespace")),
+            "b_name": meta["name"],
         }
         route = kind.route(body)
         text = _dumps(body)
+        row = {**key, "b_rv": self.head, "b_route": route, "b_body": text}
         if op == "create":
-            self.conn.execute(
-                insert(objects).values(**key, resource_version=self.head, route=route, body=text)
-            )
+            self.conn.execute(_INSERT_OBJECT, row)
+        elif op == "delete":
+            self.conn.execute(_DELETE_OBJECT, key)
         else:
-            where = and_(*(objects.c[k] == v for k, v in key.items()))
-            if op == "delete":
-                self.conn.execute(delete(objects).where(where))
-            else:
-                self.conn.execute(
-                    update(objects)
-                    .where(where)
-                    .values(resource_version=self.head, route=route, body=text)
-                )
+            self.conn.execute(_UPDATE_OBJECT, row)
         self.conn.execute(
-            insert(changes).values(
-                revision=self.head,
-                **key,
-                op=op,
-                route=route if route_change else None,
-                prev_route=prev_route,
-                body=text,
-            )
+            _INSERT_CHANGE,
+            {
+                **row,
+                "b_op": op,
+                "b_route": route if route_change else None,
+                "b_prev_route": prev_route,
+            },
         )
         return body
 
@@ -209,13 +256,11 @@ class Store:
     def writing(self) -> Iterator[Tx]:
         """A write transaction holding the revision lock; listeners run after commit."""
         with self.engine.begin() as conn:
-            head = conn.execute(
-                select(revision.c.head).where(revision.c.id == 1).with_for_update()
-            ).scalar_one()
+            head = conn.execute(_LOCK_HEAD).scalar_one()
             tx = Tx(conn, head, self.clock(), self._new_uid)
             yield tx
             if tx.head != tx.start:
-                conn.execute(update(revision).where(revision.c.id == 1).values(head=tx.head))
+                conn.execute(_SET_HEAD, {"b_head": tx.head})
         if tx.head != tx.start:
             for listener in self._listeners:
                 listener(tx.head)
@@ -277,12 +322,12 @@ class Store:
 
     def head(self) -> int:
         with self.reading() as conn:
-            return conn.execute(select(revision.c.head)).scalar_one()
+            return conn.execute(_HEAD).scalar_one()
 
     def log_bounds(self) -> tuple[int, int]:
         """(compacted, head): the change log holds every revision after ``compacted``."""
         with self.reading() as conn:
-            row = conn.execute(select(revision.c.compacted, revision.c.head)).one()
+            row = conn.execute(_BOUNDS).one()
             return row.compacted, row.head
 
     # -- change log -----------------------------------------------------------
@@ -290,29 +335,14 @@ class Store:
     def changes_after(self, after: int, limit: int = 1000) -> list[ChangeRow]:
         """Change-log rows after revision ``after``, oldest first."""
         with self.reading() as conn:
-            rows = conn.execute(
-                select(changes)
-                .where(changes.c.revision > after)
-                .order_by(changes.c.revision)
-                .limit(limit)
-            )
+            rows = conn.execute(_CHANGES_AFTER, {"b_after": after, "b_limit": limit})
             return [_change_row(r) for r in rows]
 
     def changes_for_node(self, node: str, after: int, limit: int = 1000) -> list[ChangeRow]:
         """Change-log rows after ``after`` that concern ``node``, oldest first."""
         with self.reading() as conn:
             rows = conn.execute(
-                select(changes)
-                .where(
-                    changes.c.revision > after,
-                    or_(
-                        changes.c.route == node,
-                        changes.c.prev_route == node,
-                        changes.c.route == ALL_NODES,
-                    ),
-                )
-                .order_by(changes.c.revision)
-                .limit(limit)
+                _CHANGES_FOR_NODE, {"b_after": after, "b_node": node, "b_limit": limit}
             )
             return [_change_row(r) for r in rows]
 
