@@ -24,7 +24,7 @@ from cloudhub.store import Store
 from edgeward import protocol
 from edgeward.errors import ProtocolError
 from edgeward.kinds import dns_subdomain_problem
-from edgeward.sync import NodeBacklog, change_batches, resume_mode, snapshot_frames
+from edgeward.sync import ChangeRow, NodeBacklog, change_batches, snapshot_frames
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ MAX_BAD_FRAMES = 10
 #: so an idle edge's revision stays inside the change log.
 PROGRESS_INTERVAL = 30.0
 HELLO_TIMEOUT = 10.0
+#: Change-log rows read at a time when a node catches up.
+CATCH_UP_PAGE = 1000
 
 # Close codes (4000-4999 are for applications).
 CLOSE_POLICY = 1008
@@ -140,8 +142,10 @@ class Session:
         report_seq = nodes.registered(self.node, info, registration)
         sub = feed.subscribe_node(self.node)
         try:
-            compacted, head = await asyncio.to_thread(store.log_bounds)
-            mode = resume_mode(self.hello.revision, compacted, head)
+            _compacted, head, first = await asyncio.to_thread(
+                store.resume_view, self.node, self.hello.revision, CATCH_UP_PAGE
+            )
+            mode = "snapshot" if first is None else "changes"
             log.info(
                 "node %s: connected from %s at revision %d (hub at %d): %s",
                 self.node,
@@ -151,10 +155,10 @@ class Session:
                 mode,
             )
             await self.ws.send(protocol.Welcome(mode, head, report_seq).encode())
-            if mode == "snapshot":
+            if first is None:
                 await self._send_snapshot()
             else:
-                await self._catch_up()
+                await self._catch_up(head, first)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive())
                 tg.create_task(self._follow(sub))
@@ -167,18 +171,27 @@ class Session:
             await self.ws.send(frame.encode())
         self.sent = head
 
-    async def _catch_up(self) -> None:
-        """Send what the node is owed since ``self.sent``, read from the change log."""
+    async def _catch_up(
+        self, head: int | None = None, first: list[ChangeRow] | None = None
+    ) -> None:
+        """Send what the node is owed since ``self.sent``, read from the change log
+        (``first``: the first page, already read at revision ``head``)."""
         store = self.server.store
-        head = await asyncio.to_thread(store.head)
+        if head is None:
+            head = await asyncio.to_thread(store.head)
         backlog = NodeBacklog(self.node)
         after = self.sent
         while True:
-            rows = await asyncio.to_thread(store.changes_for_node, self.node, after, 1000)
+            if first is None:
+                rows = await asyncio.to_thread(
+                    store.changes_for_node, self.node, after, CATCH_UP_PAGE
+                )
+            else:
+                rows, first = first, None
             backlog.add(rows)
             if rows:
                 after = rows[-1].revision
-            if len(rows) < 1000:
+            if len(rows) < CATCH_UP_PAGE:
                 break
         await self._send_changes(backlog, max(head, after))
 

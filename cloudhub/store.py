@@ -26,7 +26,7 @@ from cloudhub.leases import LiveLease
 from cloudhub.schema import changes, node_leases, node_sync, objects, revision
 from edgeward.errors import AlreadyExists, Conflict, NotFound
 from edgeward.kinds import ALL_NODES, KINDS, NODE, Kind, resource_version
-from edgeward.sync import ChangeRow
+from edgeward.sync import ChangeRow, resume_mode
 
 _KIND_BY_NAME = {k.name: k for k in KINDS}
 
@@ -345,6 +345,20 @@ class Store:
                 _CHANGES_FOR_NODE, {"b_after": after, "b_node": node, "b_limit": limit}
             )
             return [_change_row(r) for r in rows]
+
+    def resume_view(
+        self, node: str, revision: int, limit: int = 1000
+    ) -> tuple[int, int, list[ChangeRow] | None]:
+        """What a node that holds ``revision`` resumes from, in one read: the head and
+        the first ``limit`` change-log rows for it, or None when it needs a snapshot."""
+        with self.reading() as conn:
+            compacted, head = conn.execute(_BOUNDS).one()
+            if resume_mode(revision, compacted, head) == "snapshot":
+                return compacted, head, None
+            rows = conn.execute(
+                _CHANGES_FOR_NODE, {"b_after": revision, "b_node": node, "b_limit": limit}
+            )
+            return compacted, head, [_change_row(r) for r in rows]
 
     def objects_for_node(self, node: str) -> tuple[list[dict[str, Any]], int]:
         """Every object routed to ``node`` and the revision this view reflects."""

@@ -367,6 +367,21 @@ def test_compact_drops_old_rows_and_moves_the_bound(store: Store) -> None:
     assert [r.revision for r in store.changes_after(0)] == [12]
 
 
+def test_resume_view_is_the_log_or_a_snapshot(store: Store) -> None:
+    """A reconnecting node resumes from the log while it holds every row after its revision;
+    behind the compacted bound, or ahead of the head, it needs a snapshot."""
+    for i in range(10):
+        store.create(DEVICE, device(f"d{i}", node="edge-a" if i % 2 else "edge-b"))
+    assert store.compact(4) == 6
+    compacted, head, rows = store.resume_view("edge-a", 6)
+    assert (compacted, head) == (6, 10)
+    assert rows is not None and [r.revision for r in rows] == [8, 10]
+    assert store.resume_view("edge-a", 10) == (6, 10, [])
+    assert [r.revision for r in store.resume_view("edge-a", 6, limit=1)[2] or []] == [8]
+    assert store.resume_view("edge-a", 5) == (6, 10, None)  # rows it missed are gone
+    assert store.resume_view("edge-a", 11) == (6, 10, None)  # ahead: the hub was restored
+
+
 def test_migrate_twice_is_harmless(engine: Engine) -> None:
     """Running the migrations again (a hub restart or upgrade) keeps every object and the head."""
     s = Store(engine)
