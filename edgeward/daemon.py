@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from edgeward.errors import ConfigError
@@ -49,6 +52,52 @@ def data_directory(path: str) -> Path:
 def config_file(given: str | None, default: str) -> str | None:
     """The config file to read: the one given, else ``default`` when it exists, else none."""
     return given or (default if Path(default).exists() else None)
+
+
+def defer_imports(*names: str) -> None:
+    """Run each named module's code only when one of its attributes is first used.
+
+    For modules that libraries import at their top but use only on paths a daemon
+    never takes (websockets' version lookup of a development checkout, the proxy
+    lookups of websockets and paho): each costs RSS for the daemon's whole life.
+    The module object is in ``sys.modules`` at once, so ``import`` statements bind
+    it as usual; the first attribute read (``from … import``, a call) loads it,
+    from whichever thread. A module already imported, or not installed, is left
+    as it is. Call before importing the libraries.
+    """
+    for name in names:
+        if name in sys.modules:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        module.__getattr__ = _Loader(module)  # type: ignore[method-assign]
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+
+
+class _Loader:
+    """A deferred module's ``__getattr__`` until the first read: runs the module's code."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+        self.lock = threading.RLock()
+
+    def __call__(self, attr: str) -> Any:
+        with self.lock:
+            if vars(self.module).get("__getattr__") is self:
+                del self.module.__getattr__
+                spec = self.module.__spec__
+                assert spec is not None and spec.loader is not None
+                try:
+                    spec.loader.exec_module(self.module)
+                except BaseException:
+                    del sys.modules[spec.name]  # as a failed import leaves it
+                    raise
+        return getattr(self.module, attr)
 
 
 def run_daemon(name: str, load: Callable[[], Any], serve: Callable[[Any], Awaitable[None]]) -> int:

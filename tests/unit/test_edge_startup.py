@@ -1,0 +1,121 @@
+"""What edgecore loads at start-up: RSS is the edge's budget, so rare paths stay unimported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from edgeward import mapper
+from edgeward.addresses import parse_broker
+
+
+def run_python(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (this one has imported everything already)."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_started_edge_has_not_loaded_yaml_the_mapper_sdk_or_deferred_modules() -> None:
+    """Without a config file, edgecore's start-up imports neither PyYAML nor the mapper SDK,
+    and the modules it defers stay unloaded although websockets and paho import them."""
+    run_python(
+        """
+        import sys
+        from edgecore import main
+
+        main.DEFAULT_CONFIG = "/nonexistent/edgecore.yaml"
+        main.load_config(main.parse_args(["--node", "edge-1", "--mqtt", "127.0.0.1:1883"]))
+        main.defer_imports(*main.DEFERRED_IMPORTS)  # what run_edge does first, then:
+        import edgecore.eventbus, edgecore.hublink, edgecore.nodestatus, edgecore.twins
+
+        loaded = [m for m in ("yaml", "edgeward.mapper") if m in sys.modules]
+        assert not loaded, loaded
+        for name in main.DEFERRED_IMPORTS:
+            assert "__getattr__" in vars(sys.modules[name]), f"{name} was loaded"
+        """
+    )
+
+
+def test_help_and_default_config_do_not_load_the_daemon() -> None:
+    """``--help`` and ``--print-default-config`` need neither websockets nor paho."""
+    run_python(
+        """
+        import contextlib, io, sys
+        from edgecore import main
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main.main(["--print-default-config"]) == 0
+            try:
+                main.main(["--help"])
+            except SystemExit as exc:
+                assert exc.code == 0
+        loaded = [m for m in ("websockets", "paho", "psutil", "edgecore.twins") if m in sys.modules]
+        assert not loaded, loaded
+        """
+    )
+
+
+def test_a_deferred_module_loads_on_first_use() -> None:
+    """``import`` binds a deferred module without running it; the first attribute read runs
+    it, and ``from … import`` works as usual. Missing modules are ignored."""
+    run_python(
+        """
+        import sys
+        from edgeward.daemon import defer_imports
+
+        assert "csv" not in sys.modules and "xml.dom.minidom" not in sys.modules
+        defer_imports("csv", "xml.dom.minidom", "no_such_module_here")
+        import csv
+        import xml.dom.minidom
+
+        assert "reader" not in vars(csv)
+        assert "no_such_module_here" not in sys.modules
+        assert callable(csv.reader)
+        assert list(csv.reader(["a,b"])) == [["a", "b"]]
+        from xml.dom.minidom import parseString
+
+        assert parseString("<a/>").documentElement.tagName == "a"
+        assert "__getattr__" not in vars(csv)
+        try:
+            csv.no_such_attribute
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError("a missing attribute must raise AttributeError")
+        """
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:1883", ("127.0.0.1", 1883)),
+        ("broker", ("broker", 1883)),
+        ("broker:8883", ("broker", 8883)),
+        ("[::1]:1884", ("::1", 1884)),
+        ("[::1]", ("::1", 1883)),
+        ("::1", ("::1", 1883)),
+        ("h:0", "bad broker port in 'h:0'"),
+        ("h:65536", "bad broker port in 'h:65536'"),
+        ("h:x", "bad broker port in 'h:x'"),
+        (":1883", "bad broker address ':1883': expected HOST:PORT"),
+        ("", "bad broker address '': expected HOST:PORT"),
+        ("[::1", "bad broker address '[::1': expected [IPV6]:PORT"),
+        ("[::1]x", "bad broker address '[::1]x': expected [IPV6]:PORT"),
+        ("a:b:c", ("a:b:c", 1883)),
+    ],
+)
+def test_broker_addresses(text: str, expected: object) -> None:
+    """``--mqtt`` (edgecore, the demo, the mapper SDK): HOST[:PORT] or [IPV6][:PORT], or
+    the one-line reason it is refused."""
+    try:
+        got: object = parse_broker(text)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
+    assert mapper.parse_broker is parse_broker
