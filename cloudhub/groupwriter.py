@@ -55,23 +55,32 @@ class GroupWriter:
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             live = [(job, fut) for job, fut in batch if not fut.cancelled()]
+            loop = asyncio.get_running_loop()
+            commit = loop.run_in_executor(None, self._commit, [job for job, _ in live])
             try:
-                outcomes = await asyncio.to_thread(self._commit, [job for job, _ in live])
+                await asyncio.shield(commit)
             except asyncio.CancelledError:
-                for _job, future in live:
-                    if not future.done():
-                        future.set_exception(RuntimeError("the hub is stopping"))
+                # Stopping: the thread commits or fails on its own; tell each job which.
+                await asyncio.wait([commit])
+                self._settle(live, commit)
                 raise
-            except Exception as exc:  # the commit itself failed: every job fails with it
-                log.exception("group commit of %d jobs failed", len(live))
-                outcomes = [(False, exc)] * len(live)
-            for (_, future), (ok, value) in zip(live, outcomes, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+            self._settle(live, commit)
+
+    @staticmethod
+    def _settle(live: list[tuple[Job, asyncio.Future[Any]]], commit: asyncio.Future[Any]) -> None:
+        exc = commit.exception()
+        if exc is not None:  # the commit itself failed: every job fails with it
+            log.error("group commit of %d jobs failed", len(live), exc_info=exc)
+            outcomes = [(False, exc)] * len(live)
+        else:
+            outcomes = commit.result()
+        for (_, future), (ok, value) in zip(live, outcomes, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def _commit(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []

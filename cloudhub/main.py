@@ -88,7 +88,7 @@ async def run_hub(config: HubConfig) -> None:
 
     api_sock = transport.listen(config.bind, config.api_port)
     edge_sock = transport.listen(config.bind, config.edge_port)
-    api_server = transport.api_server(create_app(store, feed))
+    api_server = transport.api_server(create_app(store, feed, writer))
     stop = stop_on_signals()
     async with (
         transport.edge_endpoint(edge.handle, edge_sock) as ws_server,
@@ -122,6 +122,7 @@ async def run_hub(config: HubConfig) -> None:
         ws_server.close()
         # sessions may still be waiting on the group writer: let them end first
         await ws_server.wait_closed()
+        await asyncio.wait([api_task])  # requests in flight may still need the writer
         await asyncio.to_thread(_flush_leases, nodes)
         for task in (*tasks, stop_task):
             task.cancel()

@@ -11,12 +11,15 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
 from cloudhub.api import MAX_BODY_BYTES, create_app
+from cloudhub.groupwriter import GroupWriter
 from cloudhub.store import Store
 from edgeward.kinds import DEVICE, DEVICE_MODEL, NODE, SERVER_METADATA
 
@@ -107,9 +110,20 @@ KUBEEDGE_DEVICE: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def client(store: Store) -> TestClient:
-    return TestClient(create_app(store), raise_server_exceptions=False)
+@pytest.fixture(params=["alone", "group"])
+def client(request: pytest.FixtureRequest, store: Store) -> Iterator[TestClient]:
+    """The API app over ``store``: each write in a transaction of its own ("alone"), or
+    through a running group writer ("group"), as the hub serves it."""
+    if request.param == "alone":
+        yield TestClient(create_app(store), raise_server_exceptions=False)
+        return
+    writer = GroupWriter(store)
+    with TestClient(create_app(store, writer=writer), raise_server_exceptions=False) as client:
+        running = client.portal.start_task_soon(writer.run)
+        try:
+            yield client
+        finally:
+            running.cancel()
 
 
 def device(name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]:
@@ -523,6 +537,71 @@ def test_merge_patch_semantics(client: TestClient, store: Store) -> None:
     # An empty patch changes nothing.
     assert client.patch(item, json={}).json()["metadata"]["resourceVersion"] == str(head)
     assert store.head() == head
+
+
+def test_concurrent_patches_to_different_fields_all_land(client: TestClient, store: Store) -> None:
+    """Merge patches sent at the same time without a resourceVersion each read and write in
+    one transaction: every one succeeds, none is lost, and each takes its own revision."""
+    created = create(client, DEVICES, device("thermo-1", nodeName="edge-a"))
+    n = 12
+
+    def patch(i: int) -> httpx.Response:
+        return client.patch(
+            f"{DEVICES}/thermo-1",
+            json={"metadata": {"labels": {f"k{i}": f"v{i}"}}},
+            headers={"content-type": "application/merge-patch+json"},
+        )
+
+    with ThreadPoolExecutor(n) as pool:
+        replies = list(pool.map(patch, range(n)))
+    assert [r.status_code for r in replies] == [200] * n, [r.text for r in replies]
+    revisions = sorted(int(r.json()["metadata"]["resourceVersion"]) for r in replies)
+    first = int(created["metadata"]["resourceVersion"])
+    assert revisions == list(range(first + 1, first + n + 1))
+    stored = client.get(f"{DEVICES}/thermo-1").json()
+    assert stored["metadata"]["labels"] == {f"k{i}": f"v{i}" for i in range(n)}
+    assert stored["spec"]["nodeName"] == "edge-a"
+    assert store.head() == first + n
+    # every reply showed the labels of the patches committed before it, and its own
+    for reply in replies:
+        body = reply.json()
+        rv = int(body["metadata"]["resourceVersion"])
+        assert len(body["metadata"]["labels"]) == rv - first
+
+
+def test_concurrent_patches_with_one_resource_version_let_exactly_one_win(
+    client: TestClient, store: Store
+) -> None:
+    """Patches carrying the same resourceVersion, sent together: exactly one is written, the
+    others get 409 Conflict; a bad value (422) and a missing object (404) sent in the same
+    burst are refused alone and leave the rest untouched."""
+    create(client, MODELS, copy.deepcopy(KUBEEDGE_MODEL))
+    created = create(client, DEVICES, copy.deepcopy(KUBEEDGE_DEVICE))
+    rv = created["metadata"]["resourceVersion"]
+    item = f"{DEVICES}/beta1-device"
+    n = 8
+    bad_value = {"spec": {"properties": [{"name": "temp", "desired": {"value": "warm"}}]}}
+    requests: list[tuple[str, dict[str, Any]]] = [
+        (item, {"metadata": {"resourceVersion": rv, "labels": {"winner": str(i)}}})
+        for i in range(n)
+    ]
+    requests += [(item, bad_value), (f"{DEVICES}/no-such-device", {"spec": {"nodeName": "x"}})]
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        replies = list(pool.map(lambda r: client.patch(r[0], json=r[1]), requests))
+    codes = [r.status_code for r in replies[:n]]
+    assert sorted(codes) == [200] + [409] * (n - 1), [r.text for r in replies]
+    for reply in replies[:n]:
+        if reply.status_code == 409:
+            assert_status(reply, 409, "Conflict")
+    body = assert_status(replies[n], 422, "Invalid")
+    assert cause_fields(body) == {"spec.properties[0].desired.value"}
+    assert_status(replies[n + 1], 404, "NotFound")
+    winner = next(r.json() for r in replies[:n] if r.status_code == 200)
+    assert winner["metadata"]["resourceVersion"] == str(int(rv) + 1)
+    assert client.get(item).json() == winner
+    assert store.head() == int(rv) + 1
+    assert [c.revision for c in store.changes_after(0)] == list(range(1, int(rv) + 2))
 
 
 def test_json_patch_is_415(client: TestClient, store: Store) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -84,3 +86,29 @@ def test_many_registrations_commit_in_few_transactions(store: Store, nodes: int)
     assert [r.report_seq for r in asyncio.run(scenario())] == [0] * nodes
     assert len(store.list(DEVICE)[0]) == 0
     assert 1 <= len(commits) < nodes / 10
+
+
+def test_stopping_mid_commit_tells_each_job_what_happened(store: Store) -> None:
+    """A commit under way when the hub stops finishes, and its jobs get their results (they
+    are durable); jobs still queued are told the hub is stopping, and wrote nothing."""
+    started = threading.Event()
+
+    def slow(tx: Tx) -> str:
+        started.set()
+        time.sleep(0.3)
+        return tx.create(DEVICE, device("slow"))["metadata"]["name"]
+
+    async def scenario() -> tuple[Any, Any]:
+        writer = GroupWriter(store)
+        runner = asyncio.create_task(writer.run())
+        first = asyncio.ensure_future(writer.submit(slow))
+        await asyncio.to_thread(started.wait, 5)
+        queued = asyncio.ensure_future(writer.submit(lambda tx: tx.create(DEVICE, device("late"))))
+        await asyncio.sleep(0)
+        runner.cancel()
+        return await asyncio.gather(first, queued, return_exceptions=True)
+
+    first, queued = asyncio.run(scenario())
+    assert first == "slow"
+    assert isinstance(queued, RuntimeError) and "stopping" in str(queued)
+    assert [o["metadata"]["name"] for o in store.list(DEVICE)[0]] == ["slow"]
