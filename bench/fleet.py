@@ -358,10 +358,12 @@ class MqttBridge:
         )
 
     def _on_delta(self, _c: Any, _u: Any, msg: Any) -> None:
+        device_id = msg.topic[len(DEVICE_TOPIC) : -len("/twin/update/delta")]
+        if device_id not in self.owner:
+            return  # another edge's device on a shared broker: its own mapper answers
         if self.stats is not None:
             self.stats.deltas += 1
             self.stats.last_delta = time.monotonic()
-        device_id = msg.topic[len(DEVICE_TOPIC) : -len("/twin/update/delta")]
         body = json.loads(msg.payload)
         value = next(iter(body.get("delta", {}).values()), "0")
         self.publish_update(device_id, value)

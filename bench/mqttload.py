@@ -162,6 +162,100 @@ def publish_rate(host: str, port: int, topic: str, window: int, seconds: float) 
     return acked / elapsed
 
 
+DEVICE_TOPIC = "$hw/events/device/"
+DELTA = "/twin/update/delta"
+
+
+class DeltaWatch:
+    """Mappers awaiting a desired value: when each device's ``…/twin/update/delta`` first has it.
+
+    ``devices`` are device ids (``<namespace>/<name>``). The client subscribes to
+    each device's delta topic, or to ``filters`` when given (deltas of other
+    devices are then ignored). ``expect(value)`` starts the watch: from then on
+    the first delta of a device whose ``delta[prop]`` is ``value`` is timed
+    (``time.monotonic()``, on paho's thread as it arrives) and, with ``reply``,
+    answered as a mapper does once it has applied the value: a ``twin/update``
+    reporting it as the actual value.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        devices: list[str],
+        prop: str = "temperature",
+        filters: tuple[str, ...] = (),
+        reply: bool = False,
+    ) -> None:
+        self.devices = frozenset(devices)
+        self.prop = prop
+        self.reply = reply
+        self._value: str | None = None
+        self._arrived: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        wanted = filters or tuple(f"{DEVICE_TOPIC}{d}{DELTA}" for d in sorted(self.devices))
+        subscribed = threading.Event()
+        self.client = client(name)
+        self.client.on_connect = lambda cl, *_a: cl.subscribe([(f, 1) for f in wanted])
+        self.client.on_subscribe = lambda *_a: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            self.close()
+            raise RuntimeError(f"mapper {name} could not subscribe on {host}:{port}")
+
+    def expect(self, value: str) -> None:
+        """Time the first delta carrying ``value`` of every device (forgets earlier ones)."""
+        with self._lock:
+            self._arrived = {}
+            self._value = value
+            self._done.clear()
+            if not self.devices:
+                self._done.set()
+
+    def _on_message(self, cl: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.monotonic()
+        device = msg.topic[len(DEVICE_TOPIC) : -len(DELTA)]
+        if device not in self.devices or self._value is None:
+            return
+        try:
+            delta = json.loads(msg.payload).get("delta")
+        except (ValueError, AttributeError):
+            return
+        if not isinstance(delta, dict) or delta.get(self.prop) != self._value:
+            return
+        with self._lock:
+            if device in self._arrived:
+                return
+            self._arrived[device] = now
+            if len(self._arrived) == len(self.devices):
+                self._done.set()
+        if self.reply:
+            body = {"event_id": f"mapper-{device}", "timestamp": time.time_ns() // 1_000_000,
+                    "twin": {self.prop: {"actual": {"value": self._value}}}}  # fmt: skip
+            cl.publish(f"{DEVICE_TOPIC}{device}/twin/update", json.dumps(body), qos=1)
+
+    def wait(self, timeout: float) -> bool:
+        """True once every device's delta has arrived, False after ``timeout`` seconds."""
+        return self._done.wait(max(0.0, timeout))
+
+    def arrived(self) -> dict[str, float]:
+        """Device id → monotonic time its awaited delta arrived."""
+        with self._lock:
+            return dict(self._arrived)
+
+    def missing(self) -> list[str]:
+        with self._lock:
+            return sorted(self.devices - self._arrived.keys())
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 # ---- child processes ------------------------------------------------------------------------
 
 

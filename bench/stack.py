@@ -53,19 +53,27 @@ def start_edge(stack: Stack, revision: int, timeout: float = 120) -> None:
     stack.edge.start()
     wait_for(lambda: stack.edge.revision() >= revision, timeout, "the edge to sync")
     if stack.devices:
-        probe = stack.mapper(f"{D}/{stack.devices[-1]}/twin/get/result")
-        try:
-            for _ in range(100):
-                probe.publish(f"{D}/{stack.devices[-1]}/twin/get", {"event_id": "probe"})
-                try:
-                    body = probe.expect(f"{D}/{stack.devices[-1]}/twin/get/result", 1)
-                except AssertionError:
-                    continue
-                if "twin" in body:
-                    return
-            raise RuntimeError(f"edgecore does not serve twins:\n{stack.edge.log()[-2000:]}")
-        finally:
-            probe.close()
+        probe_twins(stack.edge, stack.broker, stack.devices[-1])
+
+
+def probe_twins(edge: BenchEdge, broker: Mosquitto, device: str) -> None:
+    """Wait until ``edge`` answers a ``twin/get`` of ``device`` (namespace default) over MQTT.
+
+    Gives up after 100 one-second tries, with the tail of the edge's log.
+    """
+    probe = FakeMapper(broker, f"{D}/{device}/twin/get/result")
+    try:
+        for _ in range(100):
+            probe.publish(f"{D}/{device}/twin/get", {"event_id": "probe"})
+            try:
+                body = probe.expect(f"{D}/{device}/twin/get/result", 1)
+            except AssertionError:
+                continue
+            if "twin" in body:
+                return
+        raise RuntimeError(f"edgecore {edge.node} does not serve twins:\n{edge.log()[-2000:]}")
+    finally:
+        probe.close()
 
 
 @contextmanager
