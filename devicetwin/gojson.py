@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 INT64_MIN = -(2**63)
@@ -41,17 +41,23 @@ def _refuse_constant(name: str) -> Any:
     raise Mismatch(f"{name} is not JSON")
 
 
+#: One decoder for every body (json.loads with options builds a new one per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=Pairs, parse_constant=_refuse_constant)
+
+
 def loads(payload: bytes) -> Any:
     """Parse ``payload`` keeping objects as :class:`Pairs`; raises Mismatch when it is not JSON."""
     text = payload.decode("utf-8", errors="replace")
     try:
-        return json.loads(text, object_pairs_hook=Pairs, parse_constant=_refuse_constant)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise Mismatch(str(exc)) from None
 
 
 def fold(name: str) -> str:
     """Go's case folding of a field name: ASCII and single-rune Unicode upper case."""
+    if name.isascii():
+        return name.upper()
     out = []
     for ch in name:
         up = ch.upper()
@@ -61,6 +67,8 @@ def fold(name: str) -> str:
 
 def clean_text(text: str) -> str:
     """``text`` with lone surrogates (from ``\\ud800`` escapes) replaced as Go does."""
+    if text.isascii():
+        return text
     return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
 
 
@@ -109,16 +117,25 @@ class Struct:
     """A pointer to a Go struct whose fields are named (exact case) in ``fields``."""
 
     fields: Mapping[str, Kind]
+    _names_by_fold: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_names_by_fold", {fold(name): name for name in self.fields})
+
+    def field_name(self, key: str) -> str | None:
+        """The field a JSON key fills, or None when the struct has no such field."""
+        if key in self.fields:  # the usual spelling: no folding needed
+            return key
+        return self._names_by_fold.get(fold(key))
 
     def decode(self, value: Any, current: Any) -> Any:
         if value is None:
             return None
         if not isinstance(value, Pairs):
             raise Mismatch("want an object")
-        folded = {fold(name): name for name in self.fields}
         out: dict[str, Any] = dict(current) if current is not None else {}
         for key, item in value:
-            name = folded.get(fold(key))
+            name = self.field_name(key)
             if name is not None:
                 out[name] = self.fields[name].decode(item, out.get(name))
         return out

@@ -29,10 +29,10 @@ class Version:
         return cls(cloud=int(d["cloud"]), edge=int(d["edge"]))
 
     def bump_edge(self) -> Version:
-        return replace(self, edge=self.edge + 1)
+        return Version(self.cloud, self.edge + 1)
 
     def bump_cloud(self) -> Version:
-        return replace(self, cloud=self.cloud + 1)
+        return Version(self.cloud + 1, self.edge)
 
 
 @dataclass(frozen=True, slots=True)

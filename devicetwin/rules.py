@@ -75,21 +75,16 @@ def mapper_update(twin: Twin | None, patch: TwinPatch, now_ms: int, event_id: st
     for value in (patch.expected, patch.actual):
         if value is not None and (reason := check_value(new.type, value)) is not None:
             raise errors.ValueTypeError(reason, event_id)
+    fields: dict[str, Any] = {"deleted": False}  # an update revives a deleted twin
     if patch.expected is not None:
-        new = replace(
-            new,
-            expected=TwinValue(patch.expected, now_ms),
-            expected_version=new.expected_version.bump_edge(),
-        )
+        fields["expected"] = TwinValue(patch.expected, now_ms)
+        fields["expected_version"] = new.expected_version.bump_edge()
     if patch.actual is not None:
-        new = replace(
-            new,
-            actual=TwinValue(patch.actual, now_ms),
-            actual_version=new.actual_version.bump_edge(),
-        )
+        fields["actual"] = TwinValue(patch.actual, now_ms)
+        fields["actual_version"] = new.actual_version.bump_edge()
     if patch.optional is False:
-        new = replace(new, optional=False)
-    new = replace(new, deleted=False)  # an update revives a deleted twin
+        fields["optional"] = False
+    new = replace(new, **fields)
     if twin is not None and new == twin:
         return None
     return new

@@ -7,6 +7,10 @@ to the broker (QoS 1, manual acks) only after the twin state and outbox rows
 they produced have committed, and the session is persistent (clean_session
 off), so a report a mapper made is never lost across an edgecore restart: the
 broker redelivers what was not acknowledged.
+
+Per batch of mapper messages the loop does one store call, then writes every
+acknowledgement and reply at once instead of waiting for the socket's next
+writable event.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import json
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -35,6 +40,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 #: Replies kept for a disconnected broker before new ones are dropped.
 MAX_QUEUED_PUBLISHES = 10_000
+
+#: Replies as published: compact JSON (json.dumps with options builds an encoder per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class EventBus:
@@ -57,6 +65,7 @@ class EventBus:
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
         self._lost: asyncio.Event = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._misc: asyncio.Task[None] | None = None
         self.client = self._make_client()
 
@@ -78,6 +87,10 @@ class EventBus:
                 keyfile=cfg.tls_key_file or None,
             )
         client.max_queued_messages_set(MAX_QUEUED_PUBLISHES)
+        # No in-flight window of our own (paho's default is 20): a batch's replies all go out
+        # at once instead of waiting for PUBACKs, and paho skips its rescan of the queue on
+        # every PUBACK. MAX_QUEUED_PUBLISHES still bounds what is held.
+        client.max_inflight_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -167,10 +180,17 @@ class EventBus:
         self._lost.set()
 
     def _on_register_write(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
-        self._loop.call_soon_threadsafe(self._loop.add_writer, sock, client.loop_write)
+        self._on_loop(self._loop.add_writer, sock, client.loop_write)
 
     def _on_unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
-        self._loop.call_soon_threadsafe(self._loop.remove_writer, sock)
+        self._on_loop(self._loop.remove_writer, sock)
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        """Run ``fn`` on the loop: now when paho calls from it (the usual case), else soon."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:  # connect() runs in a worker thread
+            self._loop.call_soon_threadsafe(fn, *args)
 
     async def _misc_loop(self, client: mqtt.Client) -> None:
         while client.loop_misc() == mqtt.MQTT_ERR_SUCCESS:
@@ -197,14 +217,15 @@ class EventBus:
             self.outbox_wake.set()
 
     def publish(self, replies: list[Publish]) -> None:
-        """Publish what the twin rules produced (QoS 1, not retained)."""
+        """Publish what the twin rules produced (QoS 1, not retained), and write them (with
+        any acknowledgements queued before) now."""
         for reply in replies:
-            payload = json.dumps(reply.payload, separators=(",", ":"))
-            info = self.client.publish(reply.topic, payload, qos=1)
+            info = self.client.publish(reply.topic, _encode(reply.payload), qos=1)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 log.warning(
                     "MQTT: dropped a reply on %s: too many queued while offline", reply.topic
                 )
+        self.client.loop_write()
 
 
 def _read_secret(path: str) -> str | None:

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Errors after which the link simply tries again later.
 RETRYABLE = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, ProtocolError)
+#: Seconds an idle outbox waits after new rows arrive before reading them (see _send_outbox).
+OUTBOX_LINGER = 0.01
 
 
 class HubLink:
@@ -181,7 +183,13 @@ class HubLink:
                     await ws.send(protocol.Report(tuple(items)).encode())
                     cursor.sending(items[-1].seq)
                     continue
+            idle = cursor.can_send  # nothing was pending, as opposed to a full window
             await self.outbox_wake.wait()
+            if idle:
+                # Let a burst gather: a device's state rows coalesce meanwhile, and one frame
+                # replaces one per twin batch, which would otherwise keep the store thread and
+                # the hub busy between a mapper's update and its next one.
+                await asyncio.sleep(OUTBOX_LINGER)
 
 
 def _describe(exc: BaseException) -> str:

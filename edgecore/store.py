@@ -21,7 +21,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,9 @@ from edgeward.errors import ConfigError
 from edgeward.protocol import Change, ReportItem
 
 T = TypeVar("T")
+
+#: JSON as stored: compact. One encoder for every row (json.dumps builds one per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _v1(db: sqlite3.Connection) -> None:
@@ -229,7 +232,7 @@ class EdgeStore:
                 change.namespace,
                 change.name,
                 change.resource_version,
-                json.dumps(change.object, separators=(",", ":")),
+                _encode(change.object),
             ),
         )
 
@@ -255,10 +258,30 @@ class EdgeStore:
     def _append(self, topic: str, key: str | None, body: dict[str, Any]) -> int:
         cur = self.db.execute(
             "INSERT INTO outbox (topic, key, body, created) VALUES (?, ?, ?, ?)",
-            (topic, key, json.dumps(body, separators=(",", ":")), self.clock()),
+            (topic, key, _encode(body), self.clock()),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def report_many(self, rows: Iterable[tuple[str, str | None, dict[str, Any]]]) -> None:
+        """Queue ``(topic, key, body)`` rows in order, as report_state (a key) or report_event
+        (None) would one by one: of several rows with one key only the last is written, at
+        the place of its last occurrence."""
+        latest: dict[object, tuple[str, str | None, dict[str, Any]]] = {}
+        for n, row in enumerate(rows):
+            slot = n if row[1] is None else row[1]  # events never share a slot
+            latest.pop(slot, None)
+            latest[slot] = row
+        created = self.clock()
+        with self._tx():
+            self.db.executemany(
+                "DELETE FROM outbox WHERE key = ?",
+                [(key,) for _, key, _ in latest.values() if key is not None],
+            )
+            self.db.executemany(
+                "INSERT INTO outbox (topic, key, body, created) VALUES (?, ?, ?, ?)",
+                [(topic, key, _encode(body), created) for topic, key, body in latest.values()],
+            )
 
     def pending(
         self, after: int, limit: int = 500, max_bytes: int = 256 * 1024
@@ -330,17 +353,18 @@ class EdgeStore:
             for device_id, body in self.db.execute("SELECT device_id, body FROM twins")
         }
 
-    def save_twin(self, device_id: str, body: dict[str, Any]) -> None:
+    def save_twins(self, bodies: Mapping[str, dict[str, Any]]) -> None:
+        """Store each device's twin state (by device id), in one transaction."""
         with self._tx():
-            self.db.execute(
+            self.db.executemany(
                 "INSERT INTO twins (device_id, body) VALUES (?, ?) "
                 "ON CONFLICT (device_id) DO UPDATE SET body = excluded.body",
-                (device_id, json.dumps(body, separators=(",", ":"))),
+                [(device_id, _encode(body)) for device_id, body in bodies.items()],
             )
 
-    def delete_twin(self, device_id: str) -> None:
+    def delete_twins(self, device_ids: Iterable[str]) -> None:
         with self._tx():
-            self.db.execute("DELETE FROM twins WHERE device_id = ?", (device_id,))
+            self.db.executemany("DELETE FROM twins WHERE device_id = ?", [(d,) for d in device_ids])
 
     def outbox_size(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])

@@ -236,6 +236,43 @@ def test_mapper_reports_while_edgecore_is_down_are_not_lost(
         mapper.close()
 
 
+def test_a_burst_is_answered_stored_and_acknowledged_in_full(
+    setup: tuple[Hub, Edge], mqtt_broker: Mosquitto
+) -> None:
+    """Updates queued while edgecore was down arrive together and are handled in batches: each
+    gets its result, the last value is what the hub ends up with, and every message was
+    acknowledged to the broker (a restarted edgecore is not handed any of them again)."""
+    hub, edge = setup
+    mapper = FakeMapper(mqtt_broker, f"{D}/burst/twin/update/result", f"{D}/burst/twin/get/result")
+    try:
+        assert hub.request("POST", f"{NS}/devices", device("burst", "edge1"))[0] == 201
+        wait_for(
+            lambda: twins_of(hub, "burst").get("target", {}).get("observedDesired"),
+            10,
+            "the edge to take the device",
+        )
+        edge.kill()
+        for i in range(30):
+            mapper.publish(f"{D}/burst/twin/update", update(f"b{i}", temperature=f"{i}.5"))
+        edge.start()
+        for i in range(30):
+            assert mapper.expect(f"{D}/burst/twin/update/result")["event_id"] == f"b{i}"
+        wait_for(
+            lambda: reported(hub, "burst", "temperature") == "29.5",
+            20,
+            "the last value of the burst to reach the hub",
+        )
+        edge.stop()
+        edge.start()
+        # a get answered after the restart comes after anything the broker redelivered
+        mapper.publish(f"{D}/burst/twin/get", {"event_id": "after-restart"})
+        got = mapper.expect(f"{D}/burst/twin/get/result", timeout=20)
+        assert got["twin"]["temperature"]["actual"]["value"] == "29.5"
+        assert mapper.drain() == [], "messages were handed to edgecore again"
+    finally:
+        mapper.close()
+
+
 def test_edgecore_reconnects_to_a_restarted_broker(
     hub: Hub, start_edge: Any, own_broker: Mosquitto
 ) -> None:

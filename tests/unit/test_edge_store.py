@@ -91,6 +91,40 @@ def test_state_reports_coalesce_and_events_do_not(store: EdgeStore) -> None:
     assert [i.seq for i in items] == sorted(i.seq for i in items)
 
 
+def test_rows_queued_together_leave_what_one_by_one_would(store: EdgeStore) -> None:
+    """report_many writes the rows report_state/report_event would write one at a time: a key's
+    last row, at the place of its last occurrence, replacing an older unsent one; every event."""
+    store.report_state("node/status", "node-status", {"n": 0})
+    store.report_many(
+        [
+            ("twin/reported", "twin/a", {"v": 1}),
+            ("upload", None, {"e": 1}),
+            ("twin/reported", "twin/b", {"v": 1}),
+            ("node/status", "node-status", {"n": 1}),
+            ("twin/reported", "twin/a", {"v": 2}),
+            ("upload", None, {"e": 2}),
+        ]
+    )
+    items = store.pending(0)
+    assert [(i.topic, i.key, i.body) for i in items] == [
+        ("upload", None, {"e": 1}),
+        ("twin/reported", "twin/b", {"v": 1}),
+        ("node/status", "node-status", {"n": 1}),
+        ("twin/reported", "twin/a", {"v": 2}),
+        ("upload", None, {"e": 2}),
+    ]
+    assert [i.seq for i in items] == sorted(i.seq for i in items)
+
+
+def test_twin_states_are_saved_and_deleted_in_bulk(store: EdgeStore) -> None:
+    """save_twins stores (or replaces) several devices' states at once; delete_twins drops them."""
+    store.save_twins({"default/a": {"v": 1}, "default/b": {"v": 1}})
+    store.save_twins({"default/a": {"v": 2}})
+    assert store.twins() == {"default/a": {"v": 2}, "default/b": {"v": 1}}
+    store.delete_twins(["default/b", "default/unknown"])
+    assert store.twins() == {"default/a": {"v": 2}}
+
+
 def test_sequence_numbers_never_go_back(store: EdgeStore) -> None:
     """After every row is acknowledged and deleted, new rows still get higher seqs, so the hub
     never mistakes them for replays."""

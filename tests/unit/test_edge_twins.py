@@ -59,3 +59,38 @@ def test_when_the_outbox_write_fails_the_twin_state_is_not_kept(service: TwinSer
     assert service.twin("default/thermo") == before
     stored = service.store.twins()["default/thermo"]
     assert "actual" not in json.dumps(stored["twins"].get("temperature", {}))
+
+
+def _update(event_id: str, value: str) -> Inbound:
+    body = {"event_id": event_id, "twin": {"temperature": {"actual": {"value": value}}}}
+    return Inbound(UPDATE[0], json.dumps(body).encode())
+
+
+def test_a_batch_writes_each_device_once_with_its_last_state(service: TwinService) -> None:
+    """Several updates of one device in one batch: each sees the one before it (versions
+    count every update) and gets its own result, but the stored state and the single
+    twin/reported row are the batch's last, and events in between are all kept."""
+    upload = Inbound("$hw/events/upload/readings", b"raw")
+    replies = service.handle_messages(
+        [_update("e1", "1.5"), upload, _update("e2", "2.5"), _update("e3", "3.5")]
+    )
+    results = [r.payload["event_id"] for r in replies if r.topic.endswith("/twin/update/result")]
+    assert results == ["e1", "e2", "e3"]
+    twin = service.twin("default/thermo")
+    assert twin is not None
+    temperature = twin.twins["temperature"]
+    assert (temperature.actual.value, temperature.actual_version.edge) == ("3.5", 3)
+    assert service.store.twins()["default/thermo"] == twin.to_dict()
+    rows = service.store.pending(0)
+    reported = [r for r in rows if r.topic == "twin/reported"]
+    assert len(reported) == 1
+    assert reported[0].body["twins"]["temperature"]["reported"]["value"] == "3.5"
+    assert [r.topic for r in rows] == ["upload", "twin/reported"]
+
+
+def test_a_device_removed_by_the_hub_loses_its_stored_state(service: TwinService) -> None:
+    """A hub batch that unbinds a device deletes its twin state row with the batch."""
+    with service.store.transaction():
+        service.on_hub_changes([Applied("Device", "default", "thermo", DEVICE, None)])
+    assert service.twin("default/thermo") is None
+    assert "default/thermo" not in service.store.twins()
