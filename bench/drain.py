@@ -138,11 +138,11 @@ def run(opts: Options) -> list[Figure]:
             # about as many updates as there are upload rows, at this machine's twin rate
             updates, left, drained = _drain_reported(stack, opts.seconds(60, 3), timeout)
             figures = [
-                Figure(name=f"drain {updates:,} reported updates ({REPORTING_DEVICES} devices)",
+                Figure(name=f"drain reported updates made offline ({REPORTING_DEVICES} devices)",
                        value=updates / drained, unit="updates/s", target=20_000.0,
-                       note=f"{drained:.2f} s from the hub listening again to it holding the "
-                       f"latest state of every device ({left} outbox rows after coalescing)",
-                       **common),
+                       note=f"{updates:,} updates, {left} outbox rows after coalescing; "
+                       f"{drained:.2f} s from the hub listening again to it holding the latest "
+                       "state of every device", **common),
             ]  # fmt: skip
             upload_rate, total = _drain_rows(stack, TOPIC_UPLOAD, rows, timeout)
             figures.append(
