@@ -60,12 +60,16 @@ def _value(entry: Any, with_version: bool) -> dict[str, Any] | None:
     return {"value": value, "metadata": meta}
 
 
+def _readable_twins(twins: Any) -> bool:
+    return isinstance(twins, dict) and len(twins) <= MAX_TWINS
+
+
 def twin_reported(tx: Tx, node: str, item: ReportItem) -> None:
     device = _bound_device(tx, node, item)
     twins = item.body.get("twins")
     if device is None:
         return
-    if not isinstance(twins, dict) or len(twins) > MAX_TWINS:
+    if not _readable_twins(twins):
         log.warning(
             "node %s: twin report for %s without a valid twin map", node, item.body["device"]
         )
@@ -128,7 +132,7 @@ def superseded(items: tuple[ReportItem, ...]) -> set[int]:
         if item.topic != TOPIC_TWIN_REPORTED:
             continue
         device, twins = item.body.get("device"), item.body.get("twins")
-        if not isinstance(device, str) or not isinstance(twins, dict):
+        if not isinstance(device, str) or not _readable_twins(twins):
             continue
         if device in later:
             skipped.add(item.seq)

@@ -91,6 +91,11 @@ def _status_fields(node: str, body: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _usage(node: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """A status report's usage when it has one fit to keep (a bad one is logged)."""
+    return _status_fields(node, {"usage": body["usage"]}).get("usage") if "usage" in body else None
+
+
 def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
     body = _status_fields(node, item.body)
     usage = body.get("usage")
@@ -232,8 +237,8 @@ class NodeRegistry:
             ):
                 self.leases.touch(name, now)
                 return None
-            if "usage" in body:
-                usage = _status_fields(name, {"usage": body["usage"]}).get("usage", usage)
+            if (fresh := _usage(name, body)) is not None:
+                usage = fresh
         high = max(lease.report_seq, items[-1].seq)
         if not self.leases.record_contact(name, now, high, acked_revision, usage):
             return None  # an expiry check claimed it meanwhile
@@ -248,9 +253,7 @@ class NodeRegistry:
                     if key in item.body:
                         fields[field] = item.body[key]
                 if "usage" in item.body:
-                    fields["usage"] = _status_fields(name, {"usage": item.body["usage"]}).get(
-                        "usage"
-                    )
+                    fields["usage"] = _usage(name, item.body)
         self.leases.record_written(name, self.store.clock(), high, **fields)
 
     def record_reports_in(

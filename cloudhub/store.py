@@ -310,7 +310,7 @@ class Store:
     def list(self, kind: Kind, namespace: str | None = None) -> tuple[list[dict[str, Any]], int]:
         """The objects of ``kind`` (in one namespace, or all) and the revision they reflect."""
         with self.reading() as conn:
-            head = conn.execute(select(revision.c.head)).scalar_one()
+            head = conn.execute(_HEAD).scalar_one()
             query = select(objects.c.body).where(objects.c.kind == kind.name)
             if namespace is not None and kind.namespaced:
                 query = query.where(objects.c.namespace == namespace)
@@ -363,7 +363,7 @@ class Store:
     def objects_for_node(self, node: str) -> tuple[list[dict[str, Any]], int]:
         """Every object routed to ``node`` and the revision this view reflects."""
         with self.reading() as conn:
-            head = conn.execute(select(revision.c.head)).scalar_one()
+            head = conn.execute(_HEAD).scalar_one()
             bodies = conn.execute(
                 select(objects.c.body)
                 .where(or_(objects.c.route == node, objects.c.route == ALL_NODES))
