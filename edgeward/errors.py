@@ -98,9 +98,11 @@ class Conflict(StoreError):
 
 
 class ProtocolError(EdgewardError):
-    """A peer's frame was refused. ``code`` is a stable token for the error frame."""
+    """A peer's frame was refused. ``code`` is a stable token for the error frame;
+    ``message_type`` the type the frame claimed, when it named a known one."""
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(self, code: str, reason: str, message_type: str | None = None) -> None:
         self.code = code
         self.reason = reason
+        self.message_type = message_type
         super().__init__(f"{code}: {reason}")

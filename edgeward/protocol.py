@@ -14,7 +14,7 @@ The conversation::
      │ ◀── changes{revision, items} …       │  or snapshot{revision, items, final} …
      │ ack{revision}                    ──▶ │  after the batch is committed on the edge
      │ report{items[seq, topic, key, body]} ──▶  outbox rows, in seq order
-     │ ◀── report_ack{seq}                  │  after the hub has persisted them
+     │ ◀── report_ack{seq, rejected?}       │  after the hub has persisted them
      │ ◀──────────── error{code, reason} ──▶│  a frame was refused
 
 ``docs/DESIGN.md`` holds the same conversation as a table with each
@@ -37,6 +37,11 @@ PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 #: Largest node description (hello's node_info, a status report's parts) the hub keeps.
 MAX_NODE_INFO_BYTES = 16 * 1024
+#: Highest outbox seq a node may use. An edge numbers its rows from 1 (SQLite's
+#: AUTOINCREMENT): at 10,000 rows a second it would take 14 million years to get here.
+#: Half of int64, so that renumbering pending rows above a seq the hub holds
+#: (Welcome.report_seq) never overflows.
+MAX_SEQ = 2**62 - 1
 
 # Error codes carried by error frames.
 BAD_FRAME = "bad_frame"
@@ -46,6 +51,18 @@ UNEXPECTED = "unexpected"
 UNSUPPORTED_PROTOCOL = "unsupported_protocol"
 REPLACED = "replaced"
 INTERNAL = "internal"
+#: The session may not speak for the node named in hello (identity, later certificates).
+FORBIDDEN = "forbidden"
+
+# Close codes. The edge's reconnect policy (edgeward.session.retry) reads them: a policy
+# close means "this will not work by trying again"; the others are retried after a backoff.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # the hub is stopping
+CLOSE_POLICY = 1008  # refused: a bad hello, another protocol, a frame that cannot be taken
+CLOSE_TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES
+CLOSE_INTERNAL = 1011  # the hub failed to serve the session; try again later
+CLOSE_REPLACED = 4000  # a newer connection of the same node took over
+CLOSE_NODE_DELETED = 4001  # an operator deleted the Node: register again
 
 Op = Literal["put", "delete"]
 
@@ -163,9 +180,10 @@ class Welcome(Message):
         mode = body.get("mode")
         if mode not in ("changes", "snapshot"):
             raise ProtocolError(BAD_MESSAGE, 'welcome: mode must be "changes" or "snapshot"')
-        return cls(
-            mode=mode, head=_want_count(body, "head"), report_seq=_want_count(body, "report_seq")
-        )
+        report_seq = _want_count(body, "report_seq")
+        if report_seq > MAX_SEQ:
+            raise ProtocolError(BAD_MESSAGE, f"welcome: report_seq must be at most {MAX_SEQ}")
+        return cls(mode=mode, head=_want_count(body, "head"), report_seq=report_seq)
 
 
 @dataclass(frozen=True)
@@ -303,8 +321,8 @@ class ReportItem:
         if not isinstance(body, dict):
             raise ProtocolError(BAD_MESSAGE, "report: each item must be an object")
         seq = body.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-            raise ProtocolError(BAD_MESSAGE, "report: seq must be a positive integer")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= MAX_SEQ:
+            raise ProtocolError(BAD_MESSAGE, f"report: seq must be an integer from 1 to {MAX_SEQ}")
         topic = body.get("topic")
         if not isinstance(topic, str) or not topic:
             raise ProtocolError(BAD_MESSAGE, "report: topic must be a non-empty string")
@@ -338,18 +356,55 @@ class Report(Message):
 
 
 @dataclass(frozen=True)
+class Rejected:
+    """A report row the hub will never take, and why: acknowledged, not stored."""
+
+    seq: int
+    reason: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"seq": self.seq, "reason": self.reason}
+
+    @classmethod
+    def from_wire(cls, body: object) -> Rejected:
+        if not isinstance(body, dict):
+            raise ProtocolError(BAD_MESSAGE, "report_ack: each rejected row must be an object")
+        seq, reason = body.get("seq"), body.get("reason")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= MAX_SEQ:
+            raise ProtocolError(BAD_MESSAGE, "report_ack: a rejected row's seq must be a seq")
+        if not isinstance(reason, str):
+            raise ProtocolError(BAD_MESSAGE, "report_ack: a rejected row's reason must be text")
+        return cls(seq=seq, reason=reason)
+
+
+@dataclass(frozen=True)
 class ReportAck(Message):
-    """hub → edge: every outbox row up to ``seq`` is persisted; delete them."""
+    """hub → edge: every outbox row up to ``seq`` is done with; delete them.
+
+    Done means persisted, or ``rejected``: rows the hub will never take (a device
+    not bound to the node, an unknown topic, a body it cannot store), listed with
+    the reason so the edge can log and count them. A rejected row is never sent
+    again: retrying would only be refused again.
+    """
 
     type: ClassVar[str] = "report_ack"
     seq: int
+    rejected: tuple[Rejected, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": self.type, "seq": self.seq}
+        out: dict[str, Any] = {"type": self.type, "seq": self.seq}
+        if self.rejected:
+            out["rejected"] = [r.to_wire() for r in self.rejected]
+        return out
 
     @classmethod
     def from_wire(cls, body: dict[str, Any]) -> ReportAck:
-        return cls(seq=_want_count(body, "seq"))
+        rejected = body.get("rejected", [])
+        if not isinstance(rejected, list):
+            raise ProtocolError(BAD_MESSAGE, "report_ack: rejected must be a list")
+        return cls(
+            seq=_want_count(body, "seq"), rejected=tuple(Rejected.from_wire(r) for r in rejected)
+        )
 
 
 @dataclass(frozen=True)
@@ -417,4 +472,8 @@ def decode(frame: str | bytes) -> Message:
     if cls is None:
         shown = kind if isinstance(kind, str) and len(kind) <= 40 else "?"
         raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {shown!r}")
-    return cls.from_wire(body)  # type: ignore[attr-defined, no-any-return]
+    try:
+        return cls.from_wire(body)  # type: ignore[attr-defined, no-any-return]
+    except ProtocolError as exc:
+        exc.message_type = cls.type  # what the peer meant to send: some refusals end a session
+        raise

@@ -14,6 +14,7 @@ from edgeward.protocol import (
     BAD_FRAME,
     BAD_MESSAGE,
     MAX_FRAME_BYTES,
+    MAX_SEQ,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
     UNKNOWN_TYPE,
@@ -23,6 +24,7 @@ from edgeward.protocol import (
     Error,
     Hello,
     Message,
+    Rejected,
     Report,
     ReportAck,
     ReportItem,
@@ -68,6 +70,7 @@ EXAMPLES: list[Message] = [
     ),
     ReportAck(seq=0),
     ReportAck(seq=9),
+    ReportAck(seq=12, rejected=(Rejected(seq=11, reason="device default/x is not bound here"),)),
     Error(code=BAD_MESSAGE, reason="hello: revision must be a non-negative integer"),
 ]
 
@@ -341,6 +344,16 @@ BAD_MESSAGES = {
     "report-ack-negative-seq": {"type": "report_ack", "seq": -1},
     "report-ack-string-seq": {"type": "report_ack", "seq": "9"},
     "report-ack-bool-seq": {"type": "report_ack", "seq": True},
+    "report-ack-rejected-object": {"type": "report_ack", "seq": 2, "rejected": {"seq": 1}},
+    "report-ack-rejected-number": {"type": "report_ack", "seq": 2, "rejected": [1]},
+    "report-ack-rejected-no-reason": {"type": "report_ack", "seq": 2, "rejected": [{"seq": 1}]},
+    "report-ack-rejected-zero-seq": {
+        "type": "report_ack",
+        "seq": 2,
+        "rejected": [{"seq": 0, "reason": "x"}],
+    },
+    "report-seq-past-max": with_item(REPORT, 0, seq=MAX_SEQ + 1),
+    "welcome-report-seq-past-max": {**WELCOME, "report_seq": MAX_SEQ + 1},
     # error
     "error-no-code": {"type": "error", "reason": "x"},
     "error-number-code": {"type": "error", "code": 1, "reason": "x"},
@@ -541,3 +554,12 @@ def test_any_valid_snapshot_round_trips(revision: int, items: list[Change], fina
     """Any well-formed snapshot frame decodes back to an equal message."""
     message = Snapshot(revision=revision, items=tuple(items), final=final)
     assert decode(message.encode()) == message
+
+
+def test_a_refused_frame_says_what_type_it_claimed() -> None:
+    """A frame refused for its fields keeps the type it claimed (a session ends on a report it
+    cannot read: it cannot acknowledge rows it cannot see); garbage claims none."""
+    assert refused(frame(type="report", items=[])).message_type == "report"
+    assert refused(frame(type="ack", revision=-1)).message_type == "ack"
+    assert refused("garbage").message_type is None
+    assert refused(frame(type="nope")).message_type is None
