@@ -37,6 +37,7 @@ from cloudhub.changefeed import ChangeFeed
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.mergepatch import merge_patch
 from cloudhub.store import Store, Tx
+from edgeward import storable
 from edgeward.errors import (
     AlreadyExists,
     Conflict,
@@ -46,14 +47,11 @@ from edgeward.errors import (
     NotFound,
 )
 from edgeward.kinds import KINDS, NODE, Kind, normalize
-from edgeward.protocol import loads_strict
 from edgeward.sync import ChangeRow
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-#: Deeper bodies are refused: they serve no manifest and break serializers.
-MAX_DEPTH = 64
 WATCH_EVENTS = {"create": "ADDED", "update": "MODIFIED", "delete": "DELETED"}
 
 T = TypeVar("T")
@@ -115,44 +113,9 @@ async def read_json(request: Request) -> Any:
     if not raw.strip():
         raise ApiError(400, "BadRequest", "request body is empty; send a JSON object")
     try:
-        body = loads_strict(raw)
-    except UnicodeDecodeError:
-        raise ApiError(400, "BadRequest", "request body is not UTF-8 text") from None
-    except ValueError as exc:
-        raise ApiError(400, "BadRequest", f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        body = None
-    if body is None or _depth(body) > MAX_DEPTH:
-        raise ApiError(
-            400, "BadRequest", f"request body is nested more than {MAX_DEPTH} levels deep"
-        )
-    try:
-        # a lone surrogate escape ("\ud800") parses but can never be written out again
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise ApiError(
-            400, "BadRequest", "request body has a string that is not valid Unicode"
-        ) from None
-    return body
-
-
-def _depth(value: Any) -> int:
-    """How deeply ``value`` nests lists and objects (iterative: no recursion limit)."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
+        return storable.loads(raw)
+    except storable.Unstorable as exc:
+        raise ApiError(400, "BadRequest", f"request body: {exc}") from None
 
 
 def _rv_from_body(obj: Any) -> int | None:

@@ -24,17 +24,16 @@ message's guarantee.
 from __future__ import annotations
 
 import itertools
-import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from edgeward import storable
 from edgeward.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 
-#: Largest frame either side accepts, in bytes.
-MAX_FRAME_BYTES = 4 * 1024 * 1024
+#: Largest frame either side accepts, in bytes (edgeward.storable holds every limit).
+MAX_FRAME_BYTES = storable.MAX_FRAME_BYTES
 #: Largest node description (hello's node_info, a status report's parts) the hub keeps.
 MAX_NODE_INFO_BYTES = 16 * 1024
 #: Highest outbox seq a node may use. An edge numbers its rows from 1 (SQLite's
@@ -85,9 +84,9 @@ def _want(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: 
 
 def _want_count(body: dict[str, Any], name: str) -> int:
     value = _want(body, name, int, "a non-negative integer")
-    if value < 0:
+    if not 0 <= value <= storable.INT64_MAX:
         raise ProtocolError(
-            BAD_MESSAGE, f"{body.get('type')}: {name} must be a non-negative integer"
+            BAD_MESSAGE, f"{body.get('type')}: {name} must be an integer from 0 to 2^63-1"
         )
     return value
 
@@ -105,7 +104,7 @@ class Message:
         raise NotImplementedError
 
     def encode(self) -> str:
-        return json.dumps(self.to_wire(), separators=(",", ":"), allow_nan=False)
+        return storable.dumps(self.to_wire())
 
 
 @dataclass(frozen=True)
@@ -137,10 +136,10 @@ class Hello(Message):
         info = body.get("node_info", {})
         if not isinstance(info, dict):
             raise ProtocolError(BAD_MESSAGE, "hello: node_info must be an object")
-        if len(json.dumps(info)) > MAX_NODE_INFO_BYTES:
-            raise ProtocolError(
-                BAD_MESSAGE, f"hello: node_info is larger than {MAX_NODE_INFO_BYTES} bytes"
-            )
+        try:
+            storable.check(info, MAX_NODE_INFO_BYTES, "hello: node_info")
+        except storable.Unstorable as exc:
+            raise ProtocolError(BAD_MESSAGE, str(exc)) from None
         agent = body.get("agent", "")
         if not isinstance(agent, str):
             raise ProtocolError(BAD_MESSAGE, "hello: agent must be a string")
@@ -227,8 +226,8 @@ class Change:
             if not isinstance(body.get(name), str):
                 raise ProtocolError(BAD_MESSAGE, f"change: {name} must be a string")
         rv = body.get("rv")
-        if not isinstance(rv, int) or isinstance(rv, bool) or rv < 0:
-            raise ProtocolError(BAD_MESSAGE, "change: rv must be a non-negative integer")
+        if not storable.is_int64(rv) or rv < 0:
+            raise ProtocolError(BAD_MESSAGE, "change: rv must be an integer from 0 to 2^63-1")
         return cls(
             op=op,
             kind=body["kind"],
@@ -434,37 +433,14 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:20]} is out of range for a number")
-    return value
-
-
-def loads_strict(text: str | bytes) -> Any:
-    """json.loads that refuses NaN, Infinity and numbers too large to be finite.
-
-    Anything it returns can be encoded again as standard JSON.
-    """
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-
-
 def decode(frame: str | bytes) -> Message:
     """Parse one frame; raises ProtocolError(code, reason) for anything we cannot accept."""
     if isinstance(frame, bytes):
         raise ProtocolError(BAD_FRAME, "binary frames are not accepted; send JSON text")
     try:
-        body = loads_strict(frame)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(BAD_FRAME, f"not JSON: {exc.msg} at {exc.pos}") from None
-    except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
-        raise ProtocolError(BAD_FRAME, f"not JSON: {exc}") from None
-    except RecursionError:
-        raise ProtocolError(BAD_FRAME, "not JSON: nested too deeply") from None
+        body = storable.loads(frame, full=False)
+    except storable.Unstorable as exc:
+        raise ProtocolError(BAD_FRAME, str(exc)) from None
     if not isinstance(body, dict):
         raise ProtocolError(BAD_FRAME, "a frame must be a JSON object")
     kind = body.get("type")
