@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,6 +101,24 @@ _INSERT_CHANGE = insert(changes).values(
     prev_route=bindparam("b_prev_route"),
     body=bindparam("b_body"),
 )
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Change-log rows read in one transaction with the log's bounds at that moment.
+
+    A reader that resumes from ``after`` must check ``after >= compacted``: rows
+    after ``after`` may have been compacted away since it last read, and the page
+    would silently skip them.
+    """
+
+    rows: list[ChangeRow]
+    compacted: int
+    head: int
+
+    def complete_after(self, after: int) -> bool:
+        """Whether the log still holds every row after ``after`` (else: resync)."""
+        return after >= self.compacted
 
 
 class Tx:
@@ -345,6 +364,18 @@ class Store:
                 _CHANGES_FOR_NODE, {"b_after": after, "b_node": node, "b_limit": limit}
             )
             return [_change_row(r) for r in rows]
+
+    def log_page(self, after: int, limit: int = 1000, node: str | None = None) -> LogPage:
+        """Rows after ``after`` (for ``node``, or all) and the log's bounds, in one read."""
+        with self.reading() as conn:
+            compacted, head = conn.execute(_BOUNDS).one()
+            if node is None:
+                rows = conn.execute(_CHANGES_AFTER, {"b_after": after, "b_limit": limit})
+            else:
+                rows = conn.execute(
+                    _CHANGES_FOR_NODE, {"b_after": after, "b_node": node, "b_limit": limit}
+                )
+            return LogPage([_change_row(r) for r in rows], int(compacted), int(head))
 
     def resume_view(
         self, node: str, revision: int, limit: int = 1000

@@ -515,3 +515,20 @@ def test_reading_sees_one_revision(store: Store) -> None:
         assert list(names) == ["a"]
         assert conn.execute(select(revision.c.head)).scalar_one() == 1
     assert store.head() == 2
+
+
+def test_a_log_page_carries_the_bounds_it_was_read_at(store: Store) -> None:
+    """A page of the change log says how far the log was compacted when it was read, so a
+    reader resuming from an older position knows rows were dropped instead of skipping them."""
+    for i in range(5):
+        store.create(DEVICE, device(f"d{i}", node="edge-1"))
+    page = store.log_page(0, node="edge-1")
+    assert [r.revision for r in page.rows] == [1, 2, 3, 4, 5]
+    assert (page.compacted, page.head) == (0, 5)
+    assert page.complete_after(0)
+    store.compact(keep=2)
+    page = store.log_page(1)
+    assert (page.compacted, page.head) == (3, 5)
+    assert not page.complete_after(1)
+    assert page.complete_after(3)
+    assert [r.revision for r in page.rows] == [4, 5]
