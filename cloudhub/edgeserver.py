@@ -1,17 +1,26 @@
-"""The hub's edge endpoint: one websocket per node, speaking edgeward.protocol.
+"""The hub's edge endpoint: one websocket per node, pumped through a HubSession.
 
-A session is: hello → welcome → catch-up (changes since the edge's revision,
-or a snapshot) → live (changes as they commit, reports and acks both ways).
-Bad frames get an error frame and are logged; a peer that keeps sending them,
-or that does not start with a valid hello, is closed. One node's trouble
-never touches another's session.
+Every rule of the conversation — what an edge may send, what it is owed,
+when a session ends — is in :class:`edgeward.session.HubSession`. This
+module only carries events in (frames, change-feed wake-ups, job results,
+requests from other parts of the hub) and commands out (frames, closes, log
+lines, store jobs). Per session, three tasks in one TaskGroup:
+
+- ``_receive``: frames from the edge, one at a time (a frame's job — a
+  report's group commit — is awaited before the next frame is read, so a
+  fast edge is slowed by the hub instead of growing its memory);
+- ``_follow``: the change feed for this node;
+- ``_control``: requests from elsewhere — a newer connection for the same
+  node, a deleted Node.
+
+One node's trouble never touches another's session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -21,25 +30,26 @@ from cloudhub.changefeed import ChangeFeed, Subscription
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.nodes import NodeRegistry
 from cloudhub.store import Store
-from edgeward import protocol
-from edgeward.errors import ProtocolError
-from edgeward.kinds import dns_subdomain_problem
-from edgeward.sync import ChangeRow, NodeBacklog, change_batches, snapshot_frames
+from edgeward.protocol import Rejected, ReportItem
+from edgeward.session import HubSession
+from edgeward.session.commands import (
+    Close,
+    Command,
+    Job,
+    Log,
+    PersistReports,
+    ReadLog,
+    ReadSnapshot,
+    Register,
+    Send,
+)
 
 log = logging.getLogger(__name__)
 
-#: Close a connection after this many refused frames.
-MAX_BAD_FRAMES = 10
 #: A session with nothing to send tells its edge how far the log has moved this often,
 #: so an idle edge's revision stays inside the change log.
 PROGRESS_INTERVAL = 30.0
 HELLO_TIMEOUT = 10.0
-#: Change-log rows read at a time when a node catches up.
-CATCH_UP_PAGE = 1000
-
-# Close codes (4000-4999 are for applications).
-CLOSE_POLICY = 1008
-CLOSE_REPLACED = 4000
 
 
 class EdgeServer:
@@ -52,68 +62,153 @@ class EdgeServer:
         self.feed = feed
         self.nodes = nodes
         self.writer = writer
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, SessionShell] = {}
 
     async def handle(self, ws: ServerConnection) -> None:
-        peer = _peer(ws)
-        try:
-            hello = await self._read_hello(ws, peer)
-        except ConnectionClosed:
-            return
-        if hello is None:
-            return
-        session = Session(self, ws, hello)
-        previous = self.sessions.get(hello.node)
-        self.sessions[hello.node] = session
-        if previous is not None:
-            log.info(
-                "node %s: a newer connection from %s replaces the one from %s",
-                hello.node,
-                peer,
-                _peer(previous.ws),
-            )
-            await previous.ws.close(CLOSE_REPLACED, "replaced by a newer connection")
-        try:
-            await session.run()
-        except* ConnectionClosed:
-            pass  # the edge went away; it reconnects and resumes
-        finally:
-            if self.sessions.get(hello.node) is session:
-                del self.sessions[hello.node]
-            log.info("node %s: disconnected (%s)", hello.node, peer)
+        await SessionShell(self, ws).run()
 
-    async def _read_hello(self, ws: ServerConnection, peer: str) -> protocol.Hello | None:
+    def claim(self, shell: SessionShell) -> None:
+        """``shell`` now serves its node; an older connection of the node is closed."""
+        previous = self.sessions.get(shell.core.node)
+        self.sessions[shell.core.node] = shell
+        if previous is not None and previous is not shell:
+            previous.request(lambda: previous.core.replaced(shell.peer))
+
+    def node_deleted(self, name: str) -> None:
+        """An operator deleted the Node: close its session; it registers again from seq 0."""
+        shell = self.sessions.get(name)
+        if shell is not None:
+            shell.request(shell.core.node_deleted)
+
+
+class SessionShell:
+    """The I/O around one HubSession."""
+
+    def __init__(self, server: EdgeServer, ws: ServerConnection) -> None:
+        self.server = server
+        self.ws = ws
+        self.peer = _peer(ws)
+        self.core = HubSession()
+        self.sub: Subscription | None = None
+        self._requests: asyncio.Queue[Callable[[], list[Command]]] = asyncio.Queue()
+
+    def request(self, event: Callable[[], list[Command]]) -> None:
+        """Hand the session an event from outside it (it runs on the session's own task)."""
+        self._requests.put_nowait(event)
+
+    async def run(self) -> None:
+        try:
+            if await self._greet():
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._receive())
+                    tg.create_task(self._follow())
+                    tg.create_task(self._control())
+        except* ConnectionClosed:
+            pass  # the edge went away, or we closed it; it reconnects and resumes
+        finally:
+            self.core.connection_lost()
+            if self.sub is not None:
+                self.sub.close()
+            if self.core.node:
+                if self.server.sessions.get(self.core.node) is self:
+                    del self.server.sessions[self.core.node]
+                log.info("node %s: disconnected (%s)", self.core.node, self.peer)
+
+    async def _greet(self) -> bool:
+        """Hello, registration and the catch-up; False when the session ended there."""
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
-                frame = await ws.recv()
+                frame = await self.ws.recv()
         except TimeoutError:
-            await _refuse(ws, peer, ProtocolError(protocol.UNEXPECTED, "no hello received in time"))
-            return None
+            await self._execute(self.core.hello_timed_out())
+            return False
+        await self._execute(self.core.receive(frame))
+        return not self.core.closed
+
+    async def _receive(self) -> None:
+        async for frame in self.ws:
+            await self._execute(self.core.receive(frame))
+        # The connection is over, even when it closed cleanly (iteration then just stops):
+        # recv() raises its ConnectionClosed, which ends the session's other tasks too.
+        await self.ws.recv()
+
+    async def _follow(self) -> None:
+        sub, feed = self.sub, self.server.feed
+        assert sub is not None
+        while not self.core.closed:
+            if not await sub.wait(timeout=PROGRESS_INTERVAL):
+                await self._execute(self.core.idle(feed.last))
+            elif sub.closed:  # the hub is stopping
+                await self._execute(self.core.stopping())
+            elif sub.overflowed:
+                sub.recovered()
+                await self._execute(self.core.feed_overflowed())
+            else:
+                await self._execute(self.core.rows_published(sub.take()))
+
+    async def _control(self) -> None:
+        while not self.core.closed:
+            event = await self._requests.get()
+            await self._execute(event())
+
+    async def _execute(self, commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, Send):
+                await self.ws.send(command.message.encode())
+            elif isinstance(command, Close):
+                await self.ws.close(command.code, command.reason)
+            elif isinstance(command, Log):
+                log.log(command.level, "node %s: %s", self.core.node or self.peer, command.text)
+            else:
+                assert isinstance(command, Job)
+                await self._execute(await self._run(command))
+
+    async def _run(self, job: Job) -> list[Command]:
+        """Carry out a job and hand its result to the core; a failure is the core's to judge."""
+        store, node = self.server.store, self.core.node
         try:
-            msg = protocol.decode(frame)
-            if not isinstance(msg, protocol.Hello):
-                raise ProtocolError(protocol.UNEXPECTED, f"expected hello, got {msg.type}")
-            if msg.protocol != protocol.PROTOCOL_VERSION:
-                raise ProtocolError(
-                    protocol.UNSUPPORTED_PROTOCOL,
-                    f"protocol {msg.protocol} is not supported "
-                    f"(this hub speaks {protocol.PROTOCOL_VERSION})",
+            if isinstance(job, Register):
+                return await self._register(job)
+            if isinstance(job, ReadLog):
+                page = await asyncio.to_thread(store.log_page, job.after, job.limit, node)
+                return self.core.log_read(page.rows, page.compacted, page.head)
+            if isinstance(job, ReadSnapshot):
+                objects, head = await asyncio.to_thread(
+                    store.snapshot_page, node, job.after_key, job.limit
                 )
-            if (problem := dns_subdomain_problem(msg.node)) is not None:
-                raise ProtocolError(protocol.BAD_MESSAGE, f"hello: node name {problem}")
-        except ProtocolError as exc:
-            await _refuse(ws, peer, exc)
-            return None
-        return msg
+                return self.core.snapshot_read(objects, head)
+            assert isinstance(job, PersistReports)
+            high, rejected = await self._persist(job.items, job.acked_revision)
+            return self.core.reports_persisted(high, rejected)
+        except Exception as exc:
+            log.debug("node %s: %s failed", node, type(job).__name__, exc_info=True)
+            return self.core.job_failed(job, _describe(exc))
 
+    async def _register(self, job: Register) -> list[Command]:
+        server = self.server
+        # Subscribe before the first read of the log, so no change falls between the two.
+        self.sub = server.feed.subscribe_node(job.node)
+        server.claim(self)
+        log.info("node %s: connected from %s", job.node, self.peer)
+        registration = await server.writer.submit(
+            lambda tx: server.nodes.register_in(tx, job.node, job.node_info)
+        )
+        report_seq = server.nodes.registered(job.node, job.node_info, registration)
+        return self.core.registered(report_seq)
 
-async def _refuse(ws: ServerConnection, peer: str, exc: ProtocolError) -> None:
-    log.warning("edge %s refused: %s", peer, exc)
-    try:
-        await ws.send(protocol.Error.of(exc).encode())
-        await ws.close(CLOSE_POLICY, exc.code)
-    except ConnectionClosed:
-        pass
+    async def _persist(
+        self, items: tuple[ReportItem, ...], acked: int
+    ) -> tuple[int, tuple[Rejected, ...]]:
+        nodes, node = self.server.nodes, self.core.node
+        high = nodes.absorb(node, items, acked)
+        if high is not None:
+            return high, ()
+        outcome: Any = await self.server.writer.submit(
+            lambda tx: nodes.record_reports_in(tx, node, items, acked)
+        )
+        high, rejected = outcome if isinstance(outcome, tuple) else (outcome, ())
+        nodes.reports_written(node, items, high)
+        return high, tuple(rejected)
 
 
 def _peer(ws: ServerConnection) -> str:
@@ -121,147 +216,6 @@ def _peer(ws: ServerConnection) -> str:
     return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
 
 
-class Session:
-    """One connected node."""
-
-    def __init__(self, server: EdgeServer, ws: ServerConnection, hello: protocol.Hello) -> None:
-        self.server = server
-        self.ws = ws
-        self.hello = hello
-        self.node = hello.node
-        self.sent = hello.revision
-        self.acked = hello.revision
-        self.bad_frames = 0
-
-    async def run(self) -> None:
-        store, feed = self.server.store, self.server.feed
-        nodes, info = self.server.nodes, self.hello.node_info
-        registration = await self.server.writer.submit(
-            lambda tx: nodes.register_in(tx, self.node, info)
-        )
-        report_seq = nodes.registered(self.node, info, registration)
-        sub = feed.subscribe_node(self.node)
-        try:
-            _compacted, head, first = await asyncio.to_thread(
-                store.resume_view, self.node, self.hello.revision, CATCH_UP_PAGE
-            )
-            mode = "snapshot" if first is None else "changes"
-            log.info(
-                "node %s: connected from %s at revision %d (hub at %d): %s",
-                self.node,
-                _peer(self.ws),
-                self.hello.revision,
-                head,
-                mode,
-            )
-            await self.ws.send(protocol.Welcome(mode, head, report_seq).encode())
-            if first is None:
-                await self._send_snapshot()
-            else:
-                await self._catch_up(head, first)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._receive())
-                tg.create_task(self._follow(sub))
-        finally:
-            sub.close()
-
-    async def _send_snapshot(self) -> None:
-        objects, head = await asyncio.to_thread(self.server.store.objects_for_node, self.node)
-        for frame in snapshot_frames(objects, head):
-            await self.ws.send(frame.encode())
-        self.sent = head
-
-    async def _catch_up(
-        self, head: int | None = None, first: list[ChangeRow] | None = None
-    ) -> None:
-        """Send what the node is owed since ``self.sent``, read from the change log
-        (``first``: the first page, already read at revision ``head``)."""
-        store = self.server.store
-        if head is None:
-            head = await asyncio.to_thread(store.head)
-        backlog = NodeBacklog(self.node)
-        after = self.sent
-        while True:
-            if first is None:
-                rows = await asyncio.to_thread(
-                    store.changes_for_node, self.node, after, CATCH_UP_PAGE
-                )
-            else:
-                rows, first = first, None
-            backlog.add(rows)
-            if rows:
-                after = rows[-1].revision
-            if len(rows) < CATCH_UP_PAGE:
-                break
-        await self._send_changes(backlog, max(head, after))
-
-    async def _send_changes(self, backlog: NodeBacklog, through: int) -> None:
-        if through <= self.sent:
-            return
-        for frame in change_batches(backlog.take(), through):
-            await self.ws.send(frame.encode())
-        self.sent = through
-
-    async def _follow(self, sub: Subscription) -> None:
-        backlog = NodeBacklog(self.node)
-        while not sub.closed:  # closed: the hub is stopping
-            if not await sub.wait(timeout=PROGRESS_INTERVAL):
-                if self.server.feed.last > self.sent:
-                    await self._send_changes(backlog, self.server.feed.last)
-                continue
-            if sub.overflowed:
-                sub.recovered()
-                await self._catch_up()
-                continue
-            rows = [r for r in sub.take() if r.revision > self.sent]
-            if rows:
-                backlog.add(rows)
-                await self._send_changes(backlog, rows[-1].revision)
-
-    async def _receive(self) -> None:
-        async for frame in self.ws:
-            try:
-                msg = protocol.decode(frame)
-                await self._dispatch(msg)
-            except ProtocolError as exc:
-                self.bad_frames += 1
-                log.warning("node %s: refused a frame: %s", self.node, exc)
-                await self.ws.send(protocol.Error.of(exc).encode())
-                if self.bad_frames >= MAX_BAD_FRAMES:
-                    await self.ws.close(CLOSE_POLICY, "too many bad frames")
-                    break
-        # The connection is over, even when it closed cleanly (iteration then just stops):
-        # recv() raises its ConnectionClosed, which ends the session's other task too.
-        await self.ws.recv()
-
-    async def _dispatch(self, msg: protocol.Message) -> None:
-        handler = self._handlers.get(type(msg))
-        if handler is None:
-            raise ProtocolError(protocol.UNEXPECTED, f"{msg.type} is not accepted from an edge")
-        await handler(self, msg)
-
-    async def _on_ack(self, msg: protocol.Ack) -> None:
-        if msg.revision > self.sent:
-            raise ProtocolError(
-                protocol.BAD_MESSAGE, f"ack for revision {msg.revision} beyond {self.sent} sent"
-            )
-        self.acked = max(self.acked, msg.revision)
-
-    async def _on_report(self, msg: protocol.Report) -> None:
-        nodes, acked = self.server.nodes, self.acked
-        high = nodes.absorb(self.node, msg.items, acked)
-        if high is None:
-            high = await self.server.writer.submit(
-                lambda tx: nodes.record_reports_in(tx, self.node, msg.items, acked)
-            )
-            nodes.reports_written(self.node, msg.items, high)
-        await self.ws.send(protocol.ReportAck(high).encode())
-
-    async def _on_error(self, msg: protocol.Error) -> None:
-        log.warning("node %s reports an error: %s: %s", self.node, msg.code, msg.reason)
-
-    _handlers: dict[type, Callable[[Session, Any], Awaitable[None]]] = {
-        protocol.Ack: _on_ack,
-        protocol.Report: _on_report,
-        protocol.Error: _on_error,
-    }
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from cloudhub import schema
 from cloudhub.admission import admit
@@ -401,6 +412,23 @@ class Store:
                 .order_by(objects.c.resource_version)
             ).scalars()
             return [json.loads(b) for b in bodies], head
+
+    def snapshot_page(
+        self, node: str, after_key: tuple[str, str, str] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Up to ``limit`` objects routed to ``node`` (or to every node) whose key sorts after
+        ``after_key`` (None: from the first), in key order, and the head at this read: a
+        snapshot read a page at a time, so a session never holds a node's whole state."""
+        query = select(objects.c.body).where(
+            or_(objects.c.route == node, objects.c.route == ALL_NODES)
+        )
+        key = tuple_(objects.c.kind, objects.c.namespace, objects.c.name)
+        if after_key is not None:
+            query = query.where(key > tuple_(*(literal(k) for k in after_key)))
+        query = query.order_by(objects.c.kind, objects.c.namespace, objects.c.name).limit(limit)
+        with self.reading() as conn:
+            head = conn.execute(_HEAD).scalar_one()
+            return [json.loads(b) for b in conn.execute(query).scalars()], int(head)
 
     def compact(self, keep: int) -> int:
         """Drop change-log rows older than the newest ``keep`` revisions; returns the new bound."""

@@ -133,8 +133,10 @@ def snapshot_frames(
     revision: int,
     max_items: int = FRAME_MAX_ITEMS,
     max_bytes: int = FRAME_MAX_BYTES,
+    final: bool = True,
 ) -> list[Snapshot]:
-    """The whole desired state of a node as snapshot frames; the last is marked final."""
+    """Objects of a node's desired state as snapshot frames; with ``final`` (the last part
+    of the snapshot), the last frame is marked final."""
     puts = [
         Change(
             "put",
@@ -149,7 +151,8 @@ def snapshot_frames(
     groups = list(_sized_groups(puts, max_items, max_bytes)) or [[]]
     last = len(groups) - 1
     return [
-        Snapshot(revision=revision, items=tuple(g), final=i == last) for i, g in enumerate(groups)
+        Snapshot(revision=revision, items=tuple(g), final=final and i == last)
+        for i, g in enumerate(groups)
     ]
 
 

@@ -86,34 +86,17 @@ def test_bad_frames_after_hello_get_error_frames_then_a_close(hub: Hub, start_ed
             '{"type": "welcome", "mode": "changes", "head": 1, "report_seq": 0}',
             '{"type": "ack", "revision": "seven"}',
             '{"type": "ack", "revision": 999999}',
-            '{"type": "report", "items": [{"seq": 2, "topic": "x", "key": null, "body": {}},'
-            ' {"seq": 1, "topic": "x", "key": null, "body": {}}]}',
-            '{"type": "report", "items": []}',
-            '{"type": "report", "items": [{"seq": 0, "topic": "x", "key": null, "body": {}}]}',
         ]
         for frame in bad_frames:
             ws.send(frame)
             reply = recv(ws)
             assert reply["type"] == "error", (frame, reply)
         # the session still works: a valid report is persisted and acknowledged
-        ws.send(
-            json.dumps(
-                {
-                    "type": "report",
-                    "items": [
-                        {
-                            "seq": 1,
-                            "topic": "node/status",
-                            "key": "node-status",
-                            "body": {"usage": {"cpuPercent": 1.0}},
-                        }
-                    ],
-                }
-            )
-        )
+        ws.send(json.dumps({"type": "report", "items": [STATUS_ROW]}))
         assert recv(ws) == {"type": "report_ack", "seq": 1}
-        ws.send("garbage")
-        assert recv(ws)["type"] == "error"
+        for _ in range(4):
+            ws.send("garbage")
+            assert recv(ws)["type"] == "error"
         assert closed_code(ws) == 1008  # the tenth bad frame
 
     status, body = hub.request(
@@ -128,6 +111,60 @@ def test_bad_frames_after_hello_get_error_frames_then_a_close(hub: Hub, start_ed
         "the good node to be served after the abuse",
     )
     assert "refused a frame" in hub.log()
+
+
+STATUS_ROW = {
+    "seq": 1,
+    "topic": "node/status",
+    "key": "node-status",
+    "body": {"usage": {"cpuPercent": 1.0}},
+}
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        '{"type": "report", "items": [{"seq": 3, "topic": "x", "key": null, "body": {}},'
+        ' {"seq": 2, "topic": "x", "key": null, "body": {}}]}',
+        '{"type": "report", "items": []}',
+        '{"type": "report", "items": [{"seq": 0, "topic": "x", "key": null, "body": {}}]}',
+        '{"type": "report", "items": [{"seq": 2, "topic": "x", "key": null, "body": []}]}',
+    ],
+    ids=["seq-decreases", "empty", "seq-zero", "body-not-object"],
+)
+def test_a_report_the_hub_cannot_read_ends_the_session(hub: Hub, report: str) -> None:
+    """A report frame that cannot be read gets an error frame and closes the session at once:
+    its rows cannot be acknowledged, and acknowledging a later frame would cover them, lost
+    without a word. What was acknowledged before stays acknowledged."""
+    with open_ws(hub) as ws:
+        hello(ws, "bad-reporter")
+        ws.send(json.dumps({"type": "report", "items": [STATUS_ROW]}))
+        assert recv_skipping_changes(ws) == {"type": "report_ack", "seq": 1}
+        ws.send(report)
+        assert recv_skipping_changes(ws)["type"] == "error"
+        assert closed_code(ws) == 1008
+    with open_ws(hub) as ws:
+        assert hello(ws, "bad-reporter")["report_seq"] == 1
+
+
+def test_a_report_seq_beyond_what_a_node_could_issue_is_refused(hub: Hub) -> None:
+    """A report seq far beyond the node's position closes the session and is never kept: a
+    hostile or corrupted peer cannot leave the hub holding a position the real edge can never
+    follow (every row it sent afterwards would look like a replay)."""
+    with open_ws(hub) as ws:
+        hello(ws, "far-seq")
+        item = {**STATUS_ROW, "seq": 9223372036854775807}
+        ws.send(json.dumps({"type": "report", "items": [item]}))
+        assert recv_skipping_changes(ws)["type"] == "error"  # past the highest seq there is
+        assert closed_code(ws) == 1008
+    with open_ws(hub) as ws:
+        assert hello(ws, "far-seq")["report_seq"] == 0
+        ws.send(json.dumps({"type": "report", "items": [{**STATUS_ROW, "seq": 2**41}]}))
+        error = recv_skipping_changes(ws)
+        assert "beyond what node far-seq could have issued" in error["reason"]
+        assert closed_code(ws) == 1008
+    with open_ws(hub) as ws:
+        assert hello(ws, "far-seq")["report_seq"] == 0
 
 
 def test_oversized_frame_closes_only_that_connection(hub: Hub, start_edge) -> None:
