@@ -1,8 +1,18 @@
-"""The edge's link to the hub: connect, resume, apply changes, drain the outbox.
+"""The edge's link to the hub: the I/O around an EdgeSession, reconnecting as the policy says.
 
-The link runs forever: when the connection drops it waits a backoff delay
-(full jitter, capped) and tries the next configured endpoint. Nothing else
-on the edge waits for it; the cache and the outbox are in edge.db.
+Every rule of the conversation is in :class:`edgeward.session.EdgeSession`,
+and whether to try again after a connection ends is
+:func:`edgeward.session.classify`'s to say. This module connects, pumps
+frames and store results into the session, carries its commands out, and
+waits between attempts (full jitter, capped). What cannot work by retrying —
+a URL that is not a hub, a hub that refuses this node or speaks another
+protocol — raises :class:`LinkStopped`, and edgecore exits with that line.
+
+Per connection, two tasks: ``_receive`` hands frames over one at a time and
+awaits each one's store job before reading the next (a burst from the hub
+waits in the socket, not in memory); ``_send_outbox`` drains the outbox
+within the session's window. Nothing else on the edge waits for the link:
+the cache and the outbox are in edge.db.
 """
 
 from __future__ import annotations
@@ -10,31 +20,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from devicetwin import Publish
 from edgecore.config import HubLinkConfig
-from edgecore.store import Observer, StoreThread
+from edgecore.store import StoreThread
 from edgecore.transport import connect_hub
-from edgeward import protocol
+from edgecore.twins import TwinService
 from edgeward.backoff import backoff
-from edgeward.errors import ProtocolError
+from edgeward.errors import FatalError
 from edgeward.protocol import Change
-from edgeward.sync import OutboxCursor
+from edgeward.session import Cause, EdgeSession, Ended, Verdict, classify
+from edgeward.session.commands import (
+    AlignOutbox,
+    ApplyChanges,
+    Close,
+    Command,
+    DeleteAcked,
+    Job,
+    Log,
+    ReadOutbox,
+    Send,
+    StageSnapshot,
+)
 
 log = logging.getLogger(__name__)
 
-#: Errors after which the link simply tries again later.
-RETRYABLE = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, ProtocolError)
 #: Seconds an idle outbox waits after new rows arrive before reading them (see _send_outbox).
 OUTBOX_LINGER = 0.01
 
 
+class LinkStopped(FatalError):
+    """The hub link cannot work by trying again; the message says why, in one line."""
+
+
 class HubLink:
-    """One node's connection to the hub, reconnecting forever."""
+    """One node's connection to the hub, reconnecting until the policy says stop."""
 
     def __init__(
         self,
@@ -43,147 +69,113 @@ class HubLink:
         db: StoreThread,
         node_info: dict[str, Any],
         outbox_wake: asyncio.Event,
-        observe: Observer | None = None,
-        after_apply: Callable[[Any], None] | None = None,
+        twins: TwinService | None = None,
+        publish: Callable[[list[Publish]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``observe`` runs inside each batch's transaction (see EdgeStore.apply_changes);
-        ``after_apply`` gets what it returned once the batch has committed."""
+        """``twins`` follows the Devices the hub sends (inside each batch's transaction);
+        ``publish`` gets the MQTT messages that produced once the batch has committed."""
         self.config = config
         self.node = node
         self.db = db
         self.node_info = node_info
         self.outbox_wake = outbox_wake
-        self.observe = observe
-        self.after_apply = after_apply
+        self.twins = twins
+        self.publish = publish
+        self.clock = clock
         self.connected = asyncio.Event()
-        self._snapshot: list[Change] = []
+        self._live_since: float | None = None
 
     def _delays(self) -> Iterator[float]:
         return backoff(self.config.reconnect_initial_delay, 2.0, self.config.reconnect_max_delay)
 
     async def run(self) -> None:
+        """Connect, serve, and reconnect forever; raises LinkStopped when retrying cannot help."""
         delays = self._delays()
+        endpoints = self.config.endpoints
         attempt = 0
         while True:
-            url = self.config.endpoints[attempt % len(self.config.endpoints)]
-            attempt += 1
-            try:
-                async with connect_hub(url, self.config) as ws:
-                    welcomed = await self._session(ws, url)
-                    if welcomed:
-                        delays = self._delays()
-                        attempt -= 1  # stay on an endpoint that worked
-            except InvalidURI as exc:
-                log.error("hub endpoint %s is not a valid URL: %s", url, exc)
-            except RETRYABLE as exc:
-                log.warning("hub %s: %s", url, _describe(exc))
-            finally:
-                self.connected.clear()
+            url = endpoints[attempt % len(endpoints)]
+            verdict, welcomed = await self._attempt(url)
+            if not verdict.retry:
+                raise LinkStopped(verdict.message)
+            log.warning("%s", verdict.message)
+            if verdict.reset_backoff:
+                delays = self._delays()
+            if not welcomed:
+                attempt += 1  # stay on an endpoint that worked, else try the next
             delay = next(delays)
             log.info("reconnecting in %.1fs", delay)
             await asyncio.sleep(delay)
 
-    async def _session(self, ws: ClientConnection, url: str) -> bool:
-        """Run one connection to its end; True once the hub has welcomed us."""
-        revision = await self.db.call(self.db.store.revision)
-        hello = protocol.Hello(
-            node=self.node,
-            revision=revision,
-            agent=self.node_info.get("agentVersion", ""),
-            node_info=self.node_info,
-        )
-        await ws.send(hello.encode())
-        async with asyncio.timeout(self.config.open_timeout):
-            welcome = protocol.decode(await ws.recv())
-        if isinstance(welcome, protocol.Error):
-            raise ProtocolError(welcome.code, f"hub refused us: {welcome.reason}")
-        if not isinstance(welcome, protocol.Welcome):
-            raise ProtocolError(protocol.UNEXPECTED, f"expected welcome, got {welcome.type}")
-        await self.db.call(self.db.store.align_outbox, welcome.report_seq)
-        log.info(
-            "connected to %s at revision %d (hub at %d, %s)",
-            url,
-            revision,
-            welcome.head,
-            welcome.mode,
-        )
-        self.connected.set()
-        cursor = OutboxCursor(acked=welcome.report_seq)
-        self._snapshot = []
+    async def _attempt(self, url: str) -> tuple[Verdict, bool]:
+        """One connection, from opening to its end: what the policy says of it."""
+        core: EdgeSession | None = None
+        try:
+            async with connect_hub(url, self.config) as ws:
+                revision = await self.db.call(self.db.store.revision)
+                core = EdgeSession(
+                    self.node, revision, self.node_info.get("agentVersion", ""), self.node_info
+                )
+                ended = await self._serve(ws, core)
+        except InvalidURI as exc:
+            ended = Ended(Cause.INVALID_URL, str(exc))
+        except InvalidStatus as exc:
+            ended = Ended(Cause.HTTP_STATUS, http_status=exc.response.status_code)
+        except InvalidHandshake as exc:
+            # a handshake cut short is the network; a reply that is not HTTP is not a hub
+            lost = isinstance(exc.__cause__, EOFError | OSError)
+            ended = Ended(Cause.UNREACHABLE if lost else Cause.NOT_WEBSOCKET, _describe(exc))
+        except (OSError, TimeoutError) as exc:
+            ended = Ended(Cause.UNREACHABLE, _describe(exc))
+        except sqlite3.Error as exc:
+            ended = Ended(Cause.LOCAL_STORE, str(exc))
+        finally:
+            self.connected.clear()
+            self._live_since = None
+        return classify(ended, self.node, url), core is not None and core.welcomed
+
+    async def _serve(self, ws: ClientConnection, core: EdgeSession) -> Ended:
+        closed: ConnectionClosed | None = None
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._receive(ws, cursor))
-                tg.create_task(self._send_outbox(ws, cursor))
+                tg.create_task(self._receive(ws, core))
+                tg.create_task(self._send_outbox(ws, core))
+                tg.create_task(self._await_welcome(core))
         except* ConnectionClosed as group:
-            log.warning("hub %s: %s", url, _describe(group.exceptions[0]))
-        except* sqlite3.Error as group:
-            # e.g. a full disk: drop the link and retry later; the hub resends what was not acked
-            log.error("local database: %s; reconnecting later", group.exceptions[0])
-        return True
+            closed = group.exceptions[0]  # type: ignore[assignment]
+        except* TimeoutError:
+            pass
+        if closed is None:
+            return Ended(Cause.UNREACHABLE, f"no welcome within {self.config.open_timeout:g}s")
+        lived = 0.0 if self._live_since is None else self.clock() - self._live_since
+        rcvd = closed.rcvd
+        return core.ended(rcvd.code if rcvd else None, rcvd.reason if rcvd else "", lived)
 
-    async def _receive(self, ws: ClientConnection, cursor: OutboxCursor) -> None:
+    async def _await_welcome(self, core: EdgeSession) -> None:
+        await asyncio.sleep(self.config.open_timeout)
+        if not core.welcomed and not core.closed:
+            raise TimeoutError
+
+    async def _receive(self, ws: ClientConnection, core: EdgeSession) -> None:
+        await self._execute(ws, core, core.start())
         async for frame in ws:
-            try:
-                msg = protocol.decode(frame)
-                await self._dispatch(ws, msg, cursor)
-            except ProtocolError as exc:
-                log.warning("refused a frame from the hub: %s", exc)
-                await ws.send(protocol.Error.of(exc).encode())
+            await self._execute(ws, core, core.receive(frame))
         # a clean close just ends the iteration; recv() raises its ConnectionClosed, which
         # ends the sender task too
         await ws.recv()
 
-    async def _dispatch(
-        self, ws: ClientConnection, msg: protocol.Message, cursor: OutboxCursor
-    ) -> None:
-        if isinstance(msg, protocol.Changes):
-            result = await self.db.call(
-                self.db.store.apply_changes, msg.revision, msg.items, self.observe
-            )
-            self._applied(result)
-            await ws.send(protocol.Ack(msg.revision).encode())
-            if msg.items:
-                log.debug("applied %d changes through revision %d", len(msg.items), msg.revision)
-        elif isinstance(msg, protocol.Snapshot):
-            self._snapshot.extend(msg.items)
-            if msg.final:
-                items, self._snapshot = self._snapshot, []
-                result = await self.db.call(
-                    self.db.store.replace_all, msg.revision, items, self.observe
-                )
-                self._applied(result)
-                await ws.send(protocol.Ack(msg.revision).encode())
-                log.info(
-                    "applied a snapshot of %d objects at revision %d", len(items), msg.revision
-                )
-        elif isinstance(msg, protocol.ReportAck):
-            try:
-                fresh = cursor.acknowledged(msg.seq)
-            except ValueError as exc:
-                raise ProtocolError(protocol.BAD_MESSAGE, str(exc)) from None
-            if fresh:
-                await self.db.call(self.db.store.acknowledge, msg.seq)
-                self.outbox_wake.set()
-        elif isinstance(msg, protocol.Error):
-            log.warning("the hub refused a frame: %s: %s", msg.code, msg.reason)
-        else:
-            raise ProtocolError(protocol.UNEXPECTED, f"{msg.type} is not accepted from the hub")
-
-    def _applied(self, result: Any) -> None:
-        if self.after_apply is not None and result:
-            self.after_apply(result)
-        self.outbox_wake.set()  # the batch may have queued reports
-
-    async def _send_outbox(self, ws: ClientConnection, cursor: OutboxCursor) -> None:
+    async def _send_outbox(self, ws: ClientConnection, core: EdgeSession) -> None:
         while True:
             self.outbox_wake.clear()
-            if cursor.can_send:
-                items = await self.db.call(self.db.store.pending, cursor.sent)
-                if items:
-                    await ws.send(protocol.Report(tuple(items)).encode())
-                    cursor.sending(items[-1].seq)
+            job = core.outbox_request()
+            idle = False
+            if job is not None:
+                commands = await self._run(core, job)
+                if commands:
+                    await self._execute(ws, core, commands)
                     continue
-            idle = cursor.can_send  # nothing was pending, as opposed to a full window
+                idle = True  # nothing was pending, as opposed to a full window
             await self.outbox_wake.wait()
             if idle:
                 # Let a burst gather: a device's state rows coalesce meanwhile, and one frame
@@ -191,15 +183,80 @@ class HubLink:
                 # the hub busy between a mapper's update and its next one.
                 await asyncio.sleep(OUTBOX_LINGER)
 
+    async def _execute(
+        self, ws: ClientConnection, core: EdgeSession, commands: list[Command]
+    ) -> None:
+        for command in commands:
+            if isinstance(command, Send):
+                await ws.send(command.message.encode())
+            elif isinstance(command, Close):
+                await ws.close(command.code, command.reason)
+            elif isinstance(command, Log):
+                log.log(command.level, "%s", command.text)
+            else:
+                assert isinstance(command, Job)
+                await self._execute(ws, core, await self._run(core, command))
+
+    async def _run(self, core: EdgeSession, job: Job) -> list[Command]:
+        """Carry out a job on the store's thread and hand its result to the core."""
+        db = self.db
+        try:
+            if isinstance(job, AlignOutbox):
+                await db.call(db.store.align_outbox, job.report_seq)
+                commands = core.aligned()
+                self._live_since = self.clock()
+                self.connected.set()
+                self.outbox_wake.set()
+                return commands
+            if isinstance(job, ApplyChanges):
+                self._published(await db.call(self._apply, job.revision, job.items))
+                return core.applied()
+            if isinstance(job, StageSnapshot):
+                self._published(await db.call(self._stage, job))
+                if job.final:
+                    log.info("applied a snapshot at revision %d", job.revision)
+                return core.applied()
+            if isinstance(job, ReadOutbox):
+                return core.outbox_read(await db.call(db.store.pending, job.after))
+            assert isinstance(job, DeleteAcked)
+            await db.call(db.store.acknowledge, job.seq)
+            self.outbox_wake.set()
+            return core.deleted()
+        except Exception as exc:
+            if not isinstance(exc, sqlite3.Error):
+                log.exception("%s failed", type(job).__name__)
+            return core.job_failed(job, str(exc) or type(exc).__name__)
+
+    # -- on the store's thread --------------------------------------------------------
+
+    def _apply(self, revision: int, items: Sequence[Change]) -> list[Publish]:
+        observe = self.twins.on_hub_changes if self.twins is not None else None
+        batch = self.db.store.apply_changes(revision, items, observe)
+        return self._adopt(batch)
+
+    def _stage(self, job: StageSnapshot) -> list[Publish]:
+        observe = self.twins.on_hub_changes if self.twins is not None else None
+        batch = self.db.store.stage_snapshot(job.revision, job.items, job.first, job.final, observe)
+        return self._adopt(batch)
+
+    def _adopt(self, batch: Any) -> list[Publish]:
+        """The batch committed: the twins take it in; its messages are published next."""
+        if self.twins is None or batch is None:
+            return []
+        self.twins.adopt(batch)
+        return batch.publish
+
+    def _published(self, messages: list[Publish]) -> None:
+        if messages and self.publish is not None:
+            self.publish(messages)
+        self.outbox_wake.set()  # the batch may have queued reports
+
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionClosed):
-        rcvd = exc.rcvd
-        if rcvd is not None:
-            return f"connection closed by the hub ({rcvd.code} {rcvd.reason})".replace(" )", ")")
-        return "connection lost"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__

@@ -145,8 +145,8 @@ async def run_edge(config: EdgeConfig) -> None:
         db,
         node_info(),
         outbox_wake,
-        observe=twins.on_hub_changes,
-        after_apply=bus.publish if bus is not None else None,
+        twins=twins,
+        publish=bus.publish if bus is not None else None,
     )
     stop = stop_on_signals()
     log.info(
@@ -167,11 +167,12 @@ async def run_edge(config: EdgeConfig) -> None:
                 parts.append(tg.create_task(bus.run()))
             await stop.wait()
             log.info("edgecore shutting down")
-            if bus is not None:
-                bus.close()
             for task in parts:
                 task.cancel()
     finally:
+        # also when the hub link stopped for good (LinkStopped ends the daemon, exit 1)
+        if bus is not None:
+            bus.close()
         db.close()
 
 

@@ -9,7 +9,9 @@ Tables::
 
     meta(key, value)                   node, revision (last applied hub revision)
     objects(kind, namespace, name, resource_version, body)
+    snapshot_staging(…as objects)      a snapshot being received, until its final frame
     outbox(seq, topic, key, body, created)   seq only grows (AUTOINCREMENT)
+    twins(device_id, body)             device twin state
 
 One transaction applies a batch of changes together with its revision; one
 transaction writes an outbox row, replacing an older row with the same key.
@@ -73,9 +75,18 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE twins (device_id TEXT PRIMARY KEY, body TEXT NOT NULL)")
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    # a snapshot from the hub, frame by frame, until its final frame replaces the cache
+    db.execute(
+        "CREATE TABLE snapshot_staging (kind TEXT NOT NULL, namespace TEXT NOT NULL, "
+        "name TEXT NOT NULL, resource_version INTEGER NOT NULL, body TEXT NOT NULL, "
+        "PRIMARY KEY (kind, namespace, name))"
+    )
+
+
 #: Ordered schema steps (PRAGMA user_version counts the steps run). Append only:
 #: gateways are upgraded in place and run the steps they have not run yet.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 
 
 @dataclass(frozen=True)
@@ -195,25 +206,60 @@ class EdgeStore:
             self._set_meta("revision", str(revision))
             return observe(applied) if observe is not None else None
 
+    def stage_snapshot(
+        self,
+        revision: int,
+        changes: Iterable[Change],
+        first: bool,
+        final: bool,
+        observe: Observer | None = None,
+    ) -> Any:
+        """Keep a snapshot frame's objects aside (``first``: drop what an unfinished earlier
+        snapshot left); with ``final``, make the cache exactly what is staged and record
+        ``revision``, all in one transaction. A snapshot never sits in memory whole."""
+        with self._tx():
+            if first:
+                self.db.execute("DELETE FROM snapshot_staging")
+            self.db.executemany(
+                "INSERT INTO snapshot_staging (kind, namespace, name, resource_version, body) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, namespace, name) DO UPDATE SET "
+                "resource_version = excluded.resource_version, body = excluded.body",
+                [(*c.key, c.resource_version, _encode(c.object)) for c in changes],
+            )
+            if not final:
+                return None
+            return self._replace_from_staging(revision, observe)
+
+    def _replace_from_staging(self, revision: int, observe: Observer | None) -> Any:
+        before = {
+            (kind, ns, name): body
+            for kind, ns, name, body in self.db.execute(
+                "SELECT kind, namespace, name, body FROM objects"
+            )
+        }
+        applied = []
+        for kind, ns, name, body in self.db.execute(
+            "SELECT kind, namespace, name, body FROM snapshot_staging"
+        ).fetchall():
+            old = before.pop((kind, ns, name), None)
+            if old != body:  # unchanged objects need no observer: nothing about them moved
+                was = None if old is None else json.loads(old)
+                applied.append(Applied(kind, ns, name, was, json.loads(body)))
+        applied.extend(Applied(*key, json.loads(body), None) for key, body in before.items())
+        self.db.execute("DELETE FROM objects")
+        self.db.execute(
+            "INSERT INTO objects (kind, namespace, name, resource_version, body) "
+            "SELECT kind, namespace, name, resource_version, body FROM snapshot_staging"
+        )
+        self.db.execute("DELETE FROM snapshot_staging")
+        self._set_meta("revision", str(revision))
+        return observe(applied) if observe is not None else None
+
     def replace_all(
         self, revision: int, changes: Iterable[Change], observe: Observer | None = None
     ) -> Any:
         """Make the cache exactly the snapshot, and record its revision, in one transaction."""
-        with self._tx():
-            before = {
-                (kind, ns, name): json.loads(body)
-                for kind, ns, name, body in self.db.execute(
-                    "SELECT kind, namespace, name, body FROM objects"
-                )
-            }
-            self.db.execute("DELETE FROM objects")
-            applied = []
-            for change in changes:
-                self._put(change)
-                applied.append(Applied(*change.key, before.pop(change.key, None), change.object))
-            applied.extend(Applied(*key, body, None) for key, body in before.items())
-            self._set_meta("revision", str(revision))
-            return observe(applied) if observe is not None else None
+        return self.stage_snapshot(revision, changes, first=True, final=True, observe=observe)
 
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -319,17 +365,22 @@ class EdgeStore:
         """Reconcile with the highest seq the hub says it persisted for this node.
 
         Normally that acknowledges rows. If the hub has seen seqs this file never
-        issued (the edge's data was wiped and the node came back under the same
-        name), pending rows are renumbered above ``hub_seq`` so the hub does not
-        take them for replays and drop them.
+        issued (the edge's data was wiped, or restored from an older backup, and the
+        node came back under the same name), pending rows are renumbered to follow
+        ``hub_seq``, in order, so the hub does not take them for replays and drop them.
         """
         with self._tx():
             high = self._high_seq()
-            if hub_seq > high:
-                self.db.execute("UPDATE outbox SET seq = seq + ?", (hub_seq,))
-                self._set_high_seq(high + hub_seq)
-            else:
+            if hub_seq <= high:
                 self.db.execute("DELETE FROM outbox WHERE seq <= ?", (hub_seq,))
+                return
+            low = self.db.execute("SELECT min(seq) FROM outbox").fetchone()[0]
+            if low is not None:
+                # every new seq is above every old one (hub_seq > high): no clash on the way
+                shift = hub_seq + 1 - int(low)
+                self.db.execute("UPDATE outbox SET seq = seq + ?", (shift,))
+                high += shift
+            self._set_high_seq(max(high, hub_seq))
 
     def _high_seq(self) -> int:
         row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()

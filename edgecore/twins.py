@@ -39,12 +39,19 @@ class Inbound:
 
 
 @dataclass
-class _BatchWrites:
-    """What a batch leaves to write: each device's last state (None: removed), and the
-    outbox rows in order (the store coalesces rows of one key)."""
+class TwinBatch:
+    """What a batch changes: each device's last state (None: removed), the outbox rows in
+    order (the store coalesces rows of one key), and the MQTT messages to publish.
+
+    Nothing here is in :class:`TwinService`'s memory until the batch's transaction has
+    committed and :meth:`TwinService.adopt` takes it in: a batch whose commit fails (a
+    full disk, an I/O error) leaves memory as it left the disk, so the hub's replay of the
+    same change finds the old state and produces the delta the mapper is owed.
+    """
 
     twins: dict[str, DeviceTwin | None] = field(default_factory=dict)
     reports: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
+    publish: list[Publish] = field(default_factory=list)
 
 
 class TwinService:
@@ -61,72 +68,83 @@ class TwinService:
         self.node = node
         self._clock_ms = clock_ms
         self._new_id = new_id
-        self._twins: dict[str, DeviceTwin] = {}
-        self.reload()
-
-    def reload(self) -> None:
-        """Read every twin state from the database (at start, and after a failed commit)."""
-        self._twins = {k: DeviceTwin.from_dict(v) for k, v in self.store.iter_twins()}
+        self._twins: dict[str, DeviceTwin] = {
+            k: DeviceTwin.from_dict(v) for k, v in store.iter_twins()
+        }
 
     def _context(self) -> Context:
         return Context(node=self.node, now_ms=self._clock_ms(), new_id=self._new_id)
 
+    def _lookup(self, batch: TwinBatch) -> Callable[[str], DeviceTwin | None]:
+        """Twins as the batch has left them so far, over the committed ones."""
+
+        def lookup(device_id: str) -> DeviceTwin | None:
+            if device_id in batch.twins:
+                return batch.twins[device_id]
+            return self._twins.get(device_id)
+
+        return lookup
+
+    def _members(self, batch: TwinBatch) -> Callable[[], list[DeviceTwin]]:
+        def members() -> list[DeviceTwin]:
+            merged = {**self._twins, **batch.twins}
+            return sorted((t for t in merged.values() if t is not None), key=lambda t: t.id)
+
+        return members
+
     def handle_messages(self, messages: Iterable[Inbound]) -> list[Publish]:
         """Apply mapper messages in one transaction; returns the replies to publish."""
-        publish: list[Publish] = []
-        writes = _BatchWrites()
-        try:
-            with self.store.transaction():
-                for msg in messages:
-                    outcome = handle_message(
-                        msg.topic, msg.payload, self._context(), self._twins.get, self.members
-                    )
-                    if outcome.error is not None:
-                        log.info("refused %s: %s", msg.topic, outcome.error)
-                    self._absorb(outcome, writes)
-                    publish.extend(outcome.publish)
-                self._write(writes)
-        except BaseException:
-            self.reload()  # the cache must not keep what did not commit
-            raise
-        return publish
+        batch = TwinBatch()
+        lookup, members = self._lookup(batch), self._members(batch)
+        with self.store.transaction():
+            for msg in messages:
+                outcome = handle_message(msg.topic, msg.payload, self._context(), lookup, members)
+                if outcome.error is not None:
+                    log.info("refused %s: %s", msg.topic, outcome.error)
+                _absorb(outcome, batch)
+            self._write(batch)
+        self.adopt(batch)
+        return batch.publish
 
-    def on_hub_changes(self, applied: list[Applied]) -> list[Publish]:
-        """Inside the transaction that applied a hub batch: update the twins it touches."""
-        publish: list[Publish] = []
-        writes = _BatchWrites()
+    def on_hub_changes(self, applied: list[Applied]) -> TwinBatch:
+        """Inside the transaction that applies a hub batch: the twins it touches, written in
+        that transaction. Call :meth:`adopt` with the result once it has committed."""
+        batch = TwinBatch()
         ctx = self._context()
-        try:
-            for change in applied:
-                for outcome in self._cloud_outcomes(change, ctx):
-                    if outcome.error is not None:
-                        log.warning(
-                            "hub change to %s/%s: %s", change.namespace, change.name, outcome.error
-                        )
-                    self._absorb(outcome, writes)
-                    publish.extend(outcome.publish)
-            self._write(writes)
-        except BaseException:
-            self.reload()
-            raise
-        return publish
+        for change in applied:
+            for outcome in self._cloud_outcomes(change, ctx, batch):
+                if outcome.error is not None:
+                    log.warning(
+                        "hub change to %s/%s: %s", change.namespace, change.name, outcome.error
+                    )
+                _absorb(outcome, batch)
+        self._write(batch)
+        return batch
 
-    def _cloud_outcomes(self, change: Applied, ctx: Context) -> list[Outcome]:
+    def adopt(self, batch: TwinBatch) -> None:
+        """``batch`` has committed: memory now holds what the disk holds."""
+        for device_id, twin in batch.twins.items():
+            if twin is None:
+                self._twins.pop(device_id, None)
+            else:
+                self._twins[device_id] = twin
+
+    def _cloud_outcomes(self, change: Applied, ctx: Context, batch: TwinBatch) -> list[Outcome]:
+        lookup = self._lookup(batch)
         if change.kind == DEVICE.name:
             device = change.after
             model = self._model_of(device) if device is not None else None
-            current = self._twins.get(f"{change.namespace}/{change.name}")
+            current = lookup(f"{change.namespace}/{change.name}")
             return [apply_cloud(current, device, model, ctx)]
         if change.kind == DEVICE_MODEL.name and change.after is not None:
             # re-apply the model's devices, so properties it adds get its types
             outcomes = []
-            for twin in list(self._twins.values()):
+            for device_id in sorted({*self._twins, *batch.twins}):
+                twin = lookup(device_id)
+                if twin is None or twin.namespace != change.namespace:
+                    continue
                 device = self.store.get_object(DEVICE.name, twin.namespace, twin.name)
-                if (
-                    twin.namespace == change.namespace
-                    and device is not None
-                    and _model_ref(device) == change.name
-                ):
+                if device is not None and _model_ref(device) == change.name:
                     outcomes.append(apply_cloud(twin, device, change.after, ctx))
             return outcomes
         return []
@@ -137,26 +155,27 @@ class TwinService:
             return None
         return self.store.get_object(DEVICE_MODEL.name, device["metadata"]["namespace"], name)
 
-    def _absorb(self, outcome: Outcome, writes: _BatchWrites) -> None:
-        """Take an outcome into the cache now, and into what the batch will write."""
-        for twin in outcome.updated:
-            self._twins[twin.id] = writes.twins[twin.id] = twin
-        for device_id in outcome.removed:
-            self._twins.pop(device_id, None)
-            writes.twins[device_id] = None
-        writes.reports.extend((r.topic, r.key, r.body) for r in outcome.reports)
-
-    def _write(self, writes: _BatchWrites) -> None:
-        saved = {i: twin.to_dict() for i, twin in writes.twins.items() if twin is not None}
+    def _write(self, batch: TwinBatch) -> None:
+        saved = {i: twin.to_dict() for i, twin in batch.twins.items() if twin is not None}
         self.store.save_twins(saved)
-        self.store.delete_twins(i for i, twin in writes.twins.items() if twin is None)
-        self.store.report_many(writes.reports)
+        self.store.delete_twins(i for i, twin in batch.twins.items() if twin is None)
+        self.store.report_many(batch.reports)
 
     def members(self) -> list[DeviceTwin]:
         return sorted(self._twins.values(), key=lambda t: t.id)
 
     def twin(self, device_id: str) -> DeviceTwin | None:
         return self._twins.get(device_id)
+
+
+def _absorb(outcome: Outcome, batch: TwinBatch) -> None:
+    """Take an outcome into what the batch will write and publish."""
+    for twin in outcome.updated:
+        batch.twins[twin.id] = twin
+    for device_id in outcome.removed:
+        batch.twins[device_id] = None
+    batch.reports.extend((r.topic, r.key, r.body) for r in outcome.reports)
+    batch.publish.extend(outcome.publish)
 
 
 def _model_ref(device: dict) -> str | None:

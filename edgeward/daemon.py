@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgeward.errors import ConfigError
+from edgeward.errors import ConfigError, FatalError
 
 
 def setup_logging(level: str, name: str) -> None:
@@ -103,7 +103,8 @@ class _Loader:
 def run_daemon(name: str, load: Callable[[], Any], serve: Callable[[Any], Awaitable[None]]) -> int:
     """Load the config, set up logging and serve until stopped; the exit status.
 
-    Every configuration problem is one ``<name>: <problem>`` line on stderr and exit 2.
+    Every configuration problem is one ``<name>: <problem>`` line on stderr and exit 2; a
+    FatalError (raised alone or from a task group) is one line and exit 1.
     """
     try:
         config = load()
@@ -115,4 +116,21 @@ def run_daemon(name: str, load: Callable[[], Any], serve: Callable[[Any], Awaita
         return 2
     except KeyboardInterrupt:
         return 130
+    except (FatalError, BaseExceptionGroup) as exc:
+        fatal = _fatal(exc)
+        if fatal is None:
+            raise
+        print(f"{name}: {fatal}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _fatal(exc: BaseException) -> FatalError | None:
+    """The FatalError that ended a daemon: ``exc`` itself, or one inside a task group's error."""
+    if isinstance(exc, FatalError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _fatal(inner)) is not None:
+                return found
+    return None

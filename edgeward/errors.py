@@ -9,7 +9,8 @@
      │    ├── NotFound        no object with that kind/namespace/name
      │    ├── AlreadyExists   create of a name that is taken
      │    └── Conflict        a write carried a stale resourceVersion
-     └── ProtocolError        a peer sent a frame we cannot accept (carries a code)
+     ├── ProtocolError        a peer sent a frame we cannot accept (carries a code)
+     └── FatalError           a daemon cannot go on, and retrying would not help (exit 1)
 
 Errors carry fields, not prose; each boundary (the REST API, the edge
 endpoint, the CLI) turns them into its own reply exactly once.
@@ -106,3 +107,8 @@ class ProtocolError(EdgewardError):
         self.reason = reason
         self.message_type = message_type
         super().__init__(f"{code}: {reason}")
+
+
+class FatalError(EdgewardError):
+    """A daemon cannot go on and trying again would not help (the hub link refused for good,
+    say); it exits 1 with this one line."""

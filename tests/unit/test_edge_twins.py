@@ -31,7 +31,8 @@ def service(tmp_path: Path) -> TwinService:
     store.claim("edge1")
     twins = TwinService(store, "edge1", clock_ms=lambda: 1_700_000_000_000, new_id=lambda: "id")
     with store.transaction():
-        twins.on_hub_changes([Applied("Device", "default", "thermo", None, DEVICE)])
+        batch = twins.on_hub_changes([Applied("Device", "default", "thermo", None, DEVICE)])
+    twins.adopt(batch)
     return twins
 
 
@@ -91,6 +92,7 @@ def test_a_batch_writes_each_device_once_with_its_last_state(service: TwinServic
 def test_a_device_removed_by_the_hub_loses_its_stored_state(service: TwinService) -> None:
     """A hub batch that unbinds a device deletes its twin state row with the batch."""
     with service.store.transaction():
-        service.on_hub_changes([Applied("Device", "default", "thermo", DEVICE, None)])
+        batch = service.on_hub_changes([Applied("Device", "default", "thermo", DEVICE, None)])
+    service.adopt(batch)
     assert service.twin("default/thermo") is None
     assert "default/thermo" not in service.store.twins()
