@@ -1,4 +1,4 @@
-# Edgeward: make demo | make test | make bench | make lint
+# Edgeward: make demo | make test | make bench | make lint | make sim
 # Each target sets up what it needs on a fresh Debian machine with Python 3.11+.
 
 PYTHON ?= python3
@@ -6,7 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo test lint bench sim clean system-deps
+
+# make sim: seeds 0..SEEDS-1 of the fault simulation, or replay one with SEED=S
+SEEDS ?= 20000
+SEED ?=
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -36,14 +40,18 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check --no-cache .
-	@# the pure twin rules carry a 100% branch coverage gate
-	$(BIN)/python -m pytest -q tests/unit/devicetwin --cov=devicetwin --cov-branch \
+	@# the pure cores carry a 100% branch coverage gate: the twin rules and the sync sessions
+	$(BIN)/python -m pytest -q tests/unit/devicetwin tests/unit/session \
+		--cov=devicetwin --cov=edgeward.session --cov-branch \
 		--cov-report=term-missing:skip-covered --cov-fail-under=100
-	$(BIN)/python -m pytest -q --ignore=tests/unit/devicetwin
+	$(BIN)/python -m pytest -q --ignore=tests/unit/devicetwin --ignore=tests/unit/session
 
 lint: $(STAMP)
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/ruff format --check .
+
+sim: $(STAMP)
+	$(BIN)/python -m tests.sim $(if $(SEED),--seed $(SEED) --verbose,--seeds $(SEEDS))
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench

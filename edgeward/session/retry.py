@@ -128,7 +128,10 @@ def classify(ended: Ended, node: str, url: str) -> Verdict:
         case Cause.HTTP_STATUS:
             status = ended.http_status
             if status in (401, 403):
-                return _stop(f"the hub at {url} refused node {node} (HTTP {status})")
+                return _stop(
+                    f"{url} refused node {node}'s connection (HTTP {status}): check that it is "
+                    "the hub's edge endpoint (port 10000 by default) and the node's credentials"
+                )
             if status is not None and 500 <= status < 600:
                 return Verdict(retry=True, message=f"hub {url} answered HTTP {status}")
             return _stop(f"{url} is not an Edgeward hub edge endpoint (HTTP {status})")

@@ -120,11 +120,9 @@ class Scheduler:
 class Link:
     """One websocket: frames in order each way, a close after what was sent before it."""
 
-    _ids = itertools.count()
-
     def __init__(self, world: World) -> None:
         self.world = world
-        self.id = next(self._ids)
+        self.id = next(world.link_ids)
         self.alive = True
         self.hub_end: HubConn | None = None
         self.edge_end: EdgeConn | None = None
@@ -282,33 +280,37 @@ class SimHub:
         for item in items:
             if item.seq <= held.report_seq:
                 continue  # a replay
-            if item.topic == BAD_TOPIC:
-                rejected.append(Rejected(item.seq, "unknown topic"))
-                held.rejected.append(item.body["id"])
+            ident, version = item.body.get("id"), item.body.get("version")
+            if item.topic == BAD_TOPIC or not isinstance(
+                ident if item.key is None else version, int
+            ):
+                rejected.append(Rejected(item.seq, "not a row this hub takes"))
+                held.rejected.append(ident)
             elif item.key is not None:
-                version = item.body["version"]
                 old = held.state.get(item.key)
                 if old is not None and old[1] > version:
                     raise Violation(f"{node}: {item.key} went back from {old[1]} to {version}")
                 held.state[item.key] = (item.seq, version)
                 # a twin report writes the device's status: a status-only change
                 device = item.body.get("device")
-                if device is not None:
+                if isinstance(device, str):
                     self.write("Device", device, {}, status_only=True)
             else:
-                if item.body["id"] in held.events:
-                    raise Violation(f"{node}: event {item.body['id']} persisted twice")
-                held.events.append(item.body["id"])
+                if ident in held.events:
+                    raise Violation(f"{node}: event {ident} persisted twice")
+                held.events.append(ident)
         held.report_seq = max(held.report_seq, items[-1].seq)
         held.acked_revision = max(held.acked_revision, acked)
         return held.report_seq, tuple(rejected)
 
     # -- the process -----------------------------------------------------------------
 
-    def accept(self, link: Link) -> None:
-        conn = HubConn(self, link)
+    def accept(self, link: Link, identity: str | None) -> HubConn:
+        """A new connection; ``identity`` is the node its certificate names (None: any)."""
+        conn = HubConn(self, link, identity)
         link.hub_end = conn
         self.conns.append(conn)
+        return conn
 
     def crash(self) -> None:
         self.up = False
@@ -326,12 +328,12 @@ class SimHub:
 class HubConn:
     """The hub's shell around one HubSession (cloudhub/edgeserver.py's SessionShell)."""
 
-    def __init__(self, hub: SimHub, link: Link) -> None:
+    def __init__(self, hub: SimHub, link: Link, identity: str | None) -> None:
         self.hub = hub
         self.world = hub.world
         self.link = link
         self.generation = hub.generation
-        self.core = HubSession(page=self.world.rng.choice((2, 3, 1000)))
+        self.core = HubSession(identity, page=self.world.rng.choice((2, 3, 1000)))
         self.inbox: list[str] = []
         self.frame_job = False
         self.feed_job = False
@@ -536,7 +538,7 @@ class SimEdge:
             self._retry(Ended(Cause.UNREACHABLE, "connection refused"), welcomed=False)
             return
         link = Link(self.world)
-        self.world.hub.accept(link)
+        self.world.hub.accept(link, self.node)
         self.conn = EdgeConn(self, link)
         link.edge_end = self.conn
         self.conn.execute(self.conn.core.start(), "frame")
@@ -715,6 +717,7 @@ class World:
         self.faults = Faults()
         self.logs: list[str] = []
         self.event_ids = itertools.count(1)
+        self.link_ids = itertools.count(1)
         self.chaos_seconds = chaos_seconds
         self.rate = rate
         self.steps = 0

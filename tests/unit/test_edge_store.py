@@ -9,7 +9,7 @@ import pytest
 
 from edgecore.store import EdgeStore, open_store
 from edgeward.errors import ConfigError
-from edgeward.protocol import Change
+from edgeward.protocol import MAX_SEQ, Change
 
 
 def put(name: str, rv: int, value: str = "v") -> Change:
@@ -166,6 +166,40 @@ def test_align_outbox_renumbers_after_the_edge_was_wiped(store: EdgeStore) -> No
     assert [i.body for i in items] == [{"i": 1}, {"i": 2}]
     assert all(i.seq > 1000 for i in items)
     assert store.report_event("e", {"i": 3}) > items[-1].seq
+
+
+def test_renumbered_rows_follow_the_hub_seq_without_a_gap_or_an_overflow(
+    store: EdgeStore,
+) -> None:
+    """Pending rows are renumbered to follow the hub's seq in order: even at the highest seq a
+    hub may hold, the new seqs fit (shifting by it, as before, overflowed int64 and edgecore
+    crashed at every start)."""
+    for i in range(3):
+        store.report_event("e", {"i": i})
+    store.acknowledge(1)
+    store.align_outbox(MAX_SEQ)
+    assert [i.seq for i in store.pending(0)] == [MAX_SEQ + 1, MAX_SEQ + 2]
+    assert store.report_event("e", {"i": 9}) == MAX_SEQ + 3
+    store.align_outbox(MAX_SEQ + 3)
+    assert store.pending(0) == []
+
+
+def test_a_snapshot_is_staged_and_replaces_the_cache_on_its_final_frame(store: EdgeStore) -> None:
+    """Snapshot frames are kept aside until the final one; then the cache becomes exactly
+    the snapshot, with its revision, in one transaction; a new snapshot drops what an
+    unfinished one had staged."""
+    store.apply_changes(3, [put("old", 1), put("kept", 2)])
+    store.stage_snapshot(9, [put("stale", 5)], first=True, final=False)
+    assert store.revision() == 3 and store.get_object("Device", "default", "stale") is None
+    store.stage_snapshot(9, [put("kept", 8)], first=True, final=False)  # starts over
+    changed = store.stage_snapshot(9, [put("new", 9)], first=False, final=True, observe=list)
+    assert store.revision() == 9
+    assert sorted(o["metadata"]["name"] for o in store.objects("Device")) == ["kept", "new"]
+    assert sorted((a.name, a.before is None, a.after is None) for a in changed) == [
+        ("kept", False, False),
+        ("new", True, False),
+        ("old", False, True),
+    ]
 
 
 def test_a_file_belongs_to_one_node(store: EdgeStore) -> None:

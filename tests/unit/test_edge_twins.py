@@ -10,6 +10,7 @@ import pytest
 
 from edgecore.store import Applied, EdgeStore
 from edgecore.twins import Inbound, TwinService
+from edgeward.protocol import Change
 
 DEVICE = {
     "apiVersion": "devices.kubeedge.io/v1beta1",
@@ -96,3 +97,27 @@ def test_a_device_removed_by_the_hub_loses_its_stored_state(service: TwinService
     service.adopt(batch)
     assert service.twin("default/thermo") is None
     assert "default/thermo" not in service.store.twins()
+
+
+def test_a_hub_batch_that_does_not_commit_leaves_the_twins_as_the_disk_has_them(
+    service: TwinService,
+) -> None:
+    """A batch of hub changes whose transaction fails (a full disk, here a table that cannot
+    be written) changes nothing in memory either: the hub's replay of the same change then
+    produces the delta the mapper is owed, instead of nothing because memory already had it."""
+    store = service.store
+    desired = json.loads(json.dumps(DEVICE))
+    desired["metadata"]["resourceVersion"] = "4"
+    desired["spec"]["properties"][0]["desired"] = {"value": "25"}
+    change = Change("put", "Device", "default", "thermo", 4, desired)
+    store.db.execute("ALTER TABLE outbox RENAME TO outbox_away")  # the next outbox write fails
+    with pytest.raises(sqlite3.OperationalError):
+        store.apply_changes(4, [change], service.on_hub_changes)
+    assert service.twin("default/thermo").twins["target"].expected.value == "21"
+    assert store.revision() == 0
+    store.db.execute("ALTER TABLE outbox_away RENAME TO outbox")
+    batch = store.apply_changes(4, [change], service.on_hub_changes)
+    service.adopt(batch)
+    deltas = [p.payload for p in batch.publish if p.topic.endswith("/twin/update/delta")]
+    assert deltas and deltas[-1]["delta"] == {"target": "25"}
+    assert service.twin("default/thermo").twins["target"].expected.value == "25"

@@ -21,8 +21,8 @@ def verdict(ended: Ended):
     [
         (Ended(Cause.INVALID_URL, "no host"), "not a valid URL: no host"),
         (Ended(Cause.HTTP_STATUS, http_status=404), "not an Edgeward hub edge endpoint (HTTP 404)"),
-        (Ended(Cause.HTTP_STATUS, http_status=403), "refused node edge-1 (HTTP 403)"),
-        (Ended(Cause.HTTP_STATUS, http_status=401), "refused node edge-1 (HTTP 401)"),
+        (Ended(Cause.HTTP_STATUS, http_status=403), "refused node edge-1's connection (HTTP 403)"),
+        (Ended(Cause.HTTP_STATUS, http_status=401), "refused node edge-1's connection (HTTP 401)"),
         (Ended(Cause.NOT_WEBSOCKET, "bad status line"), "did not answer as a websocket server"),
         (Ended(Cause.PROTOCOL_VIOLATION, "changes in the middle"), "cannot accept: changes in"),
         (
