@@ -21,14 +21,13 @@ lock); either way a write is answered only once it is committed.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,6 +36,7 @@ from cloudhub.changefeed import ChangeFeed
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.mergepatch import merge_patch
 from cloudhub.store import Store, Tx
+from cloudhub.watch import WatchResponse, WatchSlots, watch_events
 from edgeward import storable
 from edgeward.errors import (
     AlreadyExists,
@@ -46,13 +46,12 @@ from edgeward.errors import (
     InvalidObject,
     NotFound,
 )
-from edgeward.kinds import KINDS, NODE, Kind, normalize
-from edgeward.sync import ChangeRow
+from edgeward.kinds import KINDS, Kind, normalize
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-WATCH_EVENTS = {"create": "ADDED", "update": "MODIFIED", "delete": "DELETED"}
+DEFAULT_MAX_WATCHES = 1000
 
 T = TypeVar("T")
 
@@ -129,11 +128,18 @@ def _rv_from_body(obj: Any) -> int | None:
 
 
 def _parse_rv(rv: Any, where: str, body: bool = False) -> int:
-    if isinstance(rv, int) and not isinstance(rv, bool) and rv >= 0:
-        return rv
-    if isinstance(rv, str) and rv.isascii() and rv.isdigit() and len(rv) <= 19:
-        return int(rv)
+    """A resourceVersion: a revision, so a non-negative int64 (as a string or a number)."""
+    value = None
+    if isinstance(rv, int) and not isinstance(rv, bool):
+        value = rv
+    elif isinstance(rv, str) and rv.isascii() and rv.isdigit():
+        digits = rv.lstrip("0") or "0"
+        value = int(digits) if len(digits) <= 19 else storable.INT64_MAX + 1  # no huge int()
+    if value is not None and 0 <= value <= storable.INT64_MAX:
+        return value
     message = "must be a non-negative integer (as a string)"
+    if value is not None and value > 0:
+        message = f"is out of range: a resourceVersion is at most {storable.INT64_MAX}"
     if body:
         raise InvalidObject("object", "", [FieldCause(where, message)])
     raise ApiError(400, "BadRequest", f"{where} {message}")
@@ -147,11 +153,16 @@ class Api:
     """Endpoint implementations, one instance per app."""
 
     def __init__(
-        self, store: Store, feed: ChangeFeed | None, writer: GroupWriter | None = None
+        self,
+        store: Store,
+        feed: ChangeFeed | None,
+        writer: GroupWriter | None = None,
+        max_watches: int = DEFAULT_MAX_WATCHES,
     ) -> None:
         self.store = store
         self.feed = feed
         self.writer = writer
+        self.watches = WatchSlots(max_watches)
 
     async def _write(self, job: Callable[[Tx], T]) -> T:
         """``job(tx)`` in one write transaction; its result once committed."""
@@ -164,34 +175,38 @@ class Api:
             return job(tx)
 
     # -- reads ----------------------------------------------------------------
+    # Objects are served as the JSON text they are stored as (cloudhub/store.py says why).
 
     async def list(self, kind: Kind, namespace: str | None, request: Request) -> Any:
         if _is_watch(request):
             return await self.watch(kind, namespace, None, request)
-        items, head = await run_in_threadpool(self.store.list, kind, namespace)
-        return JSONResponse(
+        texts, head = await run_in_threadpool(self.store.list_texts, kind, namespace)
+        head_part = storable.dumps(
             {
                 "apiVersion": kind.api_version,
                 "kind": f"{kind.name}List",
                 "metadata": {"resourceVersion": str(head)},
-                "items": items,
             }
         )
+        body = f'{head_part[:-1]},"items":[{",".join(texts)}]}}'.encode()
+        del texts
+        return Response(body, media_type="application/json")
 
     async def get(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
         if _is_watch(request):
             return await self.watch(kind, namespace, name, request)
-        return JSONResponse(await run_in_threadpool(self.store.get, kind, namespace, name))
+        text = await run_in_threadpool(self.store.get_text, kind, namespace, name)
+        return Response(text.encode(), media_type="application/json")
 
     async def watch(
         self, kind: Kind, namespace: str | None, name: str | None, request: Request
-    ) -> StreamingResponse:
+    ) -> Response:
         if self.feed is None:
             raise ApiError(501, "NotImplemented", "this hub serves no watches")
         raw_rv = request.query_params.get("resourceVersion")
         since = None if raw_rv in (None, "", "0") else _parse_rv(raw_rv, "resourceVersion")
         if since is not None:
-            compacted, _ = await run_in_threadpool(self.store.log_bounds)
+            compacted, head = await run_in_threadpool(self.store.log_bounds)
             if since < compacted:
                 raise ApiError(
                     410,
@@ -199,61 +214,33 @@ class Api:
                     f"resourceVersion {since} is older than the change log "
                     f"(which starts after {compacted}); list again and watch from its revision",
                 )
-
-        def wanted(row: ChangeRow) -> bool:
-            return (
-                row.kind == kind.name
-                and (namespace is None or not kind.namespaced or row.namespace == namespace)
-                and (name is None or row.name == name)
+            if since > head:
+                # Kubernetes answers 504 with cause ResourceVersionTooLarge: its watch cache
+                # may lag etcd, so waiting helps there. Our watches read the database every
+                # write commits to before it is answered, so no revision a client got from
+                # this hub is ever ahead: the database was restored from a backup, or the
+                # number came from another hub. Waiting never helps; 410 makes every client
+                # (client-go, `edgeward get -w`) list again, as an edge ahead of the hub
+                # gets a snapshot.
+                raise ApiError(
+                    410,
+                    "Gone",
+                    f"resourceVersion {since} is ahead of this hub's newest revision {head} "
+                    "(was the database restored, or is it from another hub?); "
+                    "list again and watch from its revision",
+                )
+        if not self.watches.acquire():
+            message = (
+                f"too many watches: this hub serves at most {self.watches.limit} at once "
+                "(cloudhub setting max_watches); try again later"
             )
-
-        return StreamingResponse(
-            self._events(kind, namespace, name, since, wanted),
-            media_type="application/x-ndjson",
-        )
-
-    async def _events(
-        self,
-        kind: Kind,
-        namespace: str | None,
-        name: str | None,
-        since: int | None,
-        wanted: Callable[[ChangeRow], bool],
-    ) -> AsyncIterator[bytes]:
-        assert self.feed is not None
-        sub = self.feed.subscribe_all()
-        try:
-            if since is None:
-                items, since = await run_in_threadpool(self.store.list, kind, namespace)
-                for obj in items:
-                    if name is None or obj["metadata"]["name"] == name:
-                        yield _event("ADDED", obj)
-            after = since
-            from_database = True  # until caught up, and again after an overflow
-            while True:
-                if from_database:
-                    rows = await run_in_threadpool(self.store.changes_after, after, 1000)
-                    from_database = len(rows) == 1000
-                else:
-                    await sub.wait()
-                    if sub.closed:
-                        return  # the hub is stopping
-                    if sub.overflowed:
-                        sub.recovered()
-                        from_database = True
-                        continue
-                    rows = sub.take()
-                for row in rows:
-                    if row.revision <= after:
-                        continue  # read from the database already
-                    after = row.revision
-                    if wanted(row):
-                        body = row.body
-                        if kind is NODE:
-                            body = await run_in_threadpool(self.store.decorate_node, body)
-                        yield _event(WATCH_EVENTS[row.op], body)
-        finally:
-            sub.close()
+            return JSONResponse(
+                status_body(429, "TooManyRequests", message),
+                status_code=429,
+                headers={"Retry-After": "1"},
+            )
+        events = watch_events(self.store, self.feed, kind, namespace, name, since)
+        return WatchResponse(events, on_close=self.watches.release)
 
     # -- writes ---------------------------------------------------------------
 
@@ -312,21 +299,21 @@ def _same_name(kind: Kind, obj: dict[str, Any], name: str) -> None:
         )
 
 
-def _event(kind: str, obj: dict[str, Any]) -> bytes:
-    return (json.dumps({"type": kind, "object": obj}, separators=(",", ":")) + "\n").encode()
-
-
 def create_app(
-    store: Store, feed: ChangeFeed | None = None, writer: GroupWriter | None = None
+    store: Store,
+    feed: ChangeFeed | None = None,
+    writer: GroupWriter | None = None,
+    max_watches: int = DEFAULT_MAX_WATCHES,
 ) -> FastAPI:
-    """The REST API app over ``store``; ``feed`` serves watches. Writes go through
-    ``writer`` (group commit) when given, else each in a transaction of its own."""
+    """The REST API app over ``store``; ``feed`` serves watches, at most ``max_watches``
+    at once. Writes go through ``writer`` (group commit) when given, else each in a
+    transaction of its own."""
     app = FastAPI(
         title="Edgeward cloudhub",
         version=edgeward.__version__,
         description="The fleet's desired state: nodes, devices and device models.",
     )
-    api = Api(store, feed, writer)
+    api = Api(store, feed, writer, max_watches)
 
     @app.exception_handler(EdgewardError)
     async def _on_error(_request: Request, exc: EdgewardError) -> JSONResponse:
@@ -358,7 +345,13 @@ def create_app(
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:
         head = await run_in_threadpool(store.head)
-        return {"status": "ok", "revision": head, "version": edgeward.__version__}
+        watches = api.watches
+        return {
+            "status": "ok",
+            "revision": head,
+            "version": edgeward.__version__,
+            "watches": {"open": watches.open, "max": watches.limit, "refused": watches.refused},
+        }
 
     for kind in KINDS:
         _add_kind_routes(app, api, kind)

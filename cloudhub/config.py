@@ -34,6 +34,13 @@ class HubConfig:
         "Revisions kept in the change log; an edge further behind gets a full snapshot.",
         positive,
     )
+    max_watches: int = setting(
+        1000,
+        "Watches the REST API serves at once; more are refused with 429 (Too Many Requests) "
+        "and counted in /healthz. Each holds a socket, a buffer of up to 10,000 change rows "
+        "and, while it lists, about one object's text.",
+        positive,
+    )
     log_level: str = setting("info", "One of debug, info, warning, error.", one_of(*LOG_LEVELS))
 
     def database_url(self) -> str:

@@ -36,6 +36,7 @@ FLAGS = (
     "database",
     "node_grace_period",
     "change_log_retention",
+    "max_watches",
     "log_level",
 )
 COMPACT_INTERVAL = 60.0
@@ -88,7 +89,7 @@ async def run_hub(config: HubConfig) -> None:
 
     api_sock = transport.listen(config.bind, config.api_port)
     edge_sock = transport.listen(config.bind, config.edge_port)
-    api_server = transport.api_server(create_app(store, feed, writer))
+    api_server = transport.api_server(create_app(store, feed, writer, config.max_watches))
     stop = stop_on_signals()
     async with (
         transport.edge_endpoint(edge.handle, edge_sock) as ws_server,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -82,6 +83,7 @@ _DELETE_OBJECT = delete(objects).where(*_OBJECT_KEY)
 _LOCK_HEAD = select(revision.c.head).where(revision.c.id == 1).with_for_update()
 _SET_HEAD = update(revision).where(revision.c.id == 1).values(head=bindparam("b_head"))
 _HEAD = select(revision.c.head)
+_AFTER_KEY = tuple_(bindparam("b_after_ns"), bindparam("b_after_name"))
 _BOUNDS = select(revision.c.compacted, revision.c.head)
 _CHANGES_AFTER = (
     select(changes)
@@ -130,6 +132,32 @@ class LogPage:
     def complete_after(self, after: int) -> bool:
         """Whether the log still holds every row after ``after`` (else: resync)."""
         return after >= self.compacted
+
+
+class StoredObject(NamedTuple):
+    """An object as stored: its key, resourceVersion and JSON text (never decoded)."""
+
+    namespace: str
+    name: str
+    resource_version: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    """One page of a listing read in pages, each page its own short read transaction.
+
+    ``rows`` follow ``after`` in key order. ``written`` holds the keys of the listed
+    objects written after ``written_after`` (up to ``head``), each with whether it
+    lies ahead of ``after`` — an object the listing had not reached yet when it
+    changed. ``compacted`` tells whether the change log still held all of them.
+    """
+
+    head: int
+    compacted: int
+    rows: list[StoredObject]
+    written: list[tuple[str, str, bool]]
+    done: bool
 
 
 class Tx:
@@ -350,6 +378,96 @@ class Store:
                 self._decorate_nodes(conn, items)
             return items, head
 
+    # -- serving stored text ---------------------------------------------------
+    # The REST API serves objects as the JSON text they are stored as: decoding a
+    # large object into dicts for every reader costs many times its size, and Python
+    # keeps the arenas those dicts filled. Only Nodes are decoded (their lease is
+    # merged into status); they are small.
+
+    def get_text(self, kind: Kind, namespace: str | None, name: str) -> str:
+        """The stored JSON text of one object (a Node with its lease merged)."""
+        with self.reading() as conn:
+            key = {"b_kind": kind.name, "b_namespace": _ns(kind, namespace), "b_name": name}
+            text = conn.execute(_GET_BODY, key).scalar_one_or_none()
+            if text is None:
+                raise NotFound(kind.name, _ns(kind, namespace), name)
+            return self._node_texts(conn, [text])[0] if kind is NODE else text
+
+    def list_texts(self, kind: Kind, namespace: str | None = None) -> tuple[list[str], int]:
+        """The stored JSON texts of ``kind`` (in one namespace, or all) and their revision."""
+        with self.reading() as conn:
+            head = conn.execute(_HEAD).scalar_one()
+            query = (
+                select(objects.c.body)
+                .where(*_selection(objects, kind, namespace, None))
+                .order_by(objects.c.namespace, objects.c.name)
+            )
+            texts = list(conn.execute(query).scalars())
+            if kind is NODE:
+                texts = self._node_texts(conn, texts)
+            return texts, int(head)
+
+    def object_page(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str | None,
+        after: tuple[str, str] | None,
+        written_after: int | None,
+        max_rows: int = 100,
+        max_chars: int = 256 * 1024,
+    ) -> ObjectPage:
+        """The objects of ``kind`` (one namespace or all; one name or all) after the key
+        ``after``, in key order: at most ``max_rows``, and no more once ``max_chars`` of
+        text are read, so a page holds about one large object at most. With
+        ``written_after``, also the keys of the same selection written since then."""
+        selected = _selection(objects, kind, namespace, name)
+        query = select(
+            objects.c.namespace, objects.c.name, objects.c.resource_version, objects.c.body
+        ).where(*selected)
+        params: dict[str, Any] = {}
+        if after is not None:
+            query = query.where(tuple_(objects.c.namespace, objects.c.name) > _AFTER_KEY)
+            params = {"b_after_ns": after[0], "b_after_name": after[1]}
+        query = query.order_by(objects.c.namespace, objects.c.name).limit(max_rows)
+        with self.reading() as conn:
+            compacted, head = conn.execute(_BOUNDS).one()
+            rows: list[StoredObject] = []
+            chars = 0
+            # streamed (a server-side cursor on PostgreSQL): stop reading at the budget
+            result = conn.execute(query.execution_options(yield_per=8), params)
+            for ns, obj_name, rv, text in result:
+                rows.append(StoredObject(ns, obj_name, int(rv), text))
+                chars += len(text)
+                if chars >= max_chars:
+                    break
+            result.close()
+            done = len(rows) < max_rows and chars < max_chars
+            if kind is NODE and rows:
+                texts = self._node_texts(conn, [r.text for r in rows])
+                rows = [r._replace(text=t) for r, t in zip(rows, texts, strict=True)]
+            written: list[tuple[str, str, bool]] = []
+            if written_after is not None:
+                ahead = (
+                    tuple_(changes.c.namespace, changes.c.name) > _AFTER_KEY
+                    if after is not None
+                    else true()
+                )
+                found = conn.execute(
+                    select(changes.c.namespace, changes.c.name, ahead)
+                    .where(changes.c.revision > written_after, changes.c.revision <= head)
+                    .where(*_selection(changes, kind, namespace, name))
+                    .distinct(),
+                    params,
+                )
+                written = [(ns, obj_name, bool(is_ahead)) for ns, obj_name, is_ahead in found]
+            return ObjectPage(int(head), int(compacted), rows, written, done)
+
+    def _node_texts(self, conn: Connection, texts: list[str]) -> list[str]:
+        nodes = [json.loads(t) for t in texts]
+        self._decorate_nodes(conn, nodes)
+        return [_dumps(n) for n in nodes]
+
     def head(self) -> int:
         with self.reading() as conn:
             return conn.execute(_HEAD).scalar_one()
@@ -483,6 +601,16 @@ class Store:
                     "ackedRevision": max(sync.acked_revision, live.acked_revision if live else 0),
                     "reportSeq": max(sync.report_seq, live.report_seq if live else 0),
                 }
+
+
+def _selection(table: Any, kind: Kind, namespace: str | None, name: str | None) -> list[Any]:
+    """Conditions on ``table`` (objects or changes) for a kind, namespace and name."""
+    where = [table.c.kind == kind.name]
+    if namespace is not None and kind.namespaced:
+        where.append(table.c.namespace == namespace)
+    if name is not None:
+        where.append(table.c.name == name)
+    return where
 
 
 def _change_row(row: Any) -> ChangeRow:

@@ -1,8 +1,7 @@
 """Watches on the REST API of a real cloudhub process (SQLite, real sockets).
 
-A watch is a long GET answered with newline-delimited JSON events. The tests
-read it with ``http.client`` in a background thread that turns lines into a
-queue, and wait on the queue with a generous deadline (a hang guard, not a
+A watch is a long GET answered with newline-delimited JSON events, read by
+tests/support/watching.py with a generous deadline (a hang guard, not a
 timing assertion). Absence of an event is proven by ordering: a later
 "sentinel" write must be the next event a watcher receives.
 """
@@ -11,84 +10,21 @@ from __future__ import annotations
 
 import http.client
 import json
-import queue
-import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 
 from cloudhub.db import open_engine
 from cloudhub.store import Store
 from tests.support.procs import Hub, wait_for
+from tests.support.watching import DEADLINE, Watch
 
-DEADLINE = 30.0
 NS = "/api/v1/namespaces"
-
-
-class Watch:
-    """One streaming GET; ``take(n)`` returns its next ``n`` events."""
-
-    def __init__(self, hub: Hub, path: str) -> None:
-        url = urlsplit(hub.api)
-        self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=DEADLINE)
-        self.conn.connect()
-        self.sock = self.conn.sock
-        self.conn.request("GET", path)
-        self.resp = self.conn.getresponse()
-        self.status = self.resp.status
-        self.events: queue.Queue[Any] = queue.Queue()
-        self._closing = False
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        if self.status == 200:
-            assert self.resp.getheader("content-type", "").startswith("application/x-ndjson")
-            self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            while True:
-                line = self.resp.readline()
-                if not line:
-                    break
-                self.events.put(json.loads(line))
-        except Exception as exc:
-            if not self._closing:
-                self.events.put(exc)
-        self.events.put(None)  # end of stream
-
-    def take(self, n: int) -> list[dict[str, Any]]:
-        got: list[dict[str, Any]] = []
-        while len(got) < n:
-            try:
-                event = self.events.get(timeout=DEADLINE)
-            except queue.Empty:
-                raise AssertionError(
-                    f"watch: got {len(got)} of {n} events before the deadline: {summary(got)}"
-                ) from None
-            if event is None or isinstance(event, Exception):
-                raise AssertionError(f"watch stream ended early ({event!r}) after {summary(got)}")
-            got.append(event)
-        return got
-
-    def close(self) -> None:
-        self._closing = True
-        try:
-            assert self.sock is not None
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.conn.close()
-        if self.thread.is_alive():
-            self.thread.join(10)
-
-
-def summary(events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    return [
-        (e["type"], e["object"]["metadata"]["name"], e["object"]["metadata"]["resourceVersion"])
-        for e in events
-    ]
 
 
 @pytest.fixture
@@ -327,3 +263,169 @@ def test_watch_started_during_a_burst_sees_every_write_once(hub: Hub, watches: A
     got = [(int(rv(e["object"])), e["type"], e["object"]["metadata"]["name"]) for e in events]
     assert got == sorted(done)
     assert [r for r, _, _ in got] == list(range(start + 1, start + 1 + WRITERS * WRITES_EACH))
+
+
+def test_watch_from_ahead_of_the_head_is_410(hub: Hub, watches: Any) -> None:
+    """A watch from a revision the hub never reached is refused at once with 410, not left
+    silent: the database was restored or the number came from elsewhere, so list again."""
+    coll = f"{NS}/default/devices"
+    ok(hub.request("POST", coll, device("a")), 201)
+    n = head(hub)
+    for path in (f"{coll}?watch=1&resourceVersion={n + 1}", f"{coll}/a?watch=1&resourceVersion=99"):
+        status, body = hub.request("GET", path)
+        assert status == 410, body
+        assert (body["kind"], body["code"], body["reason"]) == ("Status", 410, "Gone")
+        assert f"newest revision {n}" in body["message"]
+        assert "list again" in body["message"]
+    assert ok(hub.request("GET", "/healthz"))["watches"]["open"] == 0
+    # From the head itself the watch is served.
+    w = watches(hub, f"{coll}?watch=1&resourceVersion={n}")
+    b = ok(hub.request("POST", coll, device("b")), 201)
+    assert w.take(1) == [{"type": "ADDED", "object": b}]
+
+
+@pytest.mark.parametrize(
+    "value", ["9223372036854775808", "9999999999999999999", "1" * 40, "0" * 30 + "1" * 20]
+)
+def test_resource_version_outside_int64_is_refused(hub: Hub, value: str) -> None:
+    """A resourceVersion past int64 gets a clear 400 (or 422 in a body) wherever it is
+    given, instead of cutting a watch stream with an overflow or reaching the database."""
+    coll = f"{NS}/default/devices"
+    created = ok(hub.request("POST", coll, device("a")), 201)
+    for method, path in (
+        ("GET", f"{coll}?watch=1&resourceVersion={value}"),
+        ("GET", f"{coll}/a?watch=true&resourceVersion={value}"),
+        ("DELETE", f"{coll}/a?resourceVersion={value}"),
+    ):
+        status, body = hub.request(method, path)
+        assert status == 400, (method, path, body)
+        assert body["reason"] == "BadRequest"
+        assert body["message"] == (
+            "resourceVersion is out of range: a resourceVersion is at most 9223372036854775807"
+        )
+    put = {**device("a", nodeName="edge-a"), "metadata": {"name": "a", "resourceVersion": value}}
+    status, body = hub.request("PUT", f"{coll}/a", put)
+    assert status == 422, body
+    assert body["details"]["causes"] == [
+        {
+            "field": "metadata.resourceVersion",
+            "message": "is out of range: a resourceVersion is at most 9223372036854775807",
+        }
+    ]
+    # The largest resourceVersion is a number like any other: ahead of the head, so 410.
+    status, body = hub.request("GET", f"{coll}?watch=1&resourceVersion=9223372036854775807")
+    assert status == 410, body
+    assert ok(hub.request("GET", f"{coll}/a")) == created
+
+
+def _raw_get(hub: Hub, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    url = urlsplit(hub.api)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=DEADLINE)
+    conn.request("GET", path)
+    return conn, conn.getresponse()
+
+
+def big_device(name: str) -> dict[str, Any]:
+    """A Device of about 900 KB: 1,000 properties with desired values and visitor settings."""
+    props = [
+        {
+            "name": f"p{i}",
+            "desired": {"value": f"{i}-" + "x" * 500},
+            "visitors": {"offset": i, "scale": 0.5, "swap": False, "notes": "y" * 320},
+        }
+        for i in range(1000)
+    ]
+    return device(name, properties=props)
+
+
+def test_watch_streams_a_large_object_as_stored(hub: Hub, watches: Any) -> None:
+    """A watch that starts with a list while a 900 KB Device exists streams it unchanged:
+    the event carries the same JSON bytes a GET of the Device returns, and so does a list."""
+    coll = f"{NS}/default/devices"
+    big = ok(hub.request("POST", coll, big_device("big")), 201)
+    small = ok(hub.request("POST", coll, device("small")), 201)
+    conn, resp = _raw_get(hub, f"{coll}/big")
+    stored = resp.read()
+    conn.close()
+    assert len(stored) > 900_000
+    assert json.loads(stored) == big
+
+    conn, resp = _raw_get(hub, f"{coll}?watch=1")
+    try:
+        assert resp.status == 200
+        assert resp.readline() == b'{"type":"ADDED","object":' + stored + b"}\n"
+        assert json.loads(resp.readline()) == {"type": "ADDED", "object": small}
+    finally:
+        conn.close()
+    conn, resp = _raw_get(hub, coll)
+    listed = resp.read()
+    conn.close()
+    assert stored in listed
+    assert json.loads(listed)["items"] == [big, small]
+
+
+def test_watches_listing_a_large_object_cost_the_hub_little_memory(hub: Hub) -> None:
+    """A hundred watches starting with a list while a 900 KB Device exists grow the hub by
+    tens of MiB at most, not hundreds that are never given back (each watch used to decode
+    every object). Coarse on purpose: the bench (watch-memory) measures it."""
+    coll = f"{NS}/default/devices"
+    ok(hub.request("POST", coll, big_device("big")), 201)
+    assert hub.proc is not None
+    hub_process = psutil.Process(hub.proc.pid)
+    before = hub_process.memory_info().rss
+    go = threading.Barrier(100)
+    received: list[int] = []
+    lock = threading.Lock()
+
+    def watch() -> None:
+        url = urlsplit(hub.api)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=DEADLINE)
+        try:
+            conn.connect()
+            go.wait()
+            conn.request("GET", f"{coll}?watch=1")
+            line = conn.getresponse().readline()
+            with lock:
+                received.append(len(line))
+            go.wait()  # every watch stays open until all have their event
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=watch, daemon=True) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(received) == 100 and min(received) > 900_000
+    grown = hub_process.memory_info().rss - before
+    assert grown < 128 * 2**20, f"the hub grew by {grown / 2**20:.0f} MiB"
+
+
+def test_watches_beyond_max_watches_get_429(tmp_path: Path, watches: Any) -> None:
+    """More watches than max_watches are refused with 429 and counted; a closed watch
+    frees its place."""
+    hub = Hub(tmp_path / "hub", "--max-watches", "2")
+    hub.start()
+    try:
+        coll = f"{NS}/default/devices"
+        first = watches(hub, f"{coll}?watch=1")
+        watches(hub, f"{coll}?watch=1")
+        status, body = hub.request("GET", f"{coll}?watch=1")
+        assert status == 429, body
+        assert body["reason"] == "TooManyRequests"
+        assert "max_watches" in body["message"]
+        health = ok(hub.request("GET", "/healthz"))["watches"]
+        assert health == {"open": 2, "max": 2, "refused": 1}
+        first.close()
+        wait_for(
+            lambda: ok(hub.request("GET", "/healthz"))["watches"]["open"] == 1,
+            DEADLINE,
+            "the closed watch to be released",
+        )
+        again = watches(hub, f"{coll}?watch=1")
+        assert again.status == 200
+        a = ok(hub.request("POST", coll, device("a")), 201)
+        assert again.take(1) == [{"type": "ADDED", "object": a}]
+        assert "refused 1 watch(es)" in hub.log()
+    finally:
+        hub.kill()
