@@ -8,16 +8,17 @@ import time
 from typing import Any
 
 from edgeward.cli import columns
-from edgeward.cli.client import HubClient
+from edgeward.cli.client import HubClient, status_message
 from edgeward.cli.common import (
     add_command,
     add_namespace_flags,
+    error_line,
     hub_client,
     namespace_of,
     out,
     resolve_kind,
 )
-from edgeward.cli.errors import UsageError
+from edgeward.cli.errors import ApiError, UsageError
 from edgeward.cli.output import (
     column_widths,
     dig,
@@ -29,6 +30,8 @@ from edgeward.cli.output import (
 from edgeward.kinds import Kind
 
 OUTPUTS = ("json", "yaml", "wide", "name")
+#: A watch that expires again right after each new listing is not making progress.
+MAX_EXPIRED_IN_A_ROW = 3
 
 EPILOG = """\
 KIND is devices (device, dev), devicemodels (dm, model) or nodes (node, no).
@@ -84,37 +87,127 @@ def run(args: argparse.Namespace) -> int:
     client = hub_client(args)
     events = args.watch and args.output_watch_events
     view = View(kind, args.output, all_ns, events)
+    follower = Follower(client, view, kind, namespace, args.name)
     if args.name:
         obj = client.request("GET", client.object_path(kind, namespace, args.name))
         view.show_one(obj, args.watch)
         if args.watch:
-            path = client.object_path(kind, namespace, args.name) + "?watch=1"
-            # No resourceVersion: the hub replays the object's current state first,
-            # which is skipped if it is what was just printed.
-            return watch(client, path, view, skip_through=_rv(obj))
+            follower.shown[_key(obj)] = obj
+            return follower.follow(follower.object_watch())
         return 0
     listing = client.request("GET", client.collection_path(kind, namespace))
     items = [i for i in (dig(listing, "items") or []) if isinstance(i, dict)]
     view.show_list(listing, items, namespace, args.watch)
     if args.watch:
-        rv = dig(listing, "metadata", "resourceVersion")
-        path = client.collection_path(kind, namespace) + "?watch=1"
-        if rv:
-            path += f"&resourceVersion={rv}"
-        return watch(client, path, view)
+        follower.shown.update((_key(obj), obj) for obj in items)
+        return follower.follow(follower.collection_watch(listing))
     return 0
 
 
-def watch(client: HubClient, path: str, view: View, skip_through: int = -1) -> int:
-    """Print each watch event until the stream ends (0) or Ctrl-C (130, in main)."""
-    for event in client.stream(path):
+class Follower:
+    """Prints a watch's events until the stream ends (0) or Ctrl-C (130, in main).
+
+    When the hub ends the watch as expired (410: it can no longer send every change
+    since the watch's revision), it lists again, prints what changed meanwhile — as
+    the events that would have come — and watches on from the new listing, with one
+    line on stderr. Events for what is already shown are not printed twice.
+    """
+
+    def __init__(
+        self, client: HubClient, view: View, kind: Kind, namespace: str | None, name: str | None
+    ) -> None:
+        self.client = client
+        self.view = view
+        self.kind = kind
+        self.namespace = namespace
+        self.name = name
+        #: The object last printed for each (namespace, name).
+        self.shown: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def collection_watch(self, listing: Any) -> str:
+        path = self.client.collection_path(self.kind, self.namespace) + "?watch=1"
+        rv = dig(listing, "metadata", "resourceVersion")
+        return f"{path}&resourceVersion={rv}" if rv else path
+
+    def object_watch(self) -> str:
+        # No resourceVersion: the object's own may be older than the change log. The hub
+        # sends the object's current state first, which is skipped if already shown.
+        assert self.name is not None
+        return self.client.object_path(self.kind, self.namespace, self.name) + "?watch=1"
+
+    def follow(self, path: str) -> int:
+        expired_in_a_row = 0
+        while True:
+            try:
+                for event in self.client.stream(path):
+                    if event.get("type") == "ERROR":
+                        raise _status_error(event.get("object"))
+                    if self.show(event):
+                        expired_in_a_row = 0
+                return 0
+            except ApiError as exc:
+                if exc.status != 410:
+                    raise
+                expired_in_a_row += 1
+                if expired_in_a_row > MAX_EXPIRED_IN_A_ROW:
+                    raise ApiError(
+                        410, exc.reason, f"{exc.message} ({MAX_EXPIRED_IN_A_ROW} times in a row)"
+                    ) from None
+                error_line(f"watch expired, listing again: {exc.message}")
+                path = self.relist()
+
+    def relist(self) -> str:
+        """Print what changed since the objects shown; the path to watch on from."""
+        if self.name is not None:
+            try:
+                obj = self.client.request(
+                    "GET", self.client.object_path(self.kind, self.namespace, self.name)
+                )
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                for gone in list(self.shown.values()):
+                    self.show({"type": "DELETED", "object": gone})
+            else:
+                self.show({"type": "ADDED", "object": obj})
+            return self.object_watch()
+        listing = self.client.request("GET", self.client.collection_path(self.kind, self.namespace))
+        items = [i for i in (dig(listing, "items") or []) if isinstance(i, dict)]
+        present = {_key(obj) for obj in items}
+        for obj in items:
+            self.show({"type": "ADDED", "object": obj})
+        for key, gone in list(self.shown.items()):
+            if key not in present:
+                self.show({"type": "DELETED", "object": gone})
+        return self.collection_watch(listing)
+
+    def show(self, event: dict[str, Any]) -> bool:
+        """Print ``event`` unless it shows nothing new; whether it was printed."""
         obj = event.get("object")
         if not isinstance(obj, dict):
-            continue
-        if event.get("type") == "ADDED" and _rv(obj) <= skip_through:
-            continue
-        view.show_event(event)
-    return 0
+            return False
+        kind = event.get("type")
+        key = _key(obj)
+        before = self.shown.get(key)
+        if kind in ("ADDED", "MODIFIED"):
+            if before is not None and _rv(obj) <= _rv(before):
+                return False  # printed already
+            if before is not None:
+                kind = "MODIFIED"
+            self.shown[key] = obj
+        elif kind == "DELETED":
+            self.shown.pop(key, None)
+        self.view.show_event({**event, "type": kind})
+        return True
+
+
+def _status_error(status: Any) -> ApiError:
+    """The error an in-stream ERROR event reports."""
+    if not isinstance(status, dict):
+        return ApiError(500, "", "the hub ended the watch with an error it did not describe")
+    code = status.get("code")
+    reason = str(status.get("reason") or "")
+    return ApiError(code if isinstance(code, int) else 500, reason, status_message(status))
 
 
 class View:
@@ -194,6 +287,10 @@ class View:
         rows = [self._cells(o) for o in objs]
         self.widths = column_widths(headers, rows)
         out("".join(format_row(r, self.widths) + "\n" for r in [headers, *rows]))
+
+
+def _key(obj: Any) -> tuple[str, str]:
+    return (str(dig(obj, "metadata", "namespace") or ""), str(dig(obj, "metadata", "name") or ""))
 
 
 def _rv(obj: Any) -> int:

@@ -1,4 +1,4 @@
-"""A watch the change log can no longer serve ends with 410 Expired.
+"""A watch the change log can no longer serve ends with 410 Expired, and the CLI lists again.
 
 A cloudhub process cannot be made to overflow a watch's buffer at a chosen
 moment, so these tests run the real app and change feed in this process
@@ -8,6 +8,13 @@ change log only when the test says so.
 
 from __future__ import annotations
 
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +24,10 @@ import pytest
 from cloudhub.store import Store
 from edgeward.kinds import DEVICE, normalize
 from tests.support.apphub import AppHub
-from tests.support.watching import Watch
+from tests.support.procs import wait_for
+from tests.support.watching import DEADLINE, Watch
 
+EDGEWARD = str(Path(sys.executable).parent / "edgeward")
 COLL = "/api/v1/namespaces/default/devices"
 
 
@@ -81,3 +90,86 @@ def test_watch_that_overflowed_past_compaction_gets_410_expired(app_hub: AppHub)
         assert w.ended()
     finally:
         w.close()
+
+
+class CliWatch:
+    """``edgeward ARGS`` left running against ``hub``; stdout lines read with a deadline."""
+
+    def __init__(self, hub: AppHub, *args: str) -> None:
+        env = {**os.environ, "EDGEWARD_HUB": hub.api, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [EDGEWARD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def events(self, n: int) -> list[tuple[str, str]]:
+        """The next ``n`` JSON events printed, as (type, name)."""
+        got = []
+        for _ in range(n):
+            try:
+                event = json.loads(self.lines.get(timeout=DEADLINE))
+            except queue.Empty:
+                raise AssertionError(f"the CLI printed {got} and then nothing") from None
+            got.append((event["type"], event["object"]["metadata"]["name"]))
+        return got
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C: the exit status and stderr."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(DEADLINE)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        assert self.proc.stderr is not None
+        return self.proc.returncode, self.proc.stderr.read()
+
+
+def open_watches(hub: AppHub) -> int:
+    return hub.request("GET", "/healthz")[1]["watches"]["open"]
+
+
+def test_cli_watch_lists_again_after_410_and_carries_on(app_hub: AppHub) -> None:
+    """`edgeward get -w` whose watch expires says so in one line on stderr, lists again,
+    prints what changed meanwhile (deletions included) and goes on watching."""
+    store = app_hub.store
+    for name in ("a", "b"):
+        store.create(DEVICE, device(name))
+    cli = CliWatch(app_hub, "get", "devices", "-w", "-o", "json")
+    try:
+        assert cli.events(2) == [("ADDED", "a"), ("ADDED", "b")]
+        wait_for(lambda: open_watches(app_hub) == 1, DEADLINE, "the CLI's watch")
+        store.create(DEVICE, device("c"))
+        app_hub.deliver()
+        assert cli.events(1) == [("ADDED", "c")]
+
+        def write(tx: Any) -> None:
+            tx.replace(DEVICE, device("a", nodeName="edge-1"))
+            tx.delete(DEVICE, "default", "b")
+            tx.create(DEVICE, device("d"))
+            tx.create(DEVICE, device("e"))
+
+        overflow_past_compaction(store, write)
+        app_hub.deliver()
+        # the listing again: c is unchanged, b is gone
+        assert cli.events(4) == [
+            ("MODIFIED", "a"),
+            ("ADDED", "d"),
+            ("ADDED", "e"),
+            ("DELETED", "b"),
+        ]
+        store.create(DEVICE, device("f"))
+        app_hub.deliver()
+        assert cli.events(1) == [("ADDED", "f")]
+    finally:
+        code, stderr = cli.interrupt()
+    assert code == 130
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("edgeward: watch expired, listing again: the change log no longer")
