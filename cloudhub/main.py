@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import logging
 import os
@@ -69,7 +70,27 @@ def load_config(args: argparse.Namespace) -> HubConfig:
     return build(HubConfig, merged(data, flag_values(args, FLAGS)))
 
 
+#: glibc's mallopt parameter for the size from which a block is mmapped (malloc.h).
+_M_MMAP_THRESHOLD = -3
+
+
+def return_large_blocks() -> None:
+    """Have glibc mmap every block of 128 KiB or more, so freeing it returns it to the OS.
+
+    glibc starts with this threshold but raises it to the size of each mmapped block
+    freed, up to 32 MiB; from then on the hub's large transient blocks (objects' JSON
+    text, request bodies) come from heaps that fragment and are rarely given back.
+    Fixing the threshold keeps that memory returnable (docs/DESIGN.md, Watches).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # no mallopt (not glibc): nothing to tune
+    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+
+
 async def run_hub(config: HubConfig) -> None:
+    return_large_blocks()
     data_dir = data_directory(config.data_dir)
     engine = open_engine(config.database_url())
     store = Store(engine)
