@@ -15,7 +15,15 @@ import textwrap
 import time
 import traceback
 
-from bench import drain, edge_footprint, fanout, hub_scale, twin_rtt, twin_throughput
+from bench import (
+    drain,
+    edge_footprint,
+    fanout,
+    hub_scale,
+    twin_rtt,
+    twin_throughput,
+    watch_memory,
+)
 from bench.core import Figure, Options, Scenario, Skipped, merge_runs, render_table, write_results
 
 
@@ -31,6 +39,7 @@ SCENARIOS = [
     _scenario(hub_scale, "4. hub scale"),
     _scenario(edge_footprint, "5. edge footprint"),
     _scenario(drain, "6. drain after an outage"),
+    _scenario(watch_memory, "7. watch memory"),
 ]
 
 
