@@ -5,7 +5,12 @@ other hub replicas sharing the database are found by polling. Subscribers
 are node sessions (rows that touch one node) and API watches (every row).
 A subscriber that falls more than ``max_buffered`` rows behind is marked
 ``overflowed`` and drops its buffer: it re-reads what it missed from the
-database, so a slow reader costs disk reads, never unbounded memory.
+database, so a slow reader costs disk reads, never unbounded memory. The feed
+itself reads with the log's compaction bound: if rows were compacted away
+before it read them (a burst larger than the log's retention between two
+reads), every subscriber is marked overflowed, and each re-reads from its own
+position with the same check — so a gap is never passed on as if there were
+none.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from cloudhub.store import LogPage
 from edgeward.kinds import ALL_NODES
 from edgeward.sync import ChangeRow
 
@@ -74,7 +80,7 @@ class ChangeFeed:
 
     def __init__(
         self,
-        read_after: Callable[[int, int], list[ChangeRow]],
+        read_after: Callable[[int, int], LogPage],
         start: int,
         poll_interval: float = 1.0,
         max_buffered: int = 10_000,
@@ -135,7 +141,16 @@ class ChangeFeed:
 
     async def _drain(self) -> None:
         while True:
-            rows = await asyncio.to_thread(self._read_after, self.last, 1000)
+            page = await asyncio.to_thread(self._read_after, self.last, 1000)
+            if not page.complete_after(self.last):
+                log.warning(
+                    "change feed: rows after %d were compacted before they were read; "
+                    "every session and watch reads the log again",
+                    self.last,
+                )
+                self._overflow_all()
+                self.last = page.compacted
+            rows = page.rows
             if not rows:
                 return
             for row in rows:
@@ -143,6 +158,12 @@ class ChangeFeed:
             self.last = rows[-1].revision
             if len(rows) < 1000:
                 return
+
+    def _overflow_all(self) -> None:
+        for sub in [*self._all, *(s for subs in self._by_node.values() for s in subs)]:
+            sub._rows.clear()
+            sub.overflowed = True
+            sub._ready.set()
 
     def _dispatch(self, row: ChangeRow) -> None:
         for sub in self._all:

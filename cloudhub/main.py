@@ -102,7 +102,7 @@ async def run_hub(config: HubConfig) -> None:
         raise ConfigError(
             [f"cannot open the database {engine.url.render_as_string()}: {reason}"]
         ) from None
-    feed = ChangeFeed(store.changes_after, start=await asyncio.to_thread(store.head))
+    feed = ChangeFeed(store.log_page, start=await asyncio.to_thread(store.head))
     store.on_commit(feed.notify)
     nodes = NodeRegistry(store, config.node_grace_period)
     writer = GroupWriter(store)

@@ -92,6 +92,31 @@ def test_watch_that_overflowed_past_compaction_gets_410_expired(app_hub: AppHub)
         w.close()
 
 
+def test_rows_compacted_before_the_feed_read_them_expire_every_watch(tmp_path: Path) -> None:
+    """If the log is compacted past rows the change feed had not read yet (a burst larger than
+    the log's retention between two reads), no subscriber is handed the rows after the gap
+    as if there were none: each reads the log again and, here, gets 410 Expired."""
+    hub = AppHub(tmp_path / "hub", max_buffered=1000)  # no subscriber overflows on its own
+    hub.start()
+    store = hub.store
+    w = Watch(hub, f"{COLL}?watch=1&resourceVersion={store.head()}")
+    try:
+        assert w.status == 200
+        sentinel = store.create(DEVICE, device("sentinel"))
+        hub.deliver()
+        assert w.take(1) == [{"type": "ADDED", "object": sentinel}]
+        for name in ("a", "b", "c", "d"):
+            store.create(DEVICE, device(name))
+        store.compact(2)  # "a" and "b" are gone before the feed reads
+        hub.deliver()
+        (event,) = w.take(1)
+        assert event["type"] == "ERROR" and event["object"]["code"] == 410, event
+        assert w.ended()
+    finally:
+        w.close()
+        hub.stop()
+
+
 class CliWatch:
     """``edgeward ARGS`` left running against ``hub``; stdout lines read with a deadline."""
 

@@ -51,7 +51,7 @@ class AppHub:
         self._loop = asyncio.get_running_loop()
         # Never woken by commits and polling once an hour: it reads only on deliver().
         self.feed = ChangeFeed(
-            self.store.changes_after,
+            self.store.log_page,
             start=self.store.head(),
             poll_interval=3600,
             max_buffered=self.max_buffered,
