@@ -67,6 +67,7 @@ class EventBus:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._misc: asyncio.Task[None] | None = None
+        self._fd = -1  # the socket paho has open (see _on_socket_open)
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -163,33 +164,37 @@ class EventBus:
         # Nagle's algorithm would hold small replies back for up to 40 ms
         if hasattr(sock, "setsockopt"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._loop.call_soon_threadsafe(self._watch, client, sock)
+        # paho closes the socket right after on_socket_close returns; its fileno() is -1 then
+        self._fd = sock.fileno()
+        self._on_loop(self._watch, client, self._fd)
 
-    def _watch(self, client: mqtt.Client, sock: Any) -> None:
-        self._loop.add_reader(sock, client.loop_read)
+    def _watch(self, client: mqtt.Client, fd: int) -> None:
+        self._loop.add_reader(fd, client.loop_read)
         self._misc = self._loop.create_task(self._misc_loop(client))
 
-    def _on_socket_close(self, _c: Any, _u: Any, sock: Any) -> None:
-        self._loop.call_soon_threadsafe(self._unwatch, sock)
+    def _on_socket_close(self, _c: Any, _u: Any, _sock: Any) -> None:
+        self._on_loop(self._unwatch, self._fd)
 
-    def _unwatch(self, sock: Any) -> None:
-        self._loop.remove_reader(sock)
-        self._loop.remove_writer(sock)
+    def _unwatch(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        self._loop.remove_writer(fd)
         if self._misc is not None:
             self._misc.cancel()
         self._lost.set()
 
-    def _on_register_write(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
-        self._on_loop(self._loop.add_writer, sock, client.loop_write)
+    def _on_register_write(self, client: mqtt.Client, _u: Any, _sock: Any) -> None:
+        self._on_loop(self._loop.add_writer, self._fd, client.loop_write)
 
-    def _on_unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
-        self._on_loop(self._loop.remove_writer, sock)
+    def _on_unregister_write(self, _c: Any, _u: Any, _sock: Any) -> None:
+        self._on_loop(self._loop.remove_writer, self._fd)
 
     def _on_loop(self, fn: Any, *args: Any) -> None:
-        """Run ``fn`` on the loop: now when paho calls from it (the usual case), else soon."""
+        """Run ``fn`` on the loop: now when paho calls from it (the usual case: reads, writes,
+        keepalive and disconnect all run there), else soon (connect() runs in a worker
+        thread)."""
         if threading.get_ident() == self._loop_thread:
             fn(*args)
-        else:  # connect() runs in a worker thread
+        else:
             self._loop.call_soon_threadsafe(fn, *args)
 
     async def _misc_loop(self, client: mqtt.Client) -> None:

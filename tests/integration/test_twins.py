@@ -475,3 +475,30 @@ def test_edgecore_logs_in_with_a_password_and_says_when_it_is_refused(
         for edge in edges:
             edge.kill()
         broker.cleanup()
+
+
+def test_mqtt_disconnects_are_clean_and_edgecore_still_answers_after_them(
+    hub: Hub, start_edge: Any, own_broker: Mosquitto
+) -> None:
+    """A broker restart and edgecore's own stop close the MQTT socket without a traceback in the
+    log: edgecore reconnects, answers a twin update through the restarted broker, and exits 0."""
+    assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
+    edge = start_edge("edge1", mqtt=own_broker)
+    assert hub.request("POST", f"{NS}/devices", device("clean", "edge1"))[0] == 201
+    wait_for(lambda: "MQTT: connected" in edge.log(), 10, "the first MQTT connection")
+    own_broker.restart()
+    wait_for(lambda: edge.log().count("MQTT: connected") >= 2, 30, "a reconnection")
+    mapper = FakeMapper(own_broker, f"{D}/clean/twin/update/result")
+    try:
+
+        def answered() -> bool:
+            mapper.publish(f"{D}/clean/twin/update", update("c", temperature="1.5"))
+            return mapper.expect(f"{D}/clean/twin/update/result", timeout=1)["event_id"] == "c"
+
+        wait_for(answered, 30, "edgecore to answer through the restarted broker")
+    finally:
+        mapper.close()
+    assert edge.stop() == 0
+    log = edge.log()
+    assert "Traceback" not in log, log
+    assert "Exception in callback" not in log, log
