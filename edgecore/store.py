@@ -447,7 +447,14 @@ def open_store(path: Path) -> EdgeStore:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error); nested uses join the outer one."""
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error); nested uses join the outer one.
+
+    Whatever fails, the connection is left outside any transaction and the error that
+    failed it is what the caller sees. SQLite may already have rolled back on its own
+    (a full disk or an I/O error during a statement), and a COMMIT that fails (a
+    deferred constraint, an I/O error) can leave the transaction open: without a
+    ROLLBACK then, every later BEGIN would fail.
+    """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -460,8 +467,20 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.depth -= 1
-        if self.depth == 0:
-            self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if self.depth > 0:
+            return
+        if exc_type is not None:
+            self._roll_back()
+            return
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            self._roll_back()
+            raise
+
+    def _roll_back(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
 
 
 class StoreThread:

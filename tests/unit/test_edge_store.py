@@ -241,3 +241,43 @@ def test_acknowledging_rows_leaves_full_sync_on(store: EdgeStore) -> None:
     store.acknowledge(seq)
     assert store.outbox_size() == 0
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def _deferred_foreign_key(store: EdgeStore) -> None:
+    """Tables whose foreign key is checked only at COMMIT (test-only, in the store's file)."""
+    store.db.execute("PRAGMA foreign_keys = ON")
+    store.db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    store.db.execute(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER "
+        "REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+
+
+def test_a_failed_commit_leaves_the_store_usable(store: EdgeStore) -> None:
+    """When COMMIT itself fails (SQLite keeps the transaction open, as after a disk error), the
+    error reaches the caller, nothing of the transaction is kept, and the next write works."""
+    _deferred_foreign_key(store)
+    with pytest.raises(sqlite3.IntegrityError), store.transaction():
+        store.report_event("e", {"i": 1})
+        store.db.execute("INSERT INTO child (parent) VALUES (42)")
+    assert not store.db.in_transaction
+    assert store.outbox_size() == 0
+    assert store.db.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+    seq = store.report_event("e", {"i": 2})
+    assert [i.seq for i in store.pending(0)] == [seq]
+
+
+def test_a_full_disk_fails_the_write_and_leaves_the_store_usable(store: EdgeStore) -> None:
+    """A write that runs out of space (SQLite may roll the transaction back by itself) raises
+    the disk error itself, keeps nothing, and the store works again once there is room."""
+    store.report_event("e", {"i": 0})
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(sqlite3.OperationalError, match="full"), store.transaction():
+        for i in range(1000):
+            store.report_event("e", {"i": i, "pad": "x" * 4000})
+    assert not store.db.in_transaction
+    assert store.outbox_size() == 1
+    store.db.execute("PRAGMA max_page_count = 1073741823")
+    store.report_event("e", {"i": 1})
+    assert store.outbox_size() == 2
