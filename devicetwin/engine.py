@@ -17,6 +17,7 @@ from typing import Any
 
 from devicetwin import errors, topics
 from devicetwin.errors import TwinError
+from devicetwin.limits import MAX_TWINS
 from devicetwin.model import DeviceTwin, Twin
 from devicetwin.outcome import UPLOAD, Context, HubReport, Outcome, Publish
 from devicetwin.payloads import (
@@ -32,7 +33,7 @@ from devicetwin.payloads import (
     UpdateRequest,
     visible_twins,
 )
-from devicetwin.reports import state_report, twin_report
+from devicetwin.reports import state_report, twin_report, twin_report_fits
 from devicetwin.rules import Change, cloud_write, merge_update
 from devicetwin.topics import Action, Route
 from devicetwin.values import check_value, key_ok, twin_type_of, value_ok
@@ -96,7 +97,19 @@ def _twin_update(route: Route, payload: bytes, ctx: Context, lookup: Lookup) -> 
         return Outcome(publish=tuple(publish))
     new = device.with_twins(merge.twins)
     more, report = _twin_changed(new, dict(merge.changes), request.event_id, ctx)
+    # The hub drops a whole report it cannot take: refuse the update instead of answering it.
+    if (problem := _unsendable(new, report)) is not None:
+        return _refused(errors.BadRequest(problem, request.event_id), result_topic, ctx)
     return Outcome(updated=(new,), publish=(*publish, *more), reports=(report,))
+
+
+def _unsendable(device: DeviceTwin, report: HubReport) -> str | None:
+    """Why the hub could never take ``report`` of ``device``, or None when it can."""
+    if len(device.twins) > MAX_TWINS:
+        return errors.TOO_MANY_TWINS
+    if not twin_report_fits(report):
+        return errors.REPORT_TOO_LARGE
+    return None
 
 
 def _twin_get(route: Route, payload: bytes, ctx: Context, lookup: Lookup) -> Outcome:
@@ -299,13 +312,19 @@ def apply_cloud(
     if current is None:
         added = MembershipUpdated(ctx.new_id(), ctx.now_ms, added=(new,))
         publish.append(Publish(members_topic, added.to_wire()))
+    error = done.error
     if done.changes:
         more, report = _twin_changed(new, done.changes, ctx.new_id(), ctx, done.conflicts)
         publish.extend(more)
-        reports.append(report)
+        # The hub's Device wins on the edge all the same; only the report it could not take
+        # (the mapper's twins and the hub's properties together past a limit) is not queued.
+        if (problem := _unsendable(new, report)) is not None:
+            error = errors.BadRequest(f"not reported to the hub: {problem}")
+        else:
+            reports.append(report)
     return Outcome(
         updated=(new,) if new != current else (),
         publish=tuple(publish),
         reports=tuple(reports),
-        error=done.error,
+        error=error,
     )

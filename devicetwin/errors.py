@@ -16,6 +16,8 @@ ours (marked) where it does not.
 
 from __future__ import annotations
 
+from devicetwin.limits import MAX_REPORT_BYTES, MAX_TWINS
+
 # Update requests (KubeEdge's texts).
 UNMARSHAL_UPDATE = "Unmarshal update request body failed, please check the request"
 NO_TWIN = "Update twin error, key:twin does not exist"
@@ -35,6 +37,10 @@ TYPE_NOT_ALLOWED = "the value type is not allowed"
 
 # Ours: KubeEdge crashes on these or answers with a Go-formatted dump of the payload.
 NO_VALUE = "Update twin error, expected and actual must carry a value"
+TOO_MANY_TWINS = f"Update twin error, a device may have at most {MAX_TWINS} twins"
+REPORT_TOO_LARGE = (
+    f"Update twin error, the device's twins would take more than {MAX_REPORT_BYTES} bytes"
+)
 UNMARSHAL_GET = "Unmarshal get request body failed, please check the request"
 UNMARSHAL_MEMBERSHIP = "Unmarshal membership get request body failed, please check the request"
 # Refused without a reply (KubeEdge logs these and stays silent).

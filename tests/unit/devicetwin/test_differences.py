@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from devicetwin import Outcome
@@ -100,3 +103,76 @@ def test_reports_are_outbox_rows_whose_latest_state_survives(thermo: Edge) -> No
     twins = wire(thermo.outbox[0].body)["twins"]
     assert twins["temp"]["reported"]["value"] == "20" and twins["hum"]["reported"]["value"] == "40"
     assert thermo.outbox[1].body["state"] == "offline"
+
+
+def _keys(first: int, count: int, value: str = "1") -> dict[str, Any]:
+    return {f"k{i}": {"actual": {"value": value}} for i in range(first, first + count)}
+
+
+def _result(outcome: Outcome) -> Any:
+    return published(outcome)[f"{D}/twin/update/result"]
+
+
+def test_a_device_may_have_at_most_1000_twins(thermo: Edge) -> None:
+    """An update that would give a device more than 1,000 twins is a 400 on the device's result
+    topic and changes nothing (the hub would drop the device's whole report); the device keeps
+    working (KubeEdge has no limit)."""
+    assert thermo.update(_keys(0, 999)).error is None
+    before = thermo.devices["default/thermo"]
+    thermo.forget()
+    refused = thermo.update(_keys(999, 2), event_id="over")
+    assert _result(refused) == {
+        "event_id": "over",
+        "timestamp": T0,
+        "code": 400,
+        "reason": "Update twin error, a device may have at most 1000 twins",
+    }
+    assert (refused.updated, refused.reports) == ((), ())
+    assert thermo.devices["default/thermo"] == before and thermo.outbox == []
+    assert thermo.update(_keys(999, 1)).error is None
+    assert len(thermo.devices["default/thermo"].twins) == 1000
+    assert thermo.update({"k5": None}).error is None  # deleted twins still count
+    assert thermo.update({"new": {"actual": {"value": "1"}}}).error.code == 400  # type: ignore[union-attr]
+    assert thermo.update({"k5": {"actual": {"value": "2"}}}).error is None
+
+
+def test_an_update_whose_report_the_hub_could_not_take_is_refused(thermo: Edge) -> None:
+    """An update after which the device's twin report would be larger than 1 MiB (the largest
+    row the hub takes) is a 400 and changes nothing; a large report under the limit passes."""
+    long = "v" * 512
+    both = {"expected": {"value": long}, "actual": {"value": long}}
+    assert thermo.update({f"k{i}": both for i in range(800)}).error is None
+    [row] = thermo.outbox
+    assert 900_000 < len(json.dumps(row.body, separators=(",", ":"))) < 1024 * 1024
+    thermo.forget()
+    refused = thermo.update({f"k{i}": both for i in range(800, 900)}, event_id="big")
+    assert _result(refused)["reason"] == (
+        "Update twin error, the device's twins would take more than 1048576 bytes"
+    )
+    assert (refused.updated, thermo.outbox) == ((), [])
+    assert len(thermo.devices["default/thermo"].twins) == 800
+
+
+def test_a_hub_change_past_the_limits_applies_but_is_not_reported(thermo: Edge) -> None:
+    """The hub's Device always applies at the edge, but when the mapper's twins and the hub's
+    properties together pass a limit, the report the hub could not take is not queued, and the
+    outcome says why."""
+    thermo.update(_keys(0, 10))
+    thermo.forget()
+    props: dict[str, str | tuple[str, Any] | None] = {f"p{i}": "1" for i in range(995)}
+    outcome = thermo.cloud(device(properties=props))
+    assert outcome.error is not None and "at most 1000 twins" in outcome.error.reason
+    assert "not reported to the hub" in outcome.error.reason
+    assert outcome.reports == () and len(thermo.devices["default/thermo"].twins) == 1005
+    assert any(p.topic.endswith("/twin/update/delta") for p in outcome.publish)
+
+
+def test_a_hub_change_whose_report_would_be_too_large_is_not_reported(thermo: Edge) -> None:
+    """Long desired values from the hub on twins whose mapper values are long too: the values
+    apply, the report that would exceed 1 MiB is not queued."""
+    long = "v" * 512
+    thermo.update({f"k{i}": {"actual": {"value": long}} for i in range(900)})
+    thermo.forget()
+    outcome = thermo.cloud(device(properties={f"k{i}": long for i in range(900)}))
+    assert outcome.error is not None and "more than 1048576 bytes" in outcome.error.reason
+    assert outcome.reports == () and thermo.twin("k1").expected.value == long

@@ -41,6 +41,11 @@ UPDATE_REASONS = {
     (400, "the value is not float"): "{D}/twin/update/result",
     (400, "the bool value must be true or false"): "{D}/twin/update/result",
     (400, "the value type is not allowed"): "{D}/twin/update/result",
+    (400, "Update twin error, a device may have at most 1000 twins"): "{D}/twin/update/result",
+    (
+        400,
+        "Update twin error, the device's twins would take more than 1048576 bytes",
+    ): "{D}/twin/update/result",
 }
 GET_REASONS = {
     (400, "Unmarshal get request body failed, please check the request"): "{D}/twin/get/result",
