@@ -84,6 +84,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: One decoder for every call: json.loads with hooks builds a new one each time, which took
+#: longer than parsing a small row.
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def _child(path: str, key: object) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -158,7 +163,7 @@ def loads(data: str | bytes, full: bool = True) -> Any:
         except UnicodeDecodeError:
             raise Unstorable("", "not UTF-8 text") from None
     try:
-        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = _decoder.decode(data)
     except json.JSONDecodeError as exc:
         raise Unstorable("", f"not JSON: {exc.msg} at {exc.pos}") from None
     except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
