@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,10 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgecore import outboxrows
+from edgecore.drops import Drops
 from edgeward.errors import ConfigError
-from edgeward.protocol import Change, ReportItem
+from edgeward.protocol import MAX_FRAME_BYTES, Change, ReportItem
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: JSON as stored: compact. One encoder for every row (json.dumps builds one per call).
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -117,6 +122,9 @@ class EdgeStore:
         # 1 MiB of page cache instead of 2: the working set is small, RSS is the budget
         self.db.execute("PRAGMA cache_size=-1024")
         self._transaction = _Transaction(self.db)
+        #: Outbox rows refused when written (too_large, unstorable) or deleted unsent
+        #: (quarantined), by reason: see the outbox section.
+        self.outbox_drops = Drops(log)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -289,63 +297,134 @@ class EdgeStore:
         return [json.loads(body) for (body,) in rows]
 
     # -- outbox ---------------------------------------------------------------
+    #
+    # The hub could never take a row whose body is not storable JSON or is larger than
+    # storable.MAX_REPORT_BYTES: such a row is refused where it is written (counted in
+    # outbox_drops, logged at a limited rate, never sent). A row already stored that the hub
+    # could not take (an older edgecore wrote it) is deleted where it is read for sending,
+    # counted as quarantined and logged: sent, it would be refused, or, larger than a frame,
+    # close the link every time and hold back every row behind it.
 
-    def report_state(self, topic: str, key: str, body: dict[str, Any]) -> int:
-        """Queue the latest value of ``key``; an older unacknowledged value is replaced."""
+    def report_state(self, topic: str, key: str, body: dict[str, Any]) -> int | None:
+        """Queue the latest value of ``key``; an older unacknowledged value is replaced.
+        Returns the row's seq, None when it is refused (the older value is kept)."""
+        text = self._row_text(topic, key, body)
+        if text is None:
+            return None
         with self._tx():
             self.db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-            return self._append(topic, key, body)
+            return self._append(topic, key, text)
 
-    def report_event(self, topic: str, body: dict[str, Any]) -> int:
-        """Queue an event; events never replace each other."""
+    def report_event(self, topic: str, body: dict[str, Any]) -> int | None:
+        """Queue an event; events never replace each other. Returns the row's seq, None when
+        it is refused."""
+        text = self._row_text(topic, None, body)
+        if text is None:
+            return None
         with self._tx():
-            return self._append(topic, None, body)
+            return self._append(topic, None, text)
 
-    def _append(self, topic: str, key: str | None, body: dict[str, Any]) -> int:
+    def _append(self, topic: str, key: str | None, text: str) -> int:
         cur = self.db.execute(
             "INSERT INTO outbox (topic, key, body, created) VALUES (?, ?, ?, ?)",
-            (topic, key, _encode(body), self.clock()),
+            (topic, key, text, self.clock()),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    def _row_text(self, topic: str, key: str | None, body: dict[str, Any]) -> str | None:
+        """The body's text as stored, or None (counted and logged) when the hub could not
+        take it."""
+        try:
+            return outboxrows.encode(body)
+        except outboxrows.Refused as refused:
+            about = topic if key is None else f"{topic} ({key})"
+            self.outbox_drops.add(
+                refused.reason, f"outbox: refused a row on {about}, never sent: {refused.detail}"
+            )
+            return None
+
     def report_many(self, rows: Iterable[tuple[str, str | None, dict[str, Any]]]) -> None:
         """Queue ``(topic, key, body)`` rows in order, as report_state (a key) or report_event
         (None) would one by one: of several rows with one key only the last is written, at
-        the place of its last occurrence."""
+        the place of its last occurrence. A refused row is left out (an older row of its key
+        stays)."""
         latest: dict[object, tuple[str, str | None, dict[str, Any]]] = {}
         for n, row in enumerate(rows):
             slot = n if row[1] is None else row[1]  # events never share a slot
             latest.pop(slot, None)
             latest[slot] = row
         created = self.clock()
+        written = []
+        for topic, key, body in latest.values():
+            text = self._row_text(topic, key, body)
+            if text is not None:
+                written.append((topic, key, text, created))
         with self._tx():
             self.db.executemany(
                 "DELETE FROM outbox WHERE key = ?",
-                [(key,) for _, key, _ in latest.values() if key is not None],
+                [(key,) for _, key, _, _ in written if key is not None],
             )
             self.db.executemany(
-                "INSERT INTO outbox (topic, key, body, created) VALUES (?, ?, ?, ?)",
-                [(topic, key, _encode(body), created) for topic, key, body in latest.values()],
+                "INSERT INTO outbox (topic, key, body, created) VALUES (?, ?, ?, ?)", written
             )
 
     def pending(
         self, after: int, limit: int = 500, max_bytes: int = 256 * 1024
     ) -> list[ReportItem]:
         """Outbox rows after seq ``after``, oldest first, at most ``limit`` rows or about
-        ``max_bytes`` of bodies (always at least one row when any is pending)."""
+        ``max_bytes`` of bodies (always at least one row when any is pending). The frame
+        they make is never larger than protocol.MAX_FRAME_BYTES; rows the hub could not take
+        are quarantined on the way."""
+        budget = MAX_FRAME_BYTES - outboxrows.FRAME_OVERHEAD
         items: list[ReportItem] = []
-        size = 0
+        size = frame = 0
+        # Bytes, not text: a row's text may not even be UTF-8.
         rows = self.db.execute(
-            "SELECT seq, topic, key, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, CAST(topic AS BLOB), CAST(key AS BLOB), CAST(body AS BLOB) FROM outbox "
+            "WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         )
-        for seq, topic, key, body in rows:
-            if items and size + len(body) > max_bytes:
+        bad: list[int] = []
+        for seq, raw_topic, raw_key, raw_body in rows:
+            try:
+                topic, key = _text(raw_topic), None if raw_key is None else _text(raw_key)
+                if not topic:
+                    raise outboxrows.Refused(outboxrows.UNSTORABLE, "the topic is empty")
+                body, body_bytes = outboxrows.decode(raw_body)
+                item_bytes = (
+                    body_bytes
+                    + outboxrows.text_bytes(topic)
+                    + outboxrows.text_bytes(key)
+                    + outboxrows.ITEM_OVERHEAD
+                )
+                if item_bytes > budget:
+                    raise outboxrows.Refused(
+                        outboxrows.TOO_LARGE, f"the row is {item_bytes} bytes, more than a frame"
+                    )
+            except outboxrows.Refused as refused:
+                self._quarantined(seq, raw_topic, refused)
+                bad.append(seq)
+                continue
+            if items and (size + body_bytes > max_bytes or frame + item_bytes > budget):
                 break
-            size += len(body)
-            items.append(ReportItem(seq=seq, topic=topic, key=key, body=json.loads(body)))
+            size += body_bytes
+            frame += item_bytes
+            items.append(ReportItem(seq=seq, topic=topic, key=key, body=body))
+        rows.close()
+        if bad:
+            with self._tx():
+                self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in bad])
         return items
+
+    def _quarantined(self, seq: int, raw_topic: bytes, refused: outboxrows.Refused) -> None:
+        self.outbox_drops.count("quarantined")
+        log.warning(
+            "outbox: deleted row %d (%s) unsent, the hub could not take it: %s",
+            seq,
+            raw_topic[:100].decode("utf-8", "replace"),
+            refused.detail,
+        )
 
     def acknowledge(self, seq: int) -> None:
         """The hub holds every row up to ``seq``: delete them.
@@ -431,6 +510,14 @@ class EdgeStore:
 
     def _tx(self) -> _Transaction:
         return self._transaction
+
+
+def _text(raw: bytes) -> str:
+    """A topic or key as stored; Refused when it is not UTF-8 text."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise outboxrows.Refused(outboxrows.UNSTORABLE, "the topic or key is not UTF-8") from None
 
 
 def open_store(path: Path) -> EdgeStore:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgecore.store import EdgeStore, open_store
+from edgeward import protocol
 from edgeward.errors import ConfigError
 from edgeward.protocol import MAX_SEQ, Change
+from edgeward.storable import MAX_FRAME_BYTES, MAX_REPORT_BYTES
 
 
 def put(name: str, rv: int, value: str = "v") -> Change:
@@ -281,3 +285,119 @@ def test_a_full_disk_fails_the_write_and_leaves_the_store_usable(store: EdgeStor
     store.db.execute("PRAGMA max_page_count = 1073741823")
     store.report_event("e", {"i": 1})
     assert store.outbox_size() == 2
+
+
+# -- rows the hub could not take ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"x": "y" * MAX_REPORT_BYTES}, "too_large"),
+        ({"x": float("nan")}, "unstorable"),
+        ({"x": 2**63}, "unstorable"),
+        ({"x": "\ud800"}, "unstorable"),
+        ({"x": {"y": {1, 2}}}, "unstorable"),
+    ],
+)
+def test_a_row_the_hub_could_not_take_is_refused_when_written(
+    store: EdgeStore, body: dict[str, Any], reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row whose body is not storable or is larger than the hub takes is not written: it is
+    counted by reason and logged, and the rows around it are written as usual."""
+    first = store.report_event("upload", {"i": 1})
+    assert store.report_event("upload", body) is None
+    assert store.report_state("node/status", "node-status", body) is None
+    store.report_many([("twin/reported", "twin/a", body), ("upload", None, {"i": 2})])
+    assert [(i.seq == first, i.body) for i in store.pending(0)] == [
+        (True, {"i": 1}),
+        (False, {"i": 2}),
+    ]
+    assert store.outbox_drops.counts == {reason: 3}
+    assert "refused a row on upload, never sent" in caplog.text
+
+
+def test_a_refused_state_row_leaves_the_older_value_of_its_key(store: EdgeStore) -> None:
+    """When the latest value of a key is refused, the older unsent value is still sent (it is
+    still the newest the hub can take)."""
+    store.report_state("twin/reported", "twin/a", {"v": 1})
+    assert store.report_state("twin/reported", "twin/a", {"v": 2**64}) is None
+    store.report_many([("twin/reported", "twin/a", {"v": float("inf")})])
+    assert [i.body for i in store.pending(0)] == [{"v": 1}]
+
+
+def test_refusals_are_logged_at_a_limited_rate(
+    store: EdgeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer repeating bad input cannot flood the log: one line per reason and minute."""
+    for _ in range(50):
+        store.report_event("upload", {"x": float("nan")})
+    assert store.outbox_drops.counts == {"unstorable": 50}
+    assert caplog.text.count("refused a row on upload") == 1
+
+
+def _plant(store: EdgeStore, topic: object, body: object, key: object = None) -> int:
+    """A row written straight into the outbox, as an older edgecore (or a hand) could have."""
+    cur = store.db.execute(
+        "INSERT INTO outbox (topic, key, body, created) VALUES (?, ?, ?, 0)", (topic, key, body)
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+PLANTED = [
+    ("upload", '{"payload":"' + "y" * (MAX_FRAME_BYTES + 10) + '"}'),
+    ("upload", '{"payload":"' + "y" * MAX_REPORT_BYTES + '"}'),
+    ("upload", "not json"),
+    ("upload", b"\xff\xfe not utf-8"),
+    ("upload", '{"x":NaN}'),
+    ("upload", '{"x":"\\ud800"}'),
+    ("upload", '{"x":18446744073709551616}'),
+    ("upload", "[1,2]"),
+    ("", '{"x":1}'),
+    (b"\xff topic", '{"x":1}'),
+    ("t" * MAX_FRAME_BYTES, '{"x":1}'),
+]
+
+
+def test_stored_rows_the_hub_could_not_take_are_quarantined(
+    store: EdgeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows already in the outbox that the hub could not take (an older edgecore wrote them)
+    are deleted instead of sent, each counted and logged with its seq and topic; the rows
+    around them are sent."""
+    before = store.report_event("upload", {"i": 1})
+    planted = [_plant(store, topic, body) for topic, body in PLANTED]
+    after = store.report_state("twin/reported", "twin/a", {"i": 2})
+    items = store.pending(0)
+    assert [i.seq for i in items] == [before, after]
+    assert store.outbox_drops.counts == {"quarantined": len(PLANTED)}
+    for seq in planted:
+        assert f"deleted row {seq} (" in caplog.text
+    assert f"deleted row {planted[0]} (upload) unsent" in caplog.text
+    assert store.outbox_size() == 2
+    assert [i.seq for i in store.pending(0)] == [before, after]
+    assert store.outbox_drops.counts == {"quarantined": len(PLANTED)}
+
+
+def test_a_row_an_older_edgecore_escaped_is_measured_as_it_is_sent(store: EdgeStore) -> None:
+    """An older edgecore stored non-ASCII text as \\u escapes: a row that is larger stored than
+    sent is sent, not quarantined."""
+    body = {"payload": "é" * (MAX_REPORT_BYTES // 3)}
+    seq = _plant(store, "upload", json.dumps(body))  # ASCII: 6 bytes per é, 2 as sent
+    assert [(i.seq, i.body) for i in store.pending(0)] == [(seq, body)]
+
+
+def test_a_report_frame_never_exceeds_the_frame_limit(store: EdgeStore) -> None:
+    """However large the rows (each within the limit), pending never builds a frame larger
+    than the hub accepts, and every row is sent in turn."""
+    big = {"payload": "y" * (MAX_REPORT_BYTES - 100)}
+    seqs = [store.report_event("upload", big) for _ in range(9)]
+    sent: list[int] = []
+    while len(sent) < len(seqs):
+        items = store.pending(sent[-1] if sent else 0, max_bytes=MAX_FRAME_BYTES)
+        frame = protocol.Report(tuple(items)).encode().encode()
+        assert len(frame) <= MAX_FRAME_BYTES
+        assert 0 < len(items) <= 3
+        sent.extend(i.seq for i in items)
+    assert sent == seqs
