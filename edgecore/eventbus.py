@@ -11,6 +11,11 @@ broker redelivers what was not acknowledged.
 Per batch of mapper messages the loop does one store call, then writes every
 acknowledgement and reply at once instead of waiting for the socket's next
 writable event.
+
+A message larger than the largest outbox row (storable.MAX_REPORT_BYTES) could
+never be stored: it is refused unread — counted, logged at a limited rate,
+acknowledged in its turn so the broker does not send it again, and not
+answered (without reading it there is no event id to answer).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,8 +35,10 @@ import paho.mqtt.client as mqtt
 
 from devicetwin import SUBSCRIPTIONS, Publish
 from edgecore.config import MqttConfig
+from edgecore.drops import Drops
 from edgecore.store import StoreThread
 from edgecore.twins import Inbound, TwinService
+from edgeward import storable
 from edgeward.backoff import backoff
 from edgeward.errors import ConfigError
 
@@ -41,8 +49,19 @@ MAX_BATCH = 256
 #: Replies kept for a disconnected broker before new ones are dropped.
 MAX_QUEUED_PUBLISHES = 10_000
 
+#: The largest MQTT payload edgecore reads. An upload is stored whole, and a twin update's
+#: values all land in the device's report, so nothing larger could be stored.
+MAX_PAYLOAD_BYTES = storable.MAX_REPORT_BYTES
+
 #: Replies as published: compact JSON (json.dumps with options builds an encoder per call).
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@dataclass(frozen=True)
+class _Unread:
+    """A message refused before it was read, waiting for its turn to be acknowledged."""
+
+    ack: Callable[[], None]
 
 
 class EventBus:
@@ -62,7 +81,9 @@ class EventBus:
         self.twins = twins
         self.outbox_wake = outbox_wake
         self.connected = asyncio.Event()
-        self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Inbound | _Unread] = asyncio.Queue()
+        #: MQTT messages refused unread (too_large), counted for the node to report.
+        self.refused = Drops(log)
         self._lost: asyncio.Event = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -158,7 +179,16 @@ class EventBus:
 
     def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         ack = partial(client.ack, message.mid, message.qos)
-        self._inbox.put_nowait(Inbound(message.topic, message.payload, ack))
+        if len(message.payload) > MAX_PAYLOAD_BYTES:
+            self.refused.add(
+                "too_large",
+                f"MQTT: refused a {len(message.payload)} byte message on {message.topic[:200]} "
+                f"unread and unanswered: more than {MAX_PAYLOAD_BYTES} bytes, the most "
+                "edgecore can store",
+            )
+            self._inbox.put_nowait(_Unread(ack))
+        else:
+            self._inbox.put_nowait(Inbound(message.topic, message.payload, ack))
 
     def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
         # Nagle's algorithm would hold small replies back for up to 40 ms
@@ -209,8 +239,11 @@ class EventBus:
             batch = [await self._inbox.get()]
             while len(batch) < MAX_BATCH and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
+            readable = [msg for msg in batch if isinstance(msg, Inbound)]
             try:
-                replies = await self.db.call(self.twins.handle_messages, batch)
+                replies = (
+                    await self.db.call(self.twins.handle_messages, readable) if readable else []
+                )
             except Exception:
                 # Not acknowledged: drop the connection so the broker redelivers them.
                 log.exception("could not store %d MQTT messages; reconnecting", len(batch))
