@@ -81,6 +81,7 @@ class EventBus:
         self.twins = twins
         self.outbox_wake = outbox_wake
         self.connected = asyncio.Event()
+        self._closing = False
         self._inbox: asyncio.Queue[Inbound | _Unread] = asyncio.Queue()
         #: MQTT messages refused unread (too_large), counted for the node to report.
         self.refused = Drops(log)
@@ -154,6 +155,7 @@ class EventBus:
         return backoff(self.config.reconnect_initial_delay, 2.0, self.config.reconnect_max_delay)
 
     def close(self) -> None:
+        self._closing = True
         if self.client.is_connected():
             self.client.disconnect()
 
@@ -174,7 +176,12 @@ class EventBus:
         )
 
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
-        log.warning("MQTT: disconnected from the broker (%s)", reason)
+        # our own stop is not worth a warning
+        log.log(
+            logging.INFO if self._closing else logging.WARNING,
+            "MQTT: disconnected from the broker (%s)",
+            reason,
+        )
         self._lost.set()
 
     def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:

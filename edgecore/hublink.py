@@ -220,6 +220,8 @@ class HubLink:
                 return core.outbox_read(await db.call(db.store.pending, job.after))
             assert isinstance(job, DeleteAcked)
             await db.call(db.store.acknowledge, job.seq)
+            if job.rejected:
+                await db.call(db.store.count_rejected, len(job.rejected))
             self.outbox_wake.set()
             return core.deleted()
         except Exception as exc:

@@ -143,7 +143,8 @@ class EdgeStore:
                 self.db.execute(f"PRAGMA user_version = {number}")
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # a full disk may have rolled it back already
+                    self.db.execute("ROLLBACK")
                 raise
 
     def close(self) -> None:
@@ -425,6 +426,11 @@ class EdgeStore:
             raw_topic[:100].decode("utf-8", "replace"),
             refused.detail,
         )
+
+    def count_rejected(self, rows: int) -> None:
+        """The hub rejected ``rows`` rows for good (the session logged them): count them."""
+        for _ in range(rows):
+            self.outbox_drops.count("rejected")
 
     def acknowledge(self, seq: int) -> None:
         """The hub holds every row up to ``seq``: delete them.
