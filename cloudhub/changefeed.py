@@ -3,7 +3,8 @@
 A commit in this process wakes the feed at once (``notify``); commits by
 other hub replicas sharing the database are found by polling. Subscribers
 are node sessions (rows that touch one node) and API watches (every row).
-A subscriber that falls more than ``max_buffered`` rows behind is marked
+A subscriber that falls more than ``max_buffered`` rows, or
+``max_buffered_bytes`` of their stored JSON, behind is marked
 ``overflowed`` and drops its buffer: it re-reads what it missed from the
 database, so a slow reader costs disk reads, never unbounded memory. The feed
 itself reads with the log's compaction bound: if rows were compacted away
@@ -30,23 +31,29 @@ log = logging.getLogger(__name__)
 class Subscription:
     """Rows for one consumer, in revision order."""
 
-    def __init__(self, feed: ChangeFeed, node: str | None, max_buffered: int) -> None:
+    def __init__(
+        self, feed: ChangeFeed, node: str | None, max_buffered: int, max_bytes: int
+    ) -> None:
         self.node = node
         self._feed = feed
         self._rows: deque[ChangeRow] = deque()
+        self._bytes = 0
         self._ready = asyncio.Event()
         self._max = max_buffered
+        self._max_bytes = max_bytes
         self.overflowed = False
         self.closed = False
 
     def _push(self, row: ChangeRow) -> None:
         if self.overflowed:
             return
-        if len(self._rows) >= self._max:
+        if len(self._rows) >= self._max or self._bytes + row.size > self._max_bytes:
             self.overflowed = True
             self._rows.clear()
+            self._bytes = 0
         else:
             self._rows.append(row)
+            self._bytes += row.size
         self._ready.set()
 
     async def wait(self, timeout: float | None = None) -> bool:
@@ -65,6 +72,7 @@ class Subscription:
         """Buffered rows; call after ``wait``. Check ``overflowed`` first."""
         rows = list(self._rows)
         self._rows.clear()
+        self._bytes = 0
         return rows
 
     def recovered(self) -> None:
@@ -84,11 +92,13 @@ class ChangeFeed:
         start: int,
         poll_interval: float = 1.0,
         max_buffered: int = 10_000,
+        max_buffered_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._read_after = read_after
         self.last = start
         self._poll = poll_interval
         self._max = max_buffered
+        self._max_bytes = max_buffered_bytes
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._by_node: dict[str, set[Subscription]] = {}
@@ -100,12 +110,12 @@ class ChangeFeed:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def subscribe_node(self, node: str) -> Subscription:
-        sub = Subscription(self, node, self._max)
+        sub = Subscription(self, node, self._max, self._max_bytes)
         self._by_node.setdefault(node, set()).add(sub)
         return sub
 
     def subscribe_all(self) -> Subscription:
-        sub = Subscription(self, None, self._max)
+        sub = Subscription(self, None, self._max, self._max_bytes)
         self._all.add(sub)
         return sub
 
@@ -162,6 +172,7 @@ class ChangeFeed:
     def _overflow_all(self) -> None:
         for sub in [*self._all, *(s for subs in self._by_node.values() for s in subs)]:
             sub._rows.clear()
+            sub._bytes = 0
             sub.overflowed = True
             sub._ready.set()
 

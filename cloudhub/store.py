@@ -623,6 +623,7 @@ def _change_row(row: Any) -> ChangeRow:
         route=row.route,
         prev_route=row.prev_route,
         body=json.loads(row.body),
+        size=len(row.body),
     )
 
 

@@ -32,6 +32,8 @@ class ChangeRow:
     route: str | None
     prev_route: str | None
     body: dict[str, Any]
+    #: Bytes of the body's stored JSON, for buffers bounded by size (0: not measured).
+    size: int = 0
 
     @property
     def key(self) -> tuple[str, str, str]:
