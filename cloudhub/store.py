@@ -37,7 +37,8 @@ from cloudhub import schema
 from cloudhub.admission import admit
 from cloudhub.leases import LiveLease
 from cloudhub.schema import changes, node_leases, node_sync, objects, revision
-from edgeward.errors import AlreadyExists, Conflict, NotFound
+from edgeward import storable
+from edgeward.errors import AlreadyExists, Conflict, FieldCause, InvalidObject, NotFound
 from edgeward.kinds import ALL_NODES, KINDS, NODE, Kind, resource_version
 from edgeward.sync import ChangeRow, resume_mode
 
@@ -48,8 +49,61 @@ def rfc3339(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _dumps(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"))
+def _utf8_size(text: str) -> int:
+    """Bytes of ``text`` as UTF-8; raises UnicodeEncodeError for a lone surrogate."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def stored_text(kind: Kind, body: dict[str, Any], spec_write: bool) -> str:
+    """``body`` as the store keeps it (compact UTF-8 JSON, :func:`edgeward.storable.dumps`).
+
+    Raises InvalidObject when it could not be served back: not valid Unicode, more than
+    ``MAX_OBJECT_BYTES``, or on a spec write (create, replace, patch) more than
+    ``MAX_SPEC_BYTES`` without its status — a merge patch can grow an object past the
+    REST API's body limit. Costs the one encode the write needs anyway and a length check
+    (the report path writes a Device status per twin report); the other storable rules
+    (int64, depth) are each entrance's to check, where the value is already being walked.
+    """
+    name = body["metadata"]["name"]
+    try:
+        if spec_write:
+            spec_text = storable.dumps({k: v for k, v in body.items() if k != "status"})
+            spec_size = _utf8_size(spec_text)
+            if spec_size > storable.MAX_SPEC_BYTES:
+                raise _too_big(kind, name, "without its status", spec_size, storable.MAX_SPEC_BYTES)
+            # status is the last key of every stored body: splice it on, one encode in all
+            text = f'{spec_text[:-1]},"status":{storable.dumps(body.get("status", {}))}}}'
+        else:
+            text = storable.dumps(body)
+        size = _utf8_size(text)
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+        found = storable.problem(body, max_depth=10**9)
+        cause = (
+            FieldCause(found.path, found.reason)
+            if found is not None
+            else FieldCause("", "cannot be encoded as JSON")
+        )
+        raise InvalidObject(kind.name, name, [cause]) from None
+    if size > storable.MAX_OBJECT_BYTES:
+        raise _too_big(kind, name, "", size, storable.MAX_OBJECT_BYTES)
+    return text
+
+
+def _deleted_text(body: dict[str, Any]) -> str:
+    """A deleted object's last state, for the change log. An object stored before the store
+    refused lone surrogates (its text escaped them) can still be deleted."""
+    text = storable.dumps(body)
+    try:
+        _utf8_size(text)
+    except UnicodeEncodeError:
+        return json.dumps(body, separators=(",", ":"))
+    return text
+
+
+def _too_big(kind: Kind, name: str, what: str, size: int, limit: int) -> InvalidObject:
+    whole = f"the object {what}" if what else "the object"
+    cause = FieldCause("", f"{whole} is {size} bytes of JSON, more than {limit}")
+    return InvalidObject(kind.name, name, [cause])
 
 
 def _ns(kind: Kind, namespace: str | None) -> str:
@@ -188,7 +242,7 @@ class Tx:
             "creationTimestamp": rfc3339(self.now),
         }
         body["status"] = obj.get("status", {})
-        return self._save(kind, "create", body, prev_route=None)
+        return self._save(kind, "create", body, prev_route=None, spec_write=True)
 
     def replace(
         self, kind: Kind, obj: dict[str, Any], expected_rv: int | None = None
@@ -207,7 +261,7 @@ class Tx:
         if body == current:
             return current
         admit(kind, body, self.get)
-        return self._save(kind, "update", body, prev_route=kind.route(current))
+        return self._save(kind, "update", body, prev_route=kind.route(current), spec_write=True)
 
     def replace_status(
         self,
@@ -254,16 +308,18 @@ class Tx:
         body: dict[str, Any],
         prev_route: str | None,
         route_change: bool = True,
+        spec_write: bool = False,
     ) -> dict[str, Any]:
-        self.head += 1
-        meta = body["metadata"] = {**body["metadata"], "resourceVersion": str(self.head)}
+        revision = self.head + 1
+        meta = body["metadata"] = {**body["metadata"], "resourceVersion": str(revision)}
+        text = _deleted_text(body) if op == "delete" else stored_text(kind, body, spec_write)
+        self.head = revision
         key = {
             "b_kind": kind.name,
             "b_namespace": _ns(kind, meta.get("namespace")),
             "b_name": meta["name"],
         }
         route = kind.route(body)
-        text = _dumps(body)
         row = {**key, "b_rv": self.head, "b_route": route, "b_body": text}
         if op == "create":
             self.conn.execute(_INSERT_OBJECT, row)
@@ -466,7 +522,7 @@ class Store:
     def _node_texts(self, conn: Connection, texts: list[str]) -> list[str]:
         nodes = [json.loads(t) for t in texts]
         self._decorate_nodes(conn, nodes)
-        return [_dumps(n) for n in nodes]
+        return [storable.dumps(n) for n in nodes]
 
     def head(self) -> int:
         with self.reading() as conn:

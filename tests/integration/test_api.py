@@ -21,6 +21,7 @@ import pytest
 from cloudhub.api import MAX_BODY_BYTES, create_app
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.store import Store
+from edgeward import storable
 from edgeward.kinds import DEVICE, DEVICE_MODEL, NODE, SERVER_METADATA
 
 with warnings.catch_warnings():
@@ -895,3 +896,36 @@ def test_whatever_is_accepted_can_be_read_back(
         assert 400 <= resp.status_code < 500, f"{resp.status_code} {resp.text[:300]}"
         assert_status(resp, resp.status_code)
         assert snapshot(store) == before
+
+
+def test_lone_surrogates_in_bodies_are_400(client: TestClient, store: Store, target: Any) -> None:
+    """A body holding a lone surrogate (valid JSON, not storable text) gets 400 on every write
+    path and is never stored, so it can never break a later read."""
+    bodies = {
+        "in a label value": b'{"metadata": {"name": "beta1-device", "labels": {"a": "\\ud800"}}}',
+        "in a label key": b'{"metadata": {"name": "beta1-device", "labels": {"\\udfff": "a"}}}',
+        "in the spec": b'{"metadata": {"name": "beta1-device"}, "spec": {"note": "x\\ud800y"}}',
+    }
+    cases = [
+        (label, method, path, raw, {400})
+        for label, raw in bodies.items()
+        for method, path in WRITES
+    ]
+    failures = refusals(client, store, cases)
+    assert not failures, "\n".join(failures)
+    assert client.get(DEVICES).status_code == 200
+
+
+def test_a_patch_cannot_grow_an_object_past_the_spec_limit(
+    client: TestClient, store: Store
+) -> None:
+    """Merge patches each under the body limit cannot together grow a stored object past
+    MAX_SPEC_BYTES: the one that would is refused with 422 and changes nothing."""
+    half = storable.MAX_SPEC_BYTES // 2
+    create(client, DEVICES, device("big", note="a" * half))
+    assert client.patch(f"{DEVICES}/big", json={"spec": {"more": "b" * (half - 2000)}}).is_success
+    before = snapshot(store)
+    resp = client.patch(f"{DEVICES}/big", json={"spec": {"evenMore": "c" * 4000}})
+    body = assert_status(resp, 422, "Invalid")
+    assert str(storable.MAX_SPEC_BYTES) in body["message"]
+    assert snapshot(store) == before

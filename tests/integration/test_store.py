@@ -6,16 +6,18 @@ SQLite file, once on a fresh database in the session's PostgreSQL cluster.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from cloudhub.schema import changes, objects, revision
 from cloudhub.store import Store, rfc3339
-from edgeward.errors import AlreadyExists, Conflict, NotFound
+from edgeward import storable
+from edgeward.errors import AlreadyExists, Conflict, InvalidObject, NotFound
 from edgeward.kinds import ALL_NODES, CORE_API, DEVICE, DEVICE_MODEL, DEVICES_API, NODE
 from tests.support.clock import T0, ManualClock
 
@@ -532,3 +534,64 @@ def test_a_log_page_carries_the_bounds_it_was_read_at(store: Store) -> None:
     assert not page.complete_after(1)
     assert page.complete_after(3)
     assert [r.revision for r in page.rows] == [4, 5]
+
+
+# -- what the store refuses to keep ---------------------------------------------
+
+
+def test_an_object_the_api_could_not_serve_is_refused_by_the_store(store: Store) -> None:
+    """Whatever entrance it came through, an object holding a lone surrogate is refused by the
+    store (InvalidObject naming the field) and nothing is written, so listing never fails."""
+    store.create(DEVICE, device("thermo-1"))
+    before = _snapshot(store)
+    bad = device("thermo-2", note="\ud800")
+    with pytest.raises(InvalidObject) as info:
+        store.create(DEVICE, bad)
+    assert [c.field for c in info.value.causes] == ["spec.note"]
+    assert "Unicode" in str(info.value)
+    with pytest.raises(InvalidObject), store.writing() as tx:
+        tx.replace_status(DEVICE, "default", "thermo-1", {"state": "\udcff"})
+    with pytest.raises(InvalidObject), store.writing() as tx:
+        tx.replace(DEVICE, device("thermo-1", tags={"\ud800": "x"}))
+    assert _snapshot(store) == before
+    assert len(store.list(DEVICE)[0]) == 1
+
+
+def test_objects_past_the_size_limits_are_refused(store: Store) -> None:
+    """A spec write over MAX_SPEC_BYTES (without status) and any write leaving an object over
+    MAX_OBJECT_BYTES are refused with their sizes, and leave the store as it was."""
+    store.create(DEVICE, device("thermo-1"))
+    before = _snapshot(store)
+    with pytest.raises(InvalidObject) as info:
+        store.create(DEVICE, device("thermo-2", blob="x" * storable.MAX_SPEC_BYTES))
+    assert "without its status" in str(info.value)
+    assert str(storable.MAX_SPEC_BYTES) in str(info.value)
+    huge_status = {"blob": "y" * storable.MAX_OBJECT_BYTES}
+    with pytest.raises(InvalidObject) as info, store.writing() as tx:
+        tx.replace_status(DEVICE, "default", "thermo-1", huge_status)
+    assert str(storable.MAX_OBJECT_BYTES) in str(info.value)
+    assert _snapshot(store) == before
+    # a status that fits beside a spec that fits is written
+    with store.writing() as tx:
+        tx.replace_status(DEVICE, "default", "thermo-1", {"blob": "y" * storable.MAX_SPEC_BYTES})
+
+
+def test_objects_are_stored_as_compact_utf8(store: Store) -> None:
+    """Stored text is storable.dumps of the object: non-ASCII kept as UTF-8, not escaped."""
+    created = store.create(DEVICE, device("thermo-1", note="Küche °C"))
+    with store.engine.connect() as conn:
+        text = conn.execute(select(objects.c.body)).scalar_one()
+    assert text == storable.dumps(created)
+    assert "Küche °C" in text
+
+
+def test_an_object_stored_before_the_guard_can_still_be_deleted(store: Store) -> None:
+    """An object stored with an escaped lone surrogate (as hubs did before they refused them)
+    can be deleted, which is how an operator recovers from it."""
+    store.create(DEVICE, device("thermo-1"))
+    poisoned = json.dumps({**store.get(DEVICE, "default", "thermo-1"), "status": {"s": "\ud800"}})
+    with store.engine.begin() as conn:
+        conn.execute(update(objects).values(body=poisoned))
+    store.delete(DEVICE, "default", "thermo-1")
+    assert store.list(DEVICE)[0] == []
+    assert change_log(store)[-1].op == "delete"
