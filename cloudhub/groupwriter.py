@@ -7,6 +7,15 @@ jobs are waiting, runs each in its own savepoint inside one transaction, and
 resolves each job's future once that transaction has committed — so a node is
 acknowledged only after its rows are durable, and one failing job rolls back
 only itself.
+
+When the batch's transaction fails as a whole — its commit, or an error outside
+any job's savepoint (a deadlock or serialization failure on PostgreSQL, a lost
+connection, SQLite busy, a job that broke the transaction) — each of its jobs
+runs again alone, in a transaction of its own: a job that cannot be written
+fails alone, and a transient failure gets one retry. A job may therefore run
+twice; every job is a function of the database it reads (what a failed run
+wrote was rolled back with it), and one that writes what it captured before
+(the lease flush) writes the same rows again.
 """
 
 from __future__ import annotations
@@ -64,16 +73,14 @@ class GroupWriter:
                 await asyncio.wait([commit])
                 self._settle(live, commit)
                 raise
+            except Exception:
+                pass  # _settle hands the failure to each job: the writer must go on
             self._settle(live, commit)
 
     @staticmethod
     def _settle(live: list[tuple[Job, asyncio.Future[Any]]], commit: asyncio.Future[Any]) -> None:
         exc = commit.exception()
-        if exc is not None:  # the commit itself failed: every job fails with it
-            log.error("group commit of %d jobs failed", len(live), exc_info=exc)
-            outcomes = [(False, exc)] * len(live)
-        else:
-            outcomes = commit.result()
+        outcomes = [(False, exc)] * len(live) if exc is not None else commit.result()
         for (_, future), (ok, value) in zip(live, outcomes, strict=True):
             if future.done():
                 continue
@@ -83,6 +90,18 @@ class GroupWriter:
                 future.set_exception(value)
 
     def _commit(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
+        try:
+            return self._commit_together(jobs)
+        except Exception as exc:
+            log.warning(
+                "group commit of %d jobs failed (%s); running each alone",
+                len(jobs),
+                _one_line(exc),
+                exc_info=exc,
+            )
+        return [self._commit_alone(job) for job in jobs]
+
+    def _commit_together(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         with self.store.writing() as tx:
             for job in jobs:
@@ -97,3 +116,16 @@ class GroupWriter:
                     tx.head = head  # the revisions it took are given back with its rows
                     outcomes.append((False, exc))
         return outcomes
+
+    def _commit_alone(self, job: Job) -> tuple[bool, Any]:
+        try:
+            with self.store.writing() as tx:
+                result = job(tx)
+        except Exception as exc:
+            return False, exc
+        return True, result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
