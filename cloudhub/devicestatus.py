@@ -3,8 +3,11 @@
 ``twin/reported`` carries a device's whole twin state (reported values and the
 desired values the edge holds, with their version vectors); ``device/state``
 its state as the mapper sent it. A node may only report on devices bound to
-it: anything else is logged and ignored (and still acknowledged, so a bad
-row cannot block the node's outbox).
+it. Every field the hub keeps is checked with edgeward.storable's rules where
+it is copied; a row that fails a check, or names a device the node may not
+report on, is refused whole (:class:`~edgeward.errors.ReportRefused`): it is
+still acknowledged, with its reason, so a bad row cannot block the node's
+outbox.
 """
 
 from __future__ import annotations
@@ -13,104 +16,134 @@ import logging
 from typing import Any
 
 from cloudhub.store import Tx
-from edgeward.kinds import DEVICE, TWIN_KEY, TWIN_VALUE
+from devicetwin.values import TWIN_TYPES
+from edgeward import storable
+from edgeward.errors import ReportRefused
+from edgeward.kinds import DEVICE, TWIN_KEY, TWIN_VALUE, dns_label_problem
 from edgeward.protocol import TOPIC_TWIN_REPORTED, ReportItem
 
 log = logging.getLogger(__name__)
 
-MAX_TWINS = 1000
+#: A twin's conflict mark ({"supersededLocalValue": <a value of up to 512 characters>}).
+MAX_CONFLICT_BYTES = 1024
+#: A device's state and lastOnlineTime, as the mapper sent them.
+MAX_STATE_CHARS = 64
 
 
-def _bound_device(tx: Tx, node: str, item: ReportItem) -> dict[str, Any] | None:
+def _device_key(item: ReportItem) -> tuple[str, str]:
     device_id = item.body.get("device")
-    if not isinstance(device_id, str) or device_id.count("/") != 1:
-        log.warning("node %s: %s report without a valid device id", node, item.topic)
-        return None
-    namespace, name = device_id.split("/")
+    if isinstance(device_id, str) and device_id.count("/") == 1:
+        namespace, name = device_id.split("/")
+        if dns_label_problem(namespace) is None and dns_label_problem(name) is None:
+            return namespace, name
+    raise ReportRefused(f"{item.topic}: device must be <namespace>/<name>, each a DNS label")
+
+
+def _bound_device(tx: Tx, node: str, item: ReportItem) -> dict[str, Any]:
+    namespace, name = _device_key(item)
     device = tx.get(DEVICE, namespace, name)
     if device is None:
-        log.info("node %s: %s report for %s, which no longer exists", node, item.topic, device_id)
-        return None
+        raise ReportRefused(f"{item.topic}: device {namespace}/{name} does not exist")
     if device.get("spec", {}).get("nodeName") != node:
-        log.warning(
-            "node %s: ignored a %s report for %s, which is not bound to it",
-            node,
-            item.topic,
-            device_id,
-        )
-        return None
+        raise ReportRefused(f"{item.topic}: device {namespace}/{name} is not bound to {node}")
     return device
 
 
-def _value(entry: Any, with_version: bool) -> dict[str, Any] | None:
-    """A reported or observed value in the Device status shape, or None when absent/invalid."""
-    if not isinstance(entry, dict):
+def _value(key: str, field: str, entry: Any, with_version: bool) -> dict[str, Any] | None:
+    """A reported or observed value in the Device status shape (None when absent)."""
+    if entry is None:
         return None
+    where = f"twin/reported: {key}.{field}"
+    if not isinstance(entry, dict):
+        raise ReportRefused(f"{where} must be an object")
     value, stamp = entry.get("value"), entry.get("timestamp")
     if not isinstance(value, str) or (value and not TWIN_VALUE.fullmatch(value)):
-        return None
-    if not isinstance(stamp, int) or isinstance(stamp, bool):
-        return None
+        raise ReportRefused(f"{where}.value must be at most 512 letters, digits and -_.,:/@#")
+    if not storable.is_int64(stamp):
+        raise ReportRefused(f"{where}.timestamp must be an integer within int64")
     meta: dict[str, Any] = {"timestamp": str(stamp)}
     version = entry.get("version")
-    if with_version and isinstance(version, dict):
-        meta["version"] = {
-            k: v for k, v in version.items() if k in ("cloud", "edge") and type(v) is int
-        }
+    if with_version and version is not None:
+        if not isinstance(version, dict):
+            raise ReportRefused(f"{where}.version must be an object")
+        counters = {k: version[k] for k in ("cloud", "edge") if k in version}
+        if not all(storable.is_int64(v) for v in counters.values()):
+            raise ReportRefused(f"{where}.version counters must be integers within int64")
+        meta["version"] = counters
     return {"value": value, "metadata": meta}
 
 
+def _twin_entry(key: Any, twin: Any) -> dict[str, Any] | None:
+    """One ``status.twins[]`` entry (None for a deleted twin)."""
+    if not isinstance(key, str) or not TWIN_KEY.fullmatch(key):
+        raise ReportRefused(
+            "twin/reported: twin keys must be 1 to 128 letters, digits and -_.,:/@#"
+        )
+    if not isinstance(twin, dict):
+        raise ReportRefused(f"twin/reported: {key} must be an object")
+    deleted = twin.get("deleted", False)
+    if type(deleted) is not bool:
+        raise ReportRefused(f"twin/reported: {key}.deleted must be true or false")
+    if deleted:
+        return None
+    kind = twin.get("type")
+    if kind is not None and kind not in TWIN_TYPES:
+        raise ReportRefused(f"twin/reported: {key}.type must be one of {', '.join(TWIN_TYPES)}")
+    entry: dict[str, Any] = {"propertyName": key}
+    for field, with_version in (("reported", False), ("observedDesired", True)):
+        value = _value(key, field, twin.get(field), with_version)
+        if value is not None:
+            if kind is not None:
+                value["metadata"]["type"] = kind
+            entry[field] = value
+    conflict = twin.get("conflict")
+    if conflict is not None:
+        if not isinstance(conflict, dict):
+            raise ReportRefused(f"twin/reported: {key}.conflict must be an object")
+        try:
+            storable.check(conflict, MAX_CONFLICT_BYTES, f"twin/reported: {key}.conflict")
+        except storable.Unstorable as exc:
+            raise ReportRefused(str(exc)) from None
+        entry["conflict"] = conflict
+    return entry
+
+
 def _readable_twins(twins: Any) -> bool:
-    return isinstance(twins, dict) and len(twins) <= MAX_TWINS
+    return isinstance(twins, dict) and len(twins) <= storable.MAX_TWINS
 
 
 def twin_reported(tx: Tx, node: str, item: ReportItem) -> None:
-    device = _bound_device(tx, node, item)
     twins = item.body.get("twins")
-    if device is None:
-        return
     if not _readable_twins(twins):
-        log.warning(
-            "node %s: twin report for %s without a valid twin map", node, item.body["device"]
+        raise ReportRefused(
+            f"twin/reported: twins must be a map of at most {storable.MAX_TWINS} twins"
         )
-        return
-    entries = []
-    for key in sorted(twins):
-        twin = twins[key]
-        if not isinstance(key, str) or not TWIN_KEY.fullmatch(key) or not isinstance(twin, dict):
-            continue
-        if twin.get("deleted") is True:
-            continue
-        entry: dict[str, Any] = {"propertyName": key}
-        kind = twin.get("type")
-        reported = _value(twin.get("reported"), with_version=False)
-        observed = _value(twin.get("observedDesired"), with_version=True)
-        for field, value in (("reported", reported), ("observedDesired", observed)):
-            if value is not None:
-                if isinstance(kind, str):
-                    value["metadata"]["type"] = kind
-                entry[field] = value
-        if isinstance(twin.get("conflict"), dict):
-            entry["conflict"] = twin["conflict"]
-        entries.append(entry)
-    status = {**device.get("status", {}), "twins": entries}
-    _write_status(tx, device, status)
+    device = _bound_device(tx, node, item)
+    entries = [e for key in sorted(twins) if (e := _twin_entry(key, twins[key])) is not None]
+    _write_status(tx, device, {**device.get("status", {}), "twins": entries})
+
+
+def _short_text(body: dict[str, Any], field: str) -> bool:
+    value = body.get(field)
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_STATE_CHARS
+        and storable.problem(value) is None
+    )
 
 
 def device_state(tx: Tx, node: str, item: ReportItem) -> None:
-    device = _bound_device(tx, node, item)
-    state = item.body.get("state")
-    if device is None:
-        return
-    if not isinstance(state, str) or not 0 < len(state) <= 64:
-        log.warning(
-            "node %s: device state report for %s without a valid state", node, item.body["device"]
-        )
-        return
-    status = dict(device.get("status", {}))
-    status["state"] = state
+    if not _short_text(item.body, "state"):
+        raise ReportRefused(f"device/state: state must be 1 to {MAX_STATE_CHARS} characters")
     last_online = item.body.get("lastOnlineTime")
-    if isinstance(last_online, str) and len(last_online) <= 64:
+    if last_online not in (None, "") and not _short_text(item.body, "lastOnlineTime"):
+        raise ReportRefused(
+            f"device/state: lastOnlineTime must be at most {MAX_STATE_CHARS} characters"
+        )
+    device = _bound_device(tx, node, item)
+    status = dict(device.get("status", {}))
+    status["state"] = item.body["state"]
+    if last_online:
         status["lastOnlineTime"] = last_online
     _write_status(tx, device, status)
 
@@ -143,7 +176,7 @@ def superseded(items: tuple[ReportItem, ...]) -> set[int]:
 def upload(tx: Tx, node: str, item: ReportItem) -> None:
     """Apps' opaque uploads: nothing on the hub consumes them yet, so they are only logged."""
     log.info(
-        "node %s: upload on %s (%d bytes)",
+        "node %s: upload on %.100r (%d bytes)",
         node,
         item.body.get("topic"),
         len(str(item.body.get("payload", ""))),

@@ -207,7 +207,7 @@ class SessionShell:
             lambda tx: nodes.record_reports_in(tx, node, items, acked)
         )
         high, rejected = outcome if isinstance(outcome, tuple) else (outcome, ())
-        nodes.reports_written(node, items, high)
+        nodes.reports_written(node, items, high, tuple(rejected))
         return high, tuple(rejected)
 
 

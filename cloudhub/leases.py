@@ -4,7 +4,7 @@ Ten thousand nodes heartbeating every 30 s are 333 reports a second that
 almost always change nothing an operator watches: only the heartbeat time,
 the usage figures and the node's outbox seq move. Writing each one would cost
 a transaction; instead the registry records them here and
-:meth:`LeaseBook.flush` writes every changed lease in one transaction every
+:func:`write_leases` writes every changed lease in one transaction every
 few seconds (before each expiry check). Losing the unflushed part in a crash
 is harmless: it is a few seconds of heartbeat, usage that the next heartbeat
 replaces, and the seqs of ``node/status`` rows, which the edge then resends
@@ -16,15 +16,18 @@ Reads merge the live lease over the stored one (``Store.live_lease``), so
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Float, Text, bindparam, case, func, update
+from sqlalchemy import Connection, Float, Text, bindparam, case, func, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudhub.schema import node_leases, node_sync
+from edgeward import storable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -108,14 +111,20 @@ class LeaseBook:
             lease.ready = False
             return True
 
-    def flush(self, engine: Engine) -> int:
-        """Write every lease changed since the last flush in one transaction; returns how many."""
+    def drop(self, name: str) -> None:
+        """Forget ``name`` (its Node was deleted): nothing of it is flushed again."""
+        with self._lock:
+            self._leases.pop(name, None)
+
+    def take_dirty(self) -> list[dict[str, Any]]:
+        """The leases changed since the last take, as rows for :func:`write_leases`, sorted
+        by node name; they count as clean until :meth:`restore` says otherwise."""
         with self._lock:
             rows = [
                 {
                     "b_node": name,
                     "b_beat": lease.heartbeat,
-                    "b_usage": None if lease.usage is None else json.dumps(lease.usage),
+                    "b_usage": None if lease.usage is None else storable.dumps(lease.usage),
                     "b_seq": lease.report_seq,
                     "b_acked": lease.acked_revision,
                 }
@@ -124,19 +133,52 @@ class LeaseBook:
             ]
             for row in rows:
                 self._leases[row["b_node"]].dirty = False
-        if not rows:
-            return 0
-        try:
-            with engine.begin() as conn:
-                conn.execute(_UPDATE_LEASE, rows)
-                conn.execute(_UPDATE_SYNC, rows)
-        except BaseException:
-            with self._lock:
-                for row in rows:
-                    if (lease := self._leases.get(row["b_node"])) is not None:
-                        lease.dirty = True
-            raise
-        return len(rows)
+        rows.sort(key=lambda row: row["b_node"])
+        return rows
+
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        """Writing ``rows`` failed: their leases are dirty again, for the next flush."""
+        with self._lock:
+            for row in rows:
+                if (lease := self._leases.get(row["b_node"])) is not None:
+                    lease.dirty = True
+
+
+def write_leases(conn: Connection, rows: list[dict[str, Any]]) -> list[str]:
+    """Write lease rows (from :meth:`LeaseBook.take_dirty`) in the caller's transaction,
+    which holds the revision lock: every hub write takes that lock first, then node rows,
+    so a flush and a group batch never wait on each other's node rows.
+
+    All rows in one statement per table; when that fails, each row alone. A row that
+    fails alone is dropped and logged; returns the names of the nodes dropped.
+    """
+    if _write_in_savepoint(conn, rows) is None:
+        return []
+    dropped = []
+    for row in rows:
+        exc = _write_in_savepoint(conn, [row])
+        if exc is not None:
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            log.warning(
+                "node %s: dropped a heartbeat that cannot be written: %s: %s",
+                row["b_node"],
+                type(exc).__name__,
+                first_line,
+            )
+            dropped.append(row["b_node"])
+    return dropped
+
+
+def _write_in_savepoint(conn: Connection, rows: list[dict[str, Any]]) -> Exception | None:
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(_UPDATE_LEASE, rows)
+        conn.execute(_UPDATE_SYNC, rows)
+    except Exception as exc:
+        savepoint.rollback()
+        return exc
+    savepoint.commit()
+    return None
 
 
 def _at_least(column: Any, param: str, type_: Any) -> ColumnElement[Any]:

@@ -104,8 +104,8 @@ async def run_hub(config: HubConfig) -> None:
         ) from None
     feed = ChangeFeed(store.log_page, start=await asyncio.to_thread(store.head))
     store.on_commit(feed.notify)
-    nodes = NodeRegistry(store, config.node_grace_period)
     writer = GroupWriter(store)
+    nodes = NodeRegistry(store, config.node_grace_period, writer)
     edge = EdgeServer(store, feed, nodes, writer)
 
     api_sock = transport.listen(config.bind, config.api_port)
@@ -145,15 +145,15 @@ async def run_hub(config: HubConfig) -> None:
         # sessions may still be waiting on the group writer: let them end first
         await ws_server.wait_closed()
         await asyncio.wait([api_task])  # requests in flight may still need the writer
-        await asyncio.to_thread(_flush_leases, nodes)
+        await _flush_leases(nodes)  # a group-writer job: the writer still runs
         for task in (*tasks, stop_task):
             task.cancel()
     engine.dispose()
 
 
-def _flush_leases(nodes: NodeRegistry) -> None:
+async def _flush_leases(nodes: NodeRegistry) -> None:
     try:
-        nodes.flush()
+        await nodes.flush_async()
     except Exception:
         log.exception("writing the last heartbeats failed; nodes may show an older heartbeat")
 

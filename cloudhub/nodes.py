@@ -15,26 +15,33 @@ flushed in bulk before each expiry check.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 
 from cloudhub import devicestatus
-from cloudhub.leases import LeaseBook
+from cloudhub.leases import LeaseBook, write_leases
 from cloudhub.schema import node_leases, node_sync
 from cloudhub.store import Store, Tx, rfc3339
+from edgeward import storable
+from edgeward.errors import EdgewardError, NotFound, ProtocolError, ReportRefused
 from edgeward.kinds import CORE_API, NODE
 from edgeward.protocol import (
+    BAD_MESSAGE,
     MAX_NODE_INFO_BYTES,
+    MAX_SEQ,
     TOPIC_DEVICE_STATE,
     TOPIC_NODE_STATUS,
     TOPIC_TWIN_REPORTED,
     TOPIC_UPLOAD,
+    Rejected,
     ReportItem,
 )
+
+if TYPE_CHECKING:
+    from cloudhub.groupwriter import GroupWriter
 
 log = logging.getLogger(__name__)
 
@@ -73,42 +80,64 @@ def is_ready(node: dict[str, Any]) -> bool:
     return False
 
 
-def _fits(part: Any) -> bool:
-    return isinstance(part, dict) and len(json.dumps(part)) <= MAX_NODE_INFO_BYTES
+#: The parts of a node/status report the hub keeps, each a free-form object.
+STATUS_PARTS = ("usage", "capacity", "nodeInfo")
 
 
-def _status_fields(node: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The usage, capacity and nodeInfo of a status report that are fit to keep."""
-    fields = {k: v for k, v in body.items() if k in ("usage", "capacity", "nodeInfo")}
-    for field in [k for k, v in fields.items() if not _fits(v)]:
-        log.warning(
-            "node %s: ignored %s in a status report: not an object of at most %d bytes",
-            node,
-            field,
-            MAX_NODE_INFO_BYTES,
-        )
-        del fields[field]
-    return fields
-
-
-def _usage(node: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    """A status report's usage when it has one fit to keep (a bad one is logged)."""
-    return _status_fields(node, {"usage": body["usage"]}).get("usage") if "usage" in body else None
+def _status_parts(body: dict[str, Any]) -> dict[str, Any]:
+    """The usage, capacity and nodeInfo of a status report; ReportRefused when one is not
+    an object of storable JSON within MAX_NODE_INFO_BYTES."""
+    parts = {k: body[k] for k in STATUS_PARTS if k in body}
+    for field, part in parts.items():
+        if not isinstance(part, dict):
+            raise ReportRefused(f"node/status: {field} must be an object")
+        try:
+            storable.check(part, MAX_NODE_INFO_BYTES, f"node/status: {field}")
+        except storable.Unstorable as exc:
+            raise ReportRefused(str(exc)) from None
+    return parts
 
 
 def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
-    body = _status_fields(node, item.body)
-    usage = body.get("usage")
+    parts = _status_parts(item.body)
+    usage = parts.get("usage")
     if usage is not None:
-        tx.conn.execute(_SET_USAGE, {"b_node": node, "b_usage": json.dumps(usage)})
+        tx.conn.execute(_SET_USAGE, {"b_node": node, "b_usage": storable.dumps(usage)})
     current = tx.get(NODE, None, node)
     if current is None:
         return
     status = dict(current.get("status", {}))
     for field in ("capacity", "nodeInfo"):
-        if field in body:
-            status[field] = body[field]
+        if field in parts:
+            status[field] = parts[field]
     tx.replace_status(NODE, None, node, status, current=current)
+
+
+def _check_positions(items: tuple[ReportItem, ...], acked_revision: int) -> None:
+    """Refuse seqs and revisions no column may hold (the session checks them first; this is
+    the last line: one stored position past them poisons the node for good)."""
+    if not storable.is_int64(acked_revision) or acked_revision < 0:
+        raise ProtocolError(BAD_MESSAGE, "report: the acknowledged revision is outside int64")
+    if not all(0 < item.seq <= MAX_SEQ for item in items):
+        raise ProtocolError(BAD_MESSAGE, f"report: seq must be an integer from 1 to {MAX_SEQ}")
+
+
+#: A rejected row's reason goes back to the edge in report_ack: one line, not a document.
+MAX_REASON_CHARS = 300
+
+
+def _rejected(name: str, item: ReportItem, exc: Exception) -> Rejected:
+    """The reason a row is not stored, logged once: a refusal in one line, anything else
+    (a bug, an object the store refuses) with its traceback."""
+    if isinstance(exc, ReportRefused):
+        reason = exc.reason[:MAX_REASON_CHARS]
+        log.warning("node %s: refused report row %d: %s", name, item.seq, reason)
+        return Rejected(item.seq, reason)
+    log.error(
+        "node %s: storing report row %d (%s) failed", name, item.seq, item.topic, exc_info=exc
+    )
+    reason = str(exc) if isinstance(exc, EdgewardError) else "the hub failed to store it"
+    return Rejected(item.seq, f"{item.topic}: {reason}"[:MAX_REASON_CHARS])
 
 
 # Statements built once (building a Core expression per call costs more than running it).
@@ -139,6 +168,14 @@ REPORT_HANDLERS: dict[str, ReportHandler] = {
 }
 
 
+class ReportOutcome(NamedTuple):
+    """What became of a report frame: every row up to ``high`` is done with; ``rejected``
+    lists the rows among them the hub will never take."""
+
+    high: int
+    rejected: tuple[Rejected, ...] = ()
+
+
 class Registration(NamedTuple):
     """What a hello's transaction learnt about the node."""
 
@@ -149,11 +186,18 @@ class Registration(NamedTuple):
 
 
 class NodeRegistry:
-    """Registers nodes, records their reports and marks silent ones NotReady."""
+    """Registers nodes, records their reports and marks silent ones NotReady.
 
-    def __init__(self, store: Store, grace_period: float) -> None:
+    With a ``writer`` the lease flush is a group-writer job, sharing a batch's commit and
+    its revision lock; without one (tests, tools) every write is a transaction of its own.
+    """
+
+    def __init__(
+        self, store: Store, grace_period: float, writer: GroupWriter | None = None
+    ) -> None:
         self.store = store
         self.grace_period = grace_period
+        self.writer = writer
         self.leases = LeaseBook()
         store.live_lease = self.leases.get
         # Silence is counted from this process's start at the earliest: after a hub restart
@@ -186,7 +230,7 @@ class NodeRegistry:
             tx.replace_status(NODE, None, name, status, current=node)
             capacity = status.get("capacity")
         self._touch_lease(tx, name)
-        return Registration(self._report_seq(tx, name), capacity)
+        return Registration(self._report_seq(tx, name, register=True), capacity)
 
     def registered(self, name: str, node_info: dict[str, Any], registration: Registration) -> int:
         """:meth:`register_in`'s transaction has committed: later heartbeats need none.
@@ -203,23 +247,28 @@ class NodeRegistry:
         lease = self.leases.get(name)
         return registration.report_seq if lease is None else lease.report_seq
 
-    def record_reports(self, name: str, items: tuple[ReportItem, ...], acked_revision: int) -> int:
-        """Record a report frame, in a transaction of its own when it needs one; returns
-        the new high seq. See :meth:`absorb` and :meth:`record_reports_in`."""
+    def record_reports(
+        self, name: str, items: tuple[ReportItem, ...], acked_revision: int
+    ) -> ReportOutcome:
+        """Record a report frame, in a transaction of its own when it needs one. See
+        :meth:`absorb` and :meth:`record_reports_in`."""
         high = self.absorb(name, items, acked_revision)
-        if high is None:
-            with self.store.writing() as tx:
-                high = self.record_reports_in(tx, name, items, acked_revision)
-            self.reports_written(name, items, high)
-        return high
+        if high is not None:
+            return ReportOutcome(high)
+        with self.store.writing() as tx:
+            outcome = self.record_reports_in(tx, name, items, acked_revision)
+        self.reports_written(name, items, *outcome)
+        return outcome
 
     def absorb(self, name: str, items: tuple[ReportItem, ...], acked_revision: int) -> int | None:
         """Record a frame that is only heartbeats in the live lease; returns the new high seq.
 
         None when the frame needs a transaction (:meth:`record_reports_in`, then
         :meth:`reports_written`): rows other than node status, a changed capacity or
-        nodeInfo, or a node not known Ready. The contact is noted either way.
+        nodeInfo, a row the hub may refuse, or a node not known Ready. The contact is
+        noted either way.
         """
+        _check_positions(items, acked_revision)
         now = self.store.clock()
         lease = self.leases.get(name)
         if lease is None or not lease.ready:
@@ -237,51 +286,100 @@ class NodeRegistry:
             ):
                 self.leases.touch(name, now)
                 return None
-            if (fresh := _usage(name, body)) is not None:
-                usage = fresh
+            if "usage" in body:
+                try:
+                    usage = _status_parts({"usage": body["usage"]})["usage"]
+                except ReportRefused:
+                    self.leases.touch(name, now)
+                    return None  # the transaction refuses the row and says why
         high = max(lease.report_seq, items[-1].seq)
         if not self.leases.record_contact(name, now, high, acked_revision, usage):
             return None  # an expiry check claimed it meanwhile
         return high
 
-    def reports_written(self, name: str, items: tuple[ReportItem, ...], high: int) -> None:
-        """:meth:`record_reports_in`'s transaction has committed at ``high``."""
+    def reports_written(
+        self,
+        name: str,
+        items: tuple[ReportItem, ...],
+        high: int,
+        rejected: tuple[Rejected, ...] = (),
+    ) -> None:
+        """:meth:`record_reports_in`'s transaction has committed at ``high``; the
+        ``rejected`` rows were not stored, so nothing of them is kept in memory either."""
+        refused = {r.seq for r in rejected}
         fields: dict[str, Any] = {}
         for item in items:
-            if item.topic == TOPIC_NODE_STATUS:
+            if item.topic == TOPIC_NODE_STATUS and item.seq not in refused:
                 for key, field in (("capacity", "capacity"), ("nodeInfo", "node_info")):
                     if key in item.body:
                         fields[field] = item.body[key]
                 if "usage" in item.body:
-                    fields["usage"] = _usage(name, item.body)
+                    fields["usage"] = item.body["usage"]
         self.leases.record_written(name, self.store.clock(), high, **fields)
 
     def record_reports_in(
         self, tx: Tx, name: str, items: tuple[ReportItem, ...], acked_revision: int
-    ) -> int:
-        """Persist a node's outbox rows, skipping replays; returns the new high seq."""
+    ) -> ReportOutcome:
+        """Persist a node's outbox rows, skipping replays.
+
+        A row whose handler raises — ReportRefused, or anything else (a bug, an object the
+        store refuses) — is rolled back alone and listed in the outcome's ``rejected``; the
+        other rows are kept and the frame is acknowledged whole. Raises NotFound for a node
+        that is not registered (its Node was deleted: it must say hello again).
+        """
+        _check_positions(items, acked_revision)
         seq = self._report_seq(tx, name)
         self._touch_lease(tx, name)
         superseded = devicestatus.superseded(items)
-        for item in items:
-            if item.seq <= seq or item.seq in superseded:
-                continue  # a replay of a row we already hold, or replaced later in the frame
-            handler = REPORT_HANDLERS.get(item.topic)
-            if handler is None:
-                log.warning("node %s: dropped report with unknown topic %r", name, item.topic)
-                continue
-            handler(tx, name, item)
+        # a replay of a row we already hold, or one replaced later in the frame, is skipped
+        fresh = [item for item in items if item.seq > seq and item.seq not in superseded]
+        rejected = self._apply(tx, name, fresh)
         high = max(seq, items[-1].seq)
         tx.conn.execute(_SET_SYNC, {"b_node": name, "b_seq": high, "b_acked": acked_revision})
-        return high
+        return ReportOutcome(high, rejected)
 
     @staticmethod
-    def _report_seq(tx: Tx, name: str) -> int:
+    def _apply(tx: Tx, name: str, items: list[ReportItem]) -> tuple[Rejected, ...]:
+        """Run each row's handler so that a failing row is rolled back alone.
+
+        All rows go in one savepoint first; only when one fails does each run again in a
+        savepoint of its own. A savepoint per row would cost a drain of 100,000 buffered
+        rows twice the statements, for a failure that is rare.
+        """
+        if not items:
+            return ()
+        head = tx.head
+        together = tx.conn.begin_nested()
+        try:
+            for item in items:
+                _handle(tx, name, item)
+            together.commit()
+            return ()
+        except Exception:
+            together.rollback()
+            tx.head = head
+        rejected = []
+        for item in items:
+            head = tx.head
+            alone = tx.conn.begin_nested()
+            try:
+                _handle(tx, name, item)
+                alone.commit()
+            except Exception as exc:
+                alone.rollback()
+                tx.head = head  # the revisions it took are given back with its rows
+                rejected.append(_rejected(name, item, exc))
+        return tuple(rejected)
+
+    @staticmethod
+    def _report_seq(tx: Tx, name: str, register: bool = False) -> int:
         seq = tx.conn.execute(_GET_SEQ, {"b_node": name}).scalar_one_or_none()
-        if seq is None:
-            tx.conn.execute(insert(node_sync).values(node=name, report_seq=0, acked_revision=0))
-            return 0
-        return int(seq)
+        if seq is not None:
+            return int(seq)
+        if not register:
+            raise NotFound(NODE.name, "", name)
+        tx.conn.execute(insert(node_sync).values(node=name, report_seq=0, acked_revision=0))
+        return 0
 
     def _touch_lease(self, tx: Tx, name: str) -> None:
         """Record contact; a node that was NotReady becomes Ready again."""
@@ -299,49 +397,100 @@ class NodeRegistry:
                 log.info("node %s is Ready", name)
 
     def expire(self) -> list[str]:
-        """Mark NotReady every Ready node silent for longer than the grace period."""
-        self.flush()
+        """Flush live leases, then mark NotReady every Ready node silent for longer than the
+        grace period — even when the flush failed (:meth:`mark_silent` says why it may)."""
+        try:
+            self.flush()
+        except Exception:
+            log.exception("writing heartbeats failed; checking for silent nodes anyway")
+        return self.mark_silent()
+
+    def mark_silent(self) -> list[str]:
+        """Mark NotReady every Ready node silent for longer than the grace period.
+
+        Correct without a flush: a node heard from since the last one has a live lease
+        newer than the cutoff, and :meth:`LeaseBook.claim_silent` passes it over.
+        """
         cutoff = self.store.clock() - self.grace_period
         if cutoff <= self.watching_since:
             return []
         with self.store.reading() as conn:
             silent = list(
                 conn.execute(
-                    select(node_leases.c.node).where(
-                        node_leases.c.ready.is_(True), node_leases.c.heartbeat < cutoff
-                    )
+                    select(node_leases.c.node)
+                    .where(node_leases.c.ready.is_(True), node_leases.c.heartbeat < cutoff)
+                    .order_by(node_leases.c.node)
                 ).scalars()
             )
         expired = []
         for name in [n for n in silent if self.leases.claim_silent(n, cutoff)]:
-            with self.store.writing() as tx:
-                claimed = tx.conn.execute(
-                    update(node_leases)
-                    .where(
-                        node_leases.c.node == name,
-                        node_leases.c.ready.is_(True),
-                        node_leases.c.heartbeat < cutoff,
-                    )
-                    .values(ready=False)
-                ).rowcount
-                node = tx.get(NODE, None, name) if claimed else None
-                if node is not None:
-                    status = ready_condition(
-                        node.get("status", {}),
-                        "Unknown",
-                        "NodeStatusUnknown",
-                        f"edgecore stopped posting status (no contact for over "
-                        f"{self.grace_period:g}s)",
-                        tx.now,
-                    )
-                    tx.replace_status(NODE, None, name, status, current=node)
+            try:
+                if self._mark_not_ready(name, cutoff):
                     expired.append(name)
-                    log.warning("node %s is NotReady: no contact for %gs", name, self.grace_period)
+            except Exception:  # one node's trouble must not keep the others Ready
+                log.exception("node %s: marking it NotReady failed", name)
         return expired
 
+    def _mark_not_ready(self, name: str, cutoff: float) -> bool:
+        with self.store.writing() as tx:
+            claimed = tx.conn.execute(
+                update(node_leases)
+                .where(
+                    node_leases.c.node == name,
+                    node_leases.c.ready.is_(True),
+                    node_leases.c.heartbeat < cutoff,
+                )
+                .values(ready=False)
+            ).rowcount
+            node = tx.get(NODE, None, name) if claimed else None
+            if node is None:
+                return False
+            status = ready_condition(
+                node.get("status", {}),
+                "Unknown",
+                "NodeStatusUnknown",
+                f"edgecore stopped posting status (no contact for over {self.grace_period:g}s)",
+                tx.now,
+            )
+            tx.replace_status(NODE, None, name, status, current=node)
+        log.warning("node %s is NotReady: no contact for %gs", name, self.grace_period)
+        return True
+
     def flush(self) -> int:
-        """Write the live leases changed since the last flush; returns how many."""
-        return self.leases.flush(self.store.engine)
+        """Write the live leases changed since the last flush, in a transaction of their own
+        that takes the revision lock first like every hub write; returns how many."""
+        rows = self.leases.take_dirty()
+        if not rows:
+            return 0
+        try:
+            with self.store.writing() as tx:
+                return self._write_leases(tx, rows)
+        except BaseException:
+            self.leases.restore(rows)
+            raise
+
+    async def flush_async(self) -> int:
+        """:meth:`flush` as a group-writer job, sharing a batch's commit (and its revision
+        lock); in a thread of its own when the registry has no writer."""
+        if self.writer is None:
+            return await asyncio.to_thread(self.flush)
+        rows = self.leases.take_dirty()
+        if not rows:
+            return 0
+        try:
+            # the same rows on a retry: the job may run twice (groupwriter.py)
+            return await self.writer.submit(lambda tx: self._write_leases(tx, rows))
+        except BaseException:
+            self.leases.restore(rows)
+            raise
+
+    def _write_leases(self, tx: Tx, rows: list[dict[str, Any]]) -> int:
+        dropped = write_leases(tx.conn, rows)
+        for name in dropped:
+            # what this process holds for it cannot be stored: its next report goes through
+            # a transaction (which checks it) and starts a fresh live lease
+            self.leases.drop(name)
+        return len(rows) - len(dropped)
 
     async def run_expiry(self) -> None:
         """Flush live leases and check for silent nodes several times per grace period."""
@@ -349,6 +498,17 @@ class NodeRegistry:
         while True:
             await asyncio.sleep(interval)
             try:
-                await asyncio.to_thread(self.expire)
+                await self.flush_async()
+            except Exception:
+                log.exception("writing heartbeats failed; checking for silent nodes anyway")
+            try:
+                await asyncio.to_thread(self.mark_silent)
             except Exception:
                 log.exception("node lifecycle: checking leases failed; retrying")
+
+
+def _handle(tx: Tx, name: str, item: ReportItem) -> None:
+    handler = REPORT_HANDLERS.get(item.topic)
+    if handler is None:
+        raise ReportRefused(f"unknown topic {item.topic[:64]!r}")
+    handler(tx, name, item)

@@ -5,6 +5,7 @@
     EdgewardError
      ├── ConfigError          a configuration file or flag is wrong (lists every problem)
      ├── InvalidObject        a resource failed validation (carries field causes)
+     ├── ReportRefused        the hub will never take one report row (carries the reason)
      ├── StoreError
      │    ├── NotFound        no object with that kind/namespace/name
      │    ├── AlreadyExists   create of a name that is taken
@@ -61,6 +62,15 @@ class InvalidObject(EdgewardError):
             detail += f" (and {len(self.causes) - shown} more)"
         label = f'{kind} "{name}"' if name else kind
         super().__init__(f"{label} is invalid: {detail}")
+
+
+class ReportRefused(EdgewardError):
+    """One report row the hub will never take (a device not bound to the node, a value it
+    cannot store); ``reason`` goes back to the edge in report_ack's rejected list."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class StoreError(EdgewardError):

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
+from cloudhub.groupwriter import GroupWriter
 from cloudhub.nodes import NodeRegistry
 from cloudhub.schema import node_leases, node_sync
-from cloudhub.store import Store, rfc3339
+from cloudhub.store import Store, Tx, rfc3339
+from edgeward import storable
+from edgeward.errors import ProtocolError
 from edgeward.kinds import DEVICE, DEVICE_MODEL, NODE
-from edgeward.protocol import TOPIC_NODE_STATUS, TOPIC_TWIN_REPORTED, ReportItem
+from edgeward.protocol import (
+    MAX_SEQ,
+    TOPIC_DEVICE_STATE,
+    TOPIC_NODE_STATUS,
+    TOPIC_TWIN_REPORTED,
+    ReportItem,
+)
 from tests.support.clock import T0, ManualClock
+from tests.support.procs import wait_for
 
 GRACE = 40.0
 INFO = {"architecture": "arm64", "osImage": "Debian GNU/Linux 12", "agentVersion": "0.1.0"}
@@ -70,7 +83,7 @@ def test_register_again_refreshes_without_churn(
     """A reconnecting node keeps its Node; only a real change (new agent) makes a new revision."""
     registry.register("edge-a", INFO)
     uid = get_node(store)["metadata"]["uid"]
-    assert registry.record_reports("edge-a", (status_item(1), status_item(2)), 0) == 2
+    assert registry.record_reports("edge-a", (status_item(1), status_item(2)), 0).high == 2
     head = store.head()
     clock.now += 5
     assert registry.register("edge-a", INFO) == 2
@@ -93,8 +106,8 @@ def test_reports_store_capacity_usage_and_heartbeat(
     registry.register("edge-a", INFO)
     head = store.head()
     clock.now += 10
-    high = registry.record_reports("edge-a", (status_item(1, CAPACITY, cpu=50.0),), 7)
-    assert high == 1
+    high, rejected = registry.record_reports("edge-a", (status_item(1, CAPACITY, cpu=50.0),), 7)
+    assert (high, rejected) == (1, ())
     node = get_node(store)
     assert node["status"]["capacity"] == CAPACITY
     assert node["status"]["nodeInfo"] == INFO
@@ -110,8 +123,8 @@ def test_reports_store_capacity_usage_and_heartbeat(
 
     # Heartbeats with fresh usage but the same capacity do not make new revisions.
     clock.now += 10
-    assert registry.record_reports("edge-a", (status_item(2, CAPACITY, cpu=75.0),), 7) == 2
-    assert registry.record_reports("edge-a", (status_item(3, cpu=80.0),), 8) == 3
+    assert registry.record_reports("edge-a", (status_item(2, CAPACITY, cpu=75.0),), 7).high == 2
+    assert registry.record_reports("edge-a", (status_item(3, cpu=80.0),), 8).high == 3
     assert store.head() == head + 1
     node = get_node(store)
     assert node["status"]["usage"]["cpuPercent"] == 80.0
@@ -124,15 +137,15 @@ def test_replayed_reports_are_deduplicated(store: Store, registry: NodeRegistry)
     """An edge that resends rows the hub already holds gets the same ack and changes nothing."""
     registry.register("edge-a", INFO)
     items = (status_item(1, CAPACITY, cpu=10.0), status_item(2, cpu=20.0))
-    assert registry.record_reports("edge-a", items, 0) == 2
+    assert registry.record_reports("edge-a", items, 0).high == 2
     head, node = store.head(), get_node(store)
-    assert registry.record_reports("edge-a", items, 0) == 2
+    assert registry.record_reports("edge-a", items, 0).high == 2
     assert store.head() == head
     assert get_node(store) == node
     # A replay of older rows alongside new ones applies only the new ones.
     bigger = {**CAPACITY, "cpu": "8"}
     mixed = (status_item(2, {"cpu": "1"}, cpu=99.0), status_item(3, bigger, cpu=30.0))
-    assert registry.record_reports("edge-a", mixed, 0) == 3
+    assert registry.record_reports("edge-a", mixed, 0).high == 3
     node = get_node(store)
     assert node["status"]["capacity"] == bigger
     assert node["status"]["usage"]["cpuPercent"] == 30.0
@@ -142,14 +155,17 @@ def test_replayed_reports_are_deduplicated(store: Store, registry: NodeRegistry)
 
 
 def test_unknown_topics_are_dropped_but_acknowledged(store: Store, registry: NodeRegistry) -> None:
-    """A report row of a kind this hub does not know is acked (so the edge can delete it)."""
+    """A report row of a kind this hub does not know is acked (so the edge can delete it) and
+    named as rejected, with the reason."""
     registry.register("edge-a", INFO)
     head, node = store.head(), get_node(store)
     items = (
         ReportItem(seq=1, topic="app/status", key="nginx", body={"phase": "Running"}),
         ReportItem(seq=2, topic="no/such/topic", key=None, body={"x": 1}),
     )
-    assert registry.record_reports("edge-a", items, 0) == 2
+    high, rejected = registry.record_reports("edge-a", items, 0)
+    assert high == 2
+    assert [(r.seq, "unknown topic" in r.reason) for r in rejected] == [(1, True), (2, True)]
     assert store.head() == head
     after = get_node(store)
     assert after["status"]["sync"]["reportSeq"] == 2
@@ -204,7 +220,7 @@ def test_node_that_reports_again_is_ready_again(
     assert registry.expire() == ["edge-a"]
     head = store.head()
     clock.now = T0 + 100
-    assert registry.record_reports("edge-a", (status_item(2, CAPACITY, cpu=3.0),), 0) == 2
+    assert registry.record_reports("edge-a", (status_item(2, CAPACITY, cpu=3.0),), 0).high == 2
     node = get_node(store)
     cond = ready(node)
     assert cond["status"] == "True"
@@ -219,7 +235,7 @@ def test_node_that_reports_again_is_ready_again(
     clock.now = T0 + 100 + GRACE + 1
     assert registry.expire() == ["edge-a"]
     clock.now += 1
-    assert registry.record_reports("edge-a", (status_item(2),), 0) == 2
+    assert registry.record_reports("edge-a", (status_item(2),), 0).high == 2
     assert ready(get_node(store))["status"] == "True"
     assert ready(get_node(store))["lastTransitionTime"] == rfc3339(clock.now)
 
@@ -266,9 +282,9 @@ def test_heartbeats_that_change_nothing_wait_for_the_flush(
     assert written == (T0, 10.0, 1, 3)
     head = store.head()
     clock.now += 30
-    assert registry.record_reports("edge-a", (status_item(2, CAPACITY, cpu=20.0),), 4) == 2
+    assert registry.record_reports("edge-a", (status_item(2, CAPACITY, cpu=20.0),), 4).high == 2
     clock.now += 30
-    assert registry.record_reports("edge-a", (status_item(3, cpu=30.0),), 5) == 3
+    assert registry.record_reports("edge-a", (status_item(3, cpu=30.0),), 5).high == 3
     assert stored_lease(store) == written  # nothing written yet
     node = get_node(store)
     assert node["status"]["lastHeartbeatTime"] == rfc3339(T0 + 60)
@@ -291,7 +307,7 @@ def test_a_changed_capacity_is_written_at_once(
     head = store.head()
     clock.now += 30
     bigger = {**CAPACITY, "cpu": "8"}
-    assert registry.record_reports("edge-a", (status_item(2, bigger, cpu=5.0),), 0) == 2
+    assert registry.record_reports("edge-a", (status_item(2, bigger, cpu=5.0),), 0).high == 2
     assert store.head() == head + 1
     assert stored_lease(store)[:3] == (T0 + 30, 5.0, 2)
     assert get_node(store)["status"]["capacity"] == bigger
@@ -354,12 +370,12 @@ def test_a_frame_writes_each_device_once(store: Store, registry: NodeRegistry) -
         return ReportItem(seq=seq, topic=TOPIC_TWIN_REPORTED, key=None, body=body)
 
     head = store.head()
-    assert registry.record_reports("edge-a", (twin_row(1, "1"), twin_row(2, "2")), 0) == 2
+    assert registry.record_reports("edge-a", (twin_row(1, "1"), twin_row(2, "2")), 0).high == 2
     assert store.head() == head + 1
     device = store.get(DEVICE, "default", "d1")
     assert device["status"]["twins"][0]["reported"]["value"] == "2"
     # An unreadable later row replaces nothing: the earlier one is still written.
-    assert registry.record_reports("edge-a", (twin_row(3, "3"), twin_row(4, "4", [])), 0) == 4
+    assert registry.record_reports("edge-a", (twin_row(3, "3"), twin_row(4, "4", [])), 0).high == 4
     device = store.get(DEVICE, "default", "d1")
     assert device["status"]["twins"][0]["reported"]["value"] == "3"
 
@@ -375,7 +391,7 @@ def test_after_a_hub_restart_unchanged_heartbeats_stay_in_memory(
     assert restarted.register("edge-a", INFO) == 1
     written = stored_lease(store)
     clock.now += 30
-    assert restarted.record_reports("edge-a", (status_item(2, CAPACITY, cpu=20.0),), 0) == 2
+    assert restarted.record_reports("edge-a", (status_item(2, CAPACITY, cpu=20.0),), 0).high == 2
     assert stored_lease(store) == written
     assert get_node(store)["status"]["usage"]["cpuPercent"] == 20.0
 
@@ -394,3 +410,254 @@ def test_a_restarted_hub_gives_every_node_a_grace_period(
     clock.now += 1
     assert restarted.expire() == ["edge-a"]
     assert ready(get_node(store, "edge-b"))["status"] == "True"
+
+
+# -- rows the hub refuses, positions it cannot hold, leases it cannot write -------------
+
+
+def bound_device(store: Store, name: str, node: str, **spec: Any) -> None:
+    store.create(
+        DEVICE,
+        {
+            "apiVersion": "devices.kubeedge.io/v1beta1",
+            "kind": "Device",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node, **spec},
+        },
+    )
+
+
+def twin_row(seq: int, device: str, **twin: Any) -> ReportItem:
+    twin = twin or {"reported": {"value": "21", "timestamp": 1000 + seq}, "type": "int"}
+    body = {"device": f"default/{device}", "twins": {"temp": twin}}
+    return ReportItem(seq=seq, topic=TOPIC_TWIN_REPORTED, key=f"twin/default/{device}", body=body)
+
+
+def state_row(seq: int, device: str, state: str = "online") -> ReportItem:
+    body = {"device": f"default/{device}", "state": state, "lastOnlineTime": "2026-01-01T00:00:00Z"}
+    return ReportItem(seq=seq, topic=TOPIC_DEVICE_STATE, key=f"state/default/{device}", body=body)
+
+
+def test_rows_the_hub_refuses_are_rejected_alone(store: Store, registry: NodeRegistry) -> None:
+    """Each row the hub will not take comes back as rejected with its reason; every other row
+    of the frame is stored, and the frame is acknowledged whole."""
+    registry.register("edge-a", INFO)
+    for name, node in (("d1", "edge-a"), ("d2", "edge-b"), ("d3", "edge-a")):
+        bound_device(store, name, node)
+    items = (
+        status_item(1, CAPACITY),
+        twin_row(2, "d2"),  # bound to another node
+        twin_row(3, "d1", reported={"value": "21", "timestamp": 2**64}),
+        state_row(4, "d1"),
+        ReportItem(5, TOPIC_NODE_STATUS, "node-status", {"usage": {"cpu": "\ud800"}}),
+        ReportItem(6, TOPIC_TWIN_REPORTED, None, {"device": "Default/D!", "twins": {}}),
+        twin_row(7, "d3"),
+        state_row(8, "d3", state=""),
+    )
+    high, rejected = registry.record_reports("edge-a", items, 0)
+    assert high == 8
+    reasons = {r.seq: r.reason for r in rejected}
+    assert sorted(reasons) == [2, 3, 5, 6, 8]
+    assert "not bound to edge-a" in reasons[2]
+    assert "timestamp" in reasons[3] and "int64" in reasons[3]
+    assert "usage" in reasons[5] and "Unicode" in reasons[5]
+    assert "<namespace>/<name>" in reasons[6]
+    assert "state" in reasons[8]
+    node = get_node(store)
+    assert node["status"]["capacity"] == CAPACITY
+    assert node["status"]["usage"] == status_item(1).body["usage"]
+    assert node["status"]["sync"]["reportSeq"] == 8
+    d1 = store.get(DEVICE, "default", "d1")["status"]
+    assert d1["state"] == "online" and "twins" not in d1
+    assert store.get(DEVICE, "default", "d2")["status"] == {}
+    d3 = store.get(DEVICE, "default", "d3")["status"]
+    assert d3["twins"][0]["reported"]["value"] == "21" and "state" not in d3
+    assert store.list(NODE)[0]  # everything stored can be served
+
+
+def test_a_row_the_store_refuses_is_rejected_alone(
+    store: Store, registry: NodeRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row whose handler fails with anything but a refusal (here: a twin report that would
+    take its Device past MAX_OBJECT_BYTES) is rolled back alone, logged with its traceback
+    once, and rejected; the rest of the frame is stored."""
+    registry.register("edge-a", INFO)
+    bound_device(store, "big", "edge-a", blob="x" * (storable.MAX_SPEC_BYTES - 1000))
+    twins = {
+        f"k{i:04d}" + "k" * 123: {
+            "reported": {"value": "r" * 512, "timestamp": 1},
+            "observedDesired": {"value": "o" * 512, "timestamp": 1, "version": {"cloud": 1}},
+            "conflict": {"supersededLocalValue": "c" * 512, "note": "n" * 450},
+        }
+        for i in range(storable.MAX_TWINS)
+    }
+    hostile = ReportItem(2, TOPIC_TWIN_REPORTED, None, {"device": "default/big", "twins": twins})
+    items = (status_item(1, CAPACITY), hostile, state_row(3, "big"))
+    with caplog.at_level("WARNING"):
+        high, rejected = registry.record_reports("edge-a", items, 0)
+    assert high == 3
+    assert [r.seq for r in rejected] == [2]
+    assert str(storable.MAX_OBJECT_BYTES) in rejected[0].reason
+    failures = [r for r in caplog.records if "report row 2" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert get_node(store)["status"]["capacity"] == CAPACITY
+    status = store.get(DEVICE, "default", "big")["status"]
+    assert status["state"] == "online" and "twins" not in status
+
+
+def test_positions_no_column_can_hold_are_refused(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """A report seq past MAX_SEQ or an acked revision outside int64 is refused before anything
+    is stored or kept in memory: one such position would poison the node for good."""
+    registry.register("edge-a", INFO)
+    registry.record_reports("edge-a", (status_item(1, CAPACITY),), 0)
+    assert registry.flush() == 0
+    stored, head = stored_lease(store), store.head()
+    clock.now += 5
+    for items, acked in (
+        ((status_item(2), status_item(MAX_SEQ + 1)), 0),
+        ((status_item(2, CAPACITY),), 2**64),  # absorbed in memory but for this check
+        ((status_item(2, {"cpu": "64"}),), -1),  # needs a transaction
+        ((status_item(2, {"cpu": "64"}),), 2**63),
+    ):
+        with pytest.raises(ProtocolError):
+            registry.record_reports("edge-a", items, acked)
+        with pytest.raises(ProtocolError), store.writing() as tx:
+            registry.record_reports_in(tx, "edge-a", items, acked)
+    assert registry.flush() == 0
+    assert stored_lease(store) == stored and store.head() == head
+    assert get_node(store)["status"]["sync"] == {"ackedRevision": 0, "reportSeq": 1}
+
+
+def test_a_lease_that_cannot_be_written_stops_neither_the_flush_nor_expiry(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """One live lease the database refuses (the 2^64 revision a hostile hello once got in) is
+    dropped and logged; the other leases are written and silent nodes still go NotReady."""
+    for name in ("edge-a", "edge-b", "edge-c"):
+        registry.register(name, INFO)
+    clock.now = T0 + GRACE
+    registry.record_reports("edge-b", (status_item(1, cpu=20.0),), 4)  # absorbed: live only
+    assert registry.leases.record_contact("edge-c", clock.now, 1, 2**64, None)
+    clock.now = T0 + GRACE + 1
+    expired = registry.expire()
+    # edge-a is silent; what this hub held for edge-c cannot be stored, so it counts as
+    # silent until it reports again (through a transaction, which checks what it says)
+    assert expired == ["edge-a", "edge-c"]
+    assert stored_lease(store, "edge-b") == (T0 + GRACE, 20.0, 1, 4)
+    assert ready(get_node(store, "edge-b"))["status"] == "True"
+    assert ready(get_node(store, "edge-a"))["status"] == "Unknown"
+    assert registry.flush() == 0  # the bad lease is not retried forever
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_expiry_goes_on_when_the_flush_fails(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """A flush whose commit fails keeps its leases for the next one and does not stop the
+    expiry check: a silent node is still marked NotReady."""
+    registry.register("edge-a", INFO)
+    registry.register("edge-b", INFO)
+    with store.engine.begin() as conn:  # any heartbeat write fails at COMMIT
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE CONSTRAINT TRIGGER refuse_beats AFTER UPDATE ON node_leases "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+            "WHEN (NEW.heartbeat <> OLD.heartbeat) EXECUTE FUNCTION refuse()"
+        )
+    clock.now = T0 + GRACE
+    registry.record_reports("edge-b", (status_item(1),), 0)  # absorbed: live only
+    clock.now = T0 + GRACE + 1
+    assert registry.expire() == ["edge-a"]
+    assert ready(get_node(store, "edge-b"))["status"] == "True"
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse_beats ON node_leases")
+    assert registry.flush() == 1  # kept for the next flush
+    assert stored_lease(store, "edge-b")[0] == T0 + GRACE
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_lease_flush_and_a_group_batch_never_deadlock(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """A lease flush running while a group batch (here: another hub replica's) updates the
+    same nodes' rows in the opposite order waits for the batch instead of deadlocking."""
+    registry.register("n1", INFO)
+    registry.register("n2", INFO)
+    clock.now += 5
+    for name in ("n1", "n2"):
+        registry.record_reports(name, (status_item(1, cpu=5.0),), 0)  # live leases, n1 first
+    holding = threading.Event()
+
+    def flush_waits(tx: Tx) -> None:
+        holding.set()  # n2's rows are locked; the flush starts and must wait for a lock
+        with store.engine.connect() as conn:
+            wait_for(
+                lambda: conn.execute(text(_LOCK_WAITERS)).scalar_one() > 0,
+                20,
+                "the flush to wait on a lock",
+            )
+
+    def batch() -> list[Any]:
+        async def jobs() -> list[Any]:
+            writer = GroupWriter(store)
+            runner = asyncio.create_task(writer.run())
+            try:
+                report = (status_item(2, cpu=9.0),)
+                return await asyncio.gather(
+                    writer.submit(lambda tx: registry.record_reports_in(tx, "n2", report, 0)),
+                    writer.submit(flush_waits),
+                    writer.submit(lambda tx: registry.record_reports_in(tx, "n1", report, 0)),
+                    return_exceptions=True,
+                )
+            finally:
+                runner.cancel()
+
+        return asyncio.run(jobs())
+
+    with ThreadPoolExecutor(1) as pool:
+        batch_done = pool.submit(batch)
+        assert holding.wait(20)
+        flushed = registry.flush()
+        outcomes = batch_done.result(60)
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    assert flushed == 2
+    assert stored_lease(store, "n1")[2:] == (2, 0) and stored_lease(store, "n2")[2:] == (2, 0)
+
+
+_LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+def test_the_flush_shares_a_group_batch(store: Store, registry: NodeRegistry) -> None:
+    """Given a group writer, the lease flush is one of its jobs: it commits with the batch it
+    joins, after taking the batch's revision lock, instead of a transaction of its own."""
+    commits: list[int] = []
+    store.on_commit(commits.append)
+    registry.register("edge-a", INFO)
+    registry.record_reports("edge-a", (status_item(1, CAPACITY),), 0)
+    registry.record_reports("edge-a", (status_item(2, CAPACITY, cpu=77.0),), 0)
+
+    async def scenario() -> int:
+        writer = GroupWriter(store)
+        registry.writer = writer
+        runner = asyncio.create_task(writer.run())
+        try:
+            flushed, _ = await asyncio.gather(
+                registry.flush_async(),
+                writer.submit(lambda tx: registry.register_in(tx, "edge-b", INFO)),
+            )
+            return flushed
+        finally:
+            runner.cancel()
+
+    before = len(commits)
+    assert asyncio.run(scenario()) == 1
+    assert len(commits) == before + 1  # edge-b's revision and the flush: one commit
+    assert stored_lease(store)[1:3] == (77.0, 2)
