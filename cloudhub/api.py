@@ -46,7 +46,7 @@ from edgeward.errors import (
     InvalidObject,
     NotFound,
 )
-from edgeward.kinds import KINDS, Kind, normalize
+from edgeward.kinds import KINDS, NODE, Kind, normalize
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +158,13 @@ class Api:
         feed: ChangeFeed | None,
         writer: GroupWriter | None = None,
         max_watches: int = DEFAULT_MAX_WATCHES,
+        on_node_deleted: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.feed = feed
         self.writer = writer
         self.watches = WatchSlots(max_watches)
+        self.on_node_deleted = on_node_deleted
 
     async def _write(self, job: Callable[[Tx], T]) -> T:
         """``job(tx)`` in one write transaction; its result once committed."""
@@ -285,9 +287,10 @@ class Api:
     async def delete(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
         raw_rv = request.query_params.get("resourceVersion")
         expected = None if raw_rv in (None, "") else _parse_rv(raw_rv, "resourceVersion")
-        return JSONResponse(
-            await self._write(lambda tx: tx.delete(kind, namespace, name, expected))
-        )
+        deleted = await self._write(lambda tx: tx.delete(kind, namespace, name, expected))
+        if kind is NODE and self.on_node_deleted is not None:
+            self.on_node_deleted(name)  # committed: its positions are gone, end its session
+        return JSONResponse(deleted)
 
 
 def _same_name(kind: Kind, obj: dict[str, Any], name: str) -> None:
@@ -304,16 +307,18 @@ def create_app(
     feed: ChangeFeed | None = None,
     writer: GroupWriter | None = None,
     max_watches: int = DEFAULT_MAX_WATCHES,
+    on_node_deleted: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """The REST API app over ``store``; ``feed`` serves watches, at most ``max_watches``
     at once. Writes go through ``writer`` (group commit) when given, else each in a
-    transaction of its own."""
+    transaction of its own. ``on_node_deleted(name)`` is called once a Node's deletion
+    has committed."""
     app = FastAPI(
         title="Edgeward cloudhub",
         version=edgeward.__version__,
         description="The fleet's desired state: nodes, devices and device models.",
     )
-    api = Api(store, feed, writer, max_watches)
+    api = Api(store, feed, writer, max_watches, on_node_deleted)
 
     @app.exception_handler(EdgewardError)
     async def _on_error(_request: Request, exc: EdgewardError) -> JSONResponse:

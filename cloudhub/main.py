@@ -108,9 +108,14 @@ async def run_hub(config: HubConfig) -> None:
     nodes = NodeRegistry(store, config.node_grace_period, writer)
     edge = EdgeServer(store, feed, nodes, writer)
 
+    def node_deleted(name: str) -> None:
+        nodes.forget(name)
+        edge.node_deleted(name)
+
     api_sock = transport.listen(config.bind, config.api_port)
     edge_sock = transport.listen(config.bind, config.edge_port)
-    api_server = transport.api_server(create_app(store, feed, writer, config.max_watches))
+    app = create_app(store, feed, writer, config.max_watches, on_node_deleted=node_deleted)
+    api_server = transport.api_server(app)
     stop = stop_on_signals()
     async with (
         transport.edge_endpoint(edge.handle, edge_sock) as ws_server,

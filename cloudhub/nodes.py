@@ -247,6 +247,10 @@ class NodeRegistry:
         lease = self.leases.get(name)
         return registration.report_seq if lease is None else lease.report_seq
 
+    def forget(self, name: str) -> None:
+        """The Node was deleted (its stored positions with it): drop its live lease too."""
+        self.leases.drop(name)
+
     def record_reports(
         self, name: str, items: tuple[ReportItem, ...], acked_revision: int
     ) -> ReportOutcome:

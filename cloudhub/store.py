@@ -134,6 +134,8 @@ _UPDATE_OBJECT = (
     )
 )
 _DELETE_OBJECT = delete(objects).where(*_OBJECT_KEY)
+_DELETE_NODE_SYNC = delete(node_sync).where(node_sync.c.node == bindparam("b_name"))
+_DELETE_NODE_LEASE = delete(node_leases).where(node_leases.c.node == bindparam("b_name"))
 _LOCK_HEAD = select(revision.c.head).where(revision.c.id == 1).with_for_update()
 _SET_HEAD = update(revision).where(revision.c.id == 1).values(head=bindparam("b_head"))
 _HEAD = select(revision.c.head)
@@ -286,7 +288,12 @@ class Tx:
     def delete(
         self, kind: Kind, namespace: str | None, name: str, expected_rv: int | None = None
     ) -> dict[str, Any]:
+        """Delete an object. A Node takes its positions (report seq, acked revision) and
+        lease with it: a node registering again under that name starts from seq 0."""
         current = self._current(kind, namespace, name, expected_rv)
+        if kind is NODE:
+            self.conn.execute(_DELETE_NODE_SYNC, {"b_name": name})
+            self.conn.execute(_DELETE_NODE_LEASE, {"b_name": name})
         return self._save(kind, "delete", current, prev_route=kind.route(current))
 
     def _current(

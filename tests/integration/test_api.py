@@ -9,6 +9,7 @@ they were.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import warnings
 from collections.abc import Iterator
@@ -17,12 +18,17 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from cloudhub.api import MAX_BODY_BYTES, create_app
 from cloudhub.groupwriter import GroupWriter
+from cloudhub.nodes import NodeRegistry
+from cloudhub.schema import node_leases, node_sync
 from cloudhub.store import Store
 from edgeward import storable
+from edgeward.errors import NotFound
 from edgeward.kinds import DEVICE, DEVICE_MODEL, NODE, SERVER_METADATA
+from edgeward.protocol import TOPIC_NODE_STATUS, ReportItem
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
@@ -929,3 +935,41 @@ def test_a_patch_cannot_grow_an_object_past_the_spec_limit(
     body = assert_status(resp, 422, "Invalid")
     assert str(storable.MAX_SPEC_BYTES) in body["message"]
     assert snapshot(store) == before
+
+
+def test_deleting_a_node_clears_its_positions_and_calls_the_hook(store: Store) -> None:
+    """DELETE of a Node drops its report seq, acked revision and lease in its transaction, then
+    calls on_node_deleted; the node registering again starts from seq 0."""
+    registry = NodeRegistry(store, grace_period=40)
+    registry.register("edge-a", {})
+    registry.register("edge-b", {})
+    status_row = ReportItem(7, TOPIC_NODE_STATUS, "node-status", {"usage": {"cpu": 1.0}})
+    assert registry.record_reports("edge-a", (status_row,), 3).high == 7
+    assert registry.flush() == 1
+    seen: list[tuple[str, list[str]]] = []
+
+    def on_node_deleted(name: str) -> None:
+        registry.forget(name)
+        with store.engine.connect() as conn:  # committed already: another connection sees it
+            seen.append((name, conn.execute(select(node_sync.c.node)).scalars().all()))
+
+    writer = GroupWriter(store)
+    app = create_app(store, writer=writer, on_node_deleted=on_node_deleted)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        running = client.portal.start_task_soon(writer.run)
+        try:
+            assert client.delete(f"{NODES}/edge-a").status_code == 200
+            assert client.delete(f"{NS}/default/devices/nothing").status_code == 404
+        finally:
+            running.cancel()
+    assert seen == [("edge-a", ["edge-b"])]
+    with store.engine.connect() as conn:
+        assert conn.execute(select(node_leases.c.node)).scalars().all() == ["edge-b"]
+    assert registry.leases.get("edge-a") is None
+    with pytest.raises(NotFound):  # a session still open for it must say hello again
+        registry.record_reports("edge-a", (dataclasses.replace(status_row, seq=8),), 3)
+    assert registry.register("edge-a", {}) == 0
+    assert store.get(NODE, None, "edge-a")["status"]["sync"] == {
+        "ackedRevision": 0,
+        "reportSeq": 0,
+    }

@@ -128,3 +128,20 @@ def test_rows_the_hub_cannot_take_come_back_rejected_and_the_session_goes_on(hub
     assert mine["state"] == "online" and "twins" not in mine
     assert hub.request("GET", f"{DEVICES}/theirs")[1]["status"] == {}
     assert "storing report row 3" in hub.log()
+
+
+def test_a_deleted_node_registers_again_from_seq_zero(hub: Hub) -> None:
+    """Deleting a Node forgets the report seq the hub held for it: the node's next hello is
+    welcomed at report_seq 0, so a poisoned position never outlives the Node."""
+    with open_ws(hub) as ws:
+        assert hello(ws, "phoenix")["report_seq"] == 0
+        ws.send(report(status_row(5, usage={"cpu": 1.0})))
+        assert recv_skipping_changes(ws) == {"type": "report_ack", "seq": 5}
+    with open_ws(hub) as ws:
+        assert hello(ws, "phoenix")["report_seq"] == 5
+    wait_for(lambda: "node phoenix: disconnected" in hub.log(), 10, "the session to end")
+    assert hub.request("DELETE", "/api/v1/nodes/phoenix")[0] == 200
+    with open_ws(hub) as ws:
+        assert hello(ws, "phoenix")["report_seq"] == 0
+    node = hub.request("GET", "/api/v1/nodes/phoenix")[1]
+    assert node["status"]["sync"] == {"ackedRevision": 0, "reportSeq": 0}

@@ -12,9 +12,9 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
-from cloudhub.schema import changes, objects, revision
+from cloudhub.schema import changes, node_leases, node_sync, objects, revision
 from cloudhub.store import Store, rfc3339
 from edgeward import storable
 from edgeward.errors import AlreadyExists, Conflict, InvalidObject, NotFound
@@ -595,3 +595,20 @@ def test_an_object_stored_before_the_guard_can_still_be_deleted(store: Store) ->
     store.delete(DEVICE, "default", "thermo-1")
     assert store.list(DEVICE)[0] == []
     assert change_log(store)[-1].op == "delete"
+
+
+def test_deleting_a_node_deletes_its_positions_and_lease(store: Store) -> None:
+    """A deleted Node's report seq, acked revision and lease go with it in the same
+    transaction, so a node registering again under that name starts from seq 0."""
+    store.create(NODE, node("edge-a"))
+    store.create(NODE, node("edge-b"))
+    with store.engine.begin() as conn:
+        for name in ("edge-a", "edge-b"):
+            conn.execute(insert(node_sync).values(node=name, report_seq=9, acked_revision=2))
+            conn.execute(
+                insert(node_leases).values(node=name, heartbeat=T0, ready=True, usage="{}")
+            )
+    store.delete(NODE, None, "edge-a")
+    with store.engine.connect() as conn:
+        assert conn.execute(select(node_sync.c.node)).scalars().all() == ["edge-b"]
+        assert conn.execute(select(node_leases.c.node)).scalars().all() == ["edge-b"]
