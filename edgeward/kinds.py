@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edgeward import storable
 from edgeward.errors import FieldCause, InvalidObject
 
 DEVICES_API = "devices.kubeedge.io/v1beta1"
@@ -165,6 +166,9 @@ def _check_properties(
         return []
     if not isinstance(props, list):
         return [FieldCause("spec.properties", "must be a list")]
+    if len(props) > storable.MAX_TWINS:
+        # the edge keeps at most this many twins per device, and the hub takes no more
+        return [FieldCause("spec.properties", f"must have at most {storable.MAX_TWINS} properties")]
     causes: list[FieldCause] = []
     seen: set[str] = set()
     for i, prop in enumerate(props):

@@ -937,6 +937,24 @@ def test_a_patch_cannot_grow_an_object_past_the_spec_limit(
     assert snapshot(store) == before
 
 
+@pytest.mark.parametrize(("path", "kind"), [(DEVICES, "Device"), (MODELS, "DeviceModel")])
+def test_more_twin_properties_than_an_edge_keeps_are_422(
+    client: TestClient, store: Store, path: str, kind: str
+) -> None:
+    """A Device or DeviceModel with more than MAX_TWINS properties is refused with 422, so the
+    hub never accepts a device whose twin reports it would then drop."""
+
+    def manifest(name: str, count: int) -> dict[str, Any]:
+        props = [{"name": f"p{i}", "type": "INT"} for i in range(count)]
+        return {"kind": kind, "metadata": {"name": name}, "spec": {"properties": props}}
+
+    before = snapshot(store)
+    resp = client.post(path, json=manifest("too-many", storable.MAX_TWINS + 1))
+    assert cause_fields(assert_status(resp, 422, "Invalid")) == {"spec.properties"}
+    assert snapshot(store) == before
+    create(client, path, manifest("just-enough", storable.MAX_TWINS))
+
+
 def test_deleting_a_node_clears_its_positions_and_calls_the_hook(store: Store) -> None:
     """DELETE of a Node drops its report seq, acked revision and lease in its transaction, then
     calls on_node_deleted; the node registering again starts from seq 0."""
