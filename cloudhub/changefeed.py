@@ -43,6 +43,13 @@ class Subscription:
         self._max_bytes = max_bytes
         self.overflowed = False
         self.closed = False
+        #: Set by poke(): the consumer has something else to attend to.
+        self.poked = False
+
+    def poke(self) -> None:
+        """Wake the consumer's wait() without rows (it has another event to handle)."""
+        self.poked = True
+        self._ready.set()
 
     def _push(self, row: ChangeRow) -> None:
         if self.overflowed:
@@ -57,8 +64,8 @@ class Subscription:
         self._ready.set()
 
     async def wait(self, timeout: float | None = None) -> bool:
-        """Wait until rows (or an overflow) are ready; False on timeout."""
-        if self._rows or self.overflowed or self.closed:
+        """Wait until rows (or an overflow, a close, a poke) are ready; False on timeout."""
+        if self._rows or self.overflowed or self.closed or self.poked:
             return True
         self._ready.clear()
         try:

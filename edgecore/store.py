@@ -39,6 +39,18 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+#: Rows checked when they were written, parsed as they are read (json.loads builds a
+#: decoder per call; one is enough).
+_decode_json = json.JSONDecoder().decode
+
+
+def _parse_checked(raw: bytes) -> Any:
+    try:
+        return _decode_json(raw.decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON: the file was damaged since
+        raise outboxrows.Refused(outboxrows.UNSTORABLE, f"the body is not JSON: {exc}") from None
+
+
 #: JSON as stored: compact. One encoder for every row (json.dumps builds one per call).
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -89,9 +101,15 @@ def _v3(db: sqlite3.Connection) -> None:
     )
 
 
+def _v4(db: sqlite3.Connection) -> None:
+    # 1: the row was checked when it was written (outboxrows.encode) and is sent as it is;
+    # 0: an older edgecore wrote it, so it is checked where it is read for sending
+    db.execute("ALTER TABLE outbox ADD COLUMN checked INTEGER NOT NULL DEFAULT 0")
+
+
 #: Ordered schema steps (PRAGMA user_version counts the steps run). Append only:
 #: gateways are upgraded in place and run the steps they have not run yet.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 
 
 @dataclass(frozen=True)
@@ -327,7 +345,7 @@ class EdgeStore:
 
     def _append(self, topic: str, key: str | None, text: str) -> int:
         cur = self.db.execute(
-            "INSERT INTO outbox (topic, key, body, created) VALUES (?, ?, ?, ?)",
+            "INSERT INTO outbox (topic, key, body, created, checked) VALUES (?, ?, ?, ?, 1)",
             (topic, key, text, self.clock()),
         )
         assert cur.lastrowid is not None
@@ -367,7 +385,8 @@ class EdgeStore:
                 [(key,) for _, key, _, _ in written if key is not None],
             )
             self.db.executemany(
-                "INSERT INTO outbox (topic, key, body, created) VALUES (?, ?, ?, ?)", written
+                "INSERT INTO outbox (topic, key, body, created, checked) VALUES (?, ?, ?, ?, 1)",
+                written,
             )
 
     def pending(
@@ -382,17 +401,20 @@ class EdgeStore:
         size = frame = 0
         # Bytes, not text: a row's text may not even be UTF-8.
         rows = self.db.execute(
-            "SELECT seq, CAST(topic AS BLOB), CAST(key AS BLOB), CAST(body AS BLOB) FROM outbox "
-            "WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, checked, CAST(topic AS BLOB), CAST(key AS BLOB), CAST(body AS BLOB) "
+            "FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         )
         bad: list[int] = []
-        for seq, raw_topic, raw_key, raw_body in rows:
+        for seq, checked, raw_topic, raw_key, raw_body in rows:
             try:
                 topic, key = _text(raw_topic), None if raw_key is None else _text(raw_key)
                 if not topic:
                     raise outboxrows.Refused(outboxrows.UNSTORABLE, "the topic is empty")
-                body, body_bytes = outboxrows.decode(raw_body)
+                if checked:  # checked when it was written: parse it, nothing more
+                    body, body_bytes = _parse_checked(raw_body), len(raw_body)
+                else:
+                    body, body_bytes = outboxrows.decode(raw_body)
                 item_bytes = (
                     body_bytes
                     + outboxrows.text_bytes(topic)

@@ -105,6 +105,26 @@ ACCEPTS: dict[HubState, frozenset[type[protocol.Message]]] = {
 class HubSession:
     """One edge connection on the hub. Not thread-safe: call it from one task at a time."""
 
+    # one per connected node: a hub holds ten thousand of them
+    __slots__ = (
+        "_catch_up",
+        "_live",
+        "_live_overflowed",
+        "_read_after",
+        "_reports",
+        "_snapshot_head",
+        "acked",
+        "bad_frames",
+        "hello",
+        "identity",
+        "max_live_rows",
+        "node",
+        "page",
+        "report_seq",
+        "sent",
+        "state",
+    )
+
     def __init__(
         self, identity: str | None = None, page: int = PAGE, max_live_rows: int = MAX_LIVE_ROWS
     ) -> None:

@@ -401,3 +401,16 @@ def test_a_report_frame_never_exceeds_the_frame_limit(store: EdgeStore) -> None:
         assert 0 < len(items) <= 3
         sent.extend(i.seq for i in items)
     assert sent == seqs
+
+
+def test_rows_checked_when_written_are_sent_as_they_are_and_damage_is_still_caught(
+    store: EdgeStore,
+) -> None:
+    """A row this edgecore wrote was checked then, so reading it costs only its parse; should
+    it be damaged on disk since, it is quarantined like a row an older edgecore wrote."""
+    good = store.report_event("upload", {"i": 1})
+    damaged = store.report_event("upload", {"i": 2})
+    after = store.report_event("upload", {"i": 3})
+    store.db.execute("UPDATE outbox SET body = '{\"i\": ' WHERE seq = ?", (damaged,))
+    assert [(i.seq, i.body) for i in store.pending(0)] == [(good, {"i": 1}), (after, {"i": 3})]
+    assert store.outbox_drops.counts == {"quarantined": 1}
