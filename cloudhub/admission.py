@@ -2,6 +2,9 @@
 
 A Device's desired values must fit the types its DeviceModel gives them, so a
 value no edge could accept is refused by the API (422) before it reaches one.
+And a Device's spec may not take it past storable.MAX_TWINS twin properties
+together with those its edge reports (a mapper may create twins of its own):
+the edge would apply it and then could report nothing more for the device.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 from devicetwin import check_value, twin_type_of
 from edgeward.errors import FieldCause, InvalidObject
 from edgeward.kinds import DEVICE, DEVICE_MODEL, Kind
+from edgeward.storable import MAX_TWINS
 
 Lookup = Callable[[Kind, str | None, str], dict[str, Any] | None]
 
@@ -20,6 +24,8 @@ def admit(kind: Kind, body: dict[str, Any], lookup: Lookup) -> None:
     """Raise InvalidObject when ``body`` may not be written as it is."""
     if kind is not DEVICE:
         return
+    if (cause := twin_count_problem(body)) is not None:
+        raise InvalidObject(DEVICE.name, body["metadata"]["name"], [cause])
     ref = body.get("spec", {}).get("deviceModelRef")
     name = ref.get("name") if isinstance(ref, dict) else None
     if not name:
@@ -30,6 +36,24 @@ def admit(kind: Kind, body: dict[str, Any], lookup: Lookup) -> None:
     causes = desired_type_problems(body, model)
     if causes:
         raise InvalidObject(DEVICE.name, body["metadata"]["name"], causes)
+
+
+def twin_count_problem(device: dict[str, Any]) -> FieldCause | None:
+    """Why the spec's properties, with the twins the edge reports, are too many (or None)."""
+    spec_names = {
+        p.get("name") for p in device.get("spec", {}).get("properties", []) or []
+        if isinstance(p, dict)
+    }  # fmt: skip
+    twins = (device.get("status") or {}).get("twins") or []
+    reported = {t.get("propertyName") for t in twins if isinstance(t, dict)}
+    total = len(spec_names | reported)
+    if total <= MAX_TWINS or len(spec_names) > MAX_TWINS:  # the latter: the spec check says it
+        return None
+    return FieldCause(
+        "spec.properties",
+        f"with the {len(reported - spec_names)} twin properties its edge reports besides "
+        f"these, the device would have {total}, more than {MAX_TWINS}",
+    )
 
 
 def desired_type_problems(device: dict[str, Any], model: dict[str, Any]) -> list[FieldCause]:

@@ -955,6 +955,29 @@ def test_more_twin_properties_than_an_edge_keeps_are_422(
     create(client, path, manifest("just-enough", storable.MAX_TWINS))
 
 
+def test_a_spec_may_not_take_a_device_past_the_twins_its_edge_keeps(
+    client: TestClient, store: Store
+) -> None:
+    """With the twins a mapper created on the edge (as the edge reports them), a Device's spec
+    may not take it past MAX_TWINS: the edge would apply it, refuse every later update and
+    report nothing more for the device. Properties it already reports are not counted twice."""
+    half = storable.MAX_TWINS // 2
+    props = [{"name": f"p{i}"} for i in range(half)]
+    create(client, DEVICES, device("busy", properties=props))
+    twins = [{"propertyName": f"m{i}"} for i in range(half)]
+    twins += [{"propertyName": "p0"}]
+    with store.writing() as tx:
+        current = tx.get(DEVICE, "default", "busy")
+        tx.replace_status(DEVICE, "default", "busy", {"twins": twins}, current=current)
+    before = snapshot(store)
+    more = [*props, {"name": "extra-1"}]
+    resp = client.patch(f"{DEVICES}/busy", json={"spec": {"properties": more}})
+    body = assert_status(resp, 422, "Invalid")
+    assert f"the device would have {storable.MAX_TWINS + 1}" in body["message"]
+    assert snapshot(store) == before
+    assert client.patch(f"{DEVICES}/busy", json={"spec": {"properties": props}}).is_success
+
+
 def test_deleting_a_node_clears_its_positions_and_calls_the_hook(store: Store) -> None:
     """DELETE of a Node drops its report seq, acked revision and lease in its transaction, then
     calls on_node_deleted; the node registering again starts from seq 0."""
