@@ -98,18 +98,26 @@ def _twin_entry(key: Any, twin: Any) -> dict[str, Any] | None:
             entry[field] = value
     conflict = twin.get("conflict")
     if conflict is not None:
-        if not isinstance(conflict, dict):
-            raise ReportRefused(f"twin/reported: {key}.conflict must be an object")
-        try:
-            storable.check(conflict, MAX_CONFLICT_BYTES, f"twin/reported: {key}.conflict")
-        except storable.Unstorable as exc:
-            raise ReportRefused(str(exc)) from None
-        entry["conflict"] = conflict
+        entry["conflict"] = kept_object(
+            conflict, MAX_CONFLICT_BYTES, f"twin/reported: {key}.conflict"
+        )
     return entry
 
 
 def _readable_twins(twins: Any) -> bool:
     return isinstance(twins, dict) and len(twins) <= storable.MAX_TWINS
+
+
+def kept_object(value: Any, max_bytes: int, what: str) -> dict[str, Any]:
+    """A free-form part of a report the hub keeps as it is: an object of storable JSON within
+    ``max_bytes``, else ReportRefused naming ``what``."""
+    if not isinstance(value, dict):
+        raise ReportRefused(f"{what} must be an object")
+    try:
+        storable.check(value, max_bytes, what)
+    except storable.Unstorable as exc:
+        raise ReportRefused(str(exc)) from None
+    return value
 
 
 def twin_reported(tx: Tx, node: str, item: ReportItem) -> None:

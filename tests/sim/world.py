@@ -325,8 +325,41 @@ class SimHub:
         self.up = True
 
 
-class HubConn:
+class Shell:
+    """What both simulated shells do with a core's commands, as the real ones do."""
+
+    side: str  # "hub" or "edge": this end of the link
+    world: World
+    link: Link
+
+    def label(self) -> str:
+        raise NotImplementedError
+
+    def _start(self, job: Job, lane: str) -> None:
+        raise NotImplementedError
+
+    def execute(self, commands: list[Command], lane: str) -> None:
+        other = "edge" if self.side == "hub" else "hub"
+        for i, command in enumerate(commands):
+            if not self.link.alive:
+                return
+            if isinstance(command, Send):
+                self.link.send(other, command.message.encode())
+            elif isinstance(command, Close):
+                self.link.close(self.side, command.code, command.reason)
+            elif isinstance(command, Log):
+                self.world.logs.append(f"{self.label()}: {command.text}")
+            else:
+                if i != len(commands) - 1:
+                    raise Violation(f"a job is not the last command: {commands}")
+                assert isinstance(command, Job)
+                self._start(command, lane)
+
+
+class HubConn(Shell):
     """The hub's shell around one HubSession (cloudhub/edgeserver.py's SessionShell)."""
+
+    side = "hub"
 
     def __init__(self, hub: SimHub, link: Link, identity: str | None) -> None:
         self.hub = hub
@@ -344,6 +377,9 @@ class HubConn:
     @property
     def alive(self) -> bool:
         return self.link.alive and not self.core.closed and self.hub.generation == self.generation
+
+    def label(self) -> str:
+        return f"hub {self.core.node}"
 
     def _hello_timer(self) -> None:
         if self.alive:
@@ -394,22 +430,6 @@ class HubConn:
         self.world.sched.at(PROGRESS_INTERVAL, self.idle_timer)
 
     # -- commands ----------------------------------------------------------------------
-
-    def execute(self, commands: list[Command], lane: str) -> None:
-        for i, command in enumerate(commands):
-            if not self.link.alive:
-                return
-            if isinstance(command, Send):
-                self.link.send("edge", command.message.encode())
-            elif isinstance(command, Close):
-                self.link.close("hub", command.code, command.reason)
-            elif isinstance(command, Log):
-                self.world.logs.append(f"hub {self.core.node}: {command.text}")
-            else:
-                if i != len(commands) - 1:
-                    raise Violation(f"a job is not the last command: {commands}")
-                assert isinstance(command, Job)
-                self._start(command, lane)
 
     def _start(self, job: Job, lane: str) -> None:
         if isinstance(job, Register):
@@ -596,8 +616,10 @@ class SimEdge:
         self.connect()
 
 
-class EdgeConn:
+class EdgeConn(Shell):
     """The edge's shell around one EdgeSession (edgecore/hublink.py)."""
+
+    side = "edge"
 
     def __init__(self, edge: SimEdge, link: Link) -> None:
         self.edge = edge
@@ -622,6 +644,9 @@ class EdgeConn:
     def pump(self) -> None:
         while self.alive and self.inbox and not self.frame_job and not self.core.closed:
             self.execute(self.core.receive(self.inbox.pop(0)), "frame")
+
+    def label(self) -> str:
+        return f"edge {self.edge.node}"
 
     def welcome_timer(self) -> None:
         if self.alive and not self.core.welcomed and not self.core.closed:
@@ -648,22 +673,6 @@ class EdgeConn:
         job = self.core.outbox_request()
         if job is not None:
             self._start(job, "outbox")
-
-    def execute(self, commands: list[Command], lane: str) -> None:
-        for i, command in enumerate(commands):
-            if not self.link.alive:
-                return
-            if isinstance(command, Send):
-                self.link.send("hub", command.message.encode())
-            elif isinstance(command, Close):
-                self.link.close("edge", command.code, command.reason)
-            elif isinstance(command, Log):
-                self.world.logs.append(f"edge {self.edge.node}: {command.text}")
-            else:
-                if i != len(commands) - 1:
-                    raise Violation(f"a job is not the last command: {commands}")
-                assert isinstance(command, Job)
-                self._start(command, lane)
 
     def _start(self, job: Job, lane: str) -> None:
         setattr(self, f"{lane}_job", True)
