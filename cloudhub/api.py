@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +32,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import edgeward
+from cloudhub.apiauth import Authenticator, AuthMiddleware
+from cloudhub.audit import AuditLog
+from cloudhub.authz import INSECURE, Forbidden, check_collection, check_object
 from cloudhub.changefeed import ChangeFeed
+from cloudhub.credentials import Identity
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.mergepatch import merge_patch
 from cloudhub.store import Store, Tx
@@ -48,9 +52,14 @@ from edgeward.errors import (
 )
 from edgeward.kinds import KINDS, NODE, Kind, normalize
 
+if TYPE_CHECKING:
+    from cloudhub.joining import JoinService
+
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+#: Set on every object an authenticated caller writes: who, and when (``edgeward describe``).
+CHANGED_BY = "edgeward.io/last-changed-by"
 DEFAULT_MAX_WATCHES = 1000
 
 T = TypeVar("T")
@@ -92,6 +101,8 @@ def _error_response(exc: Exception) -> JSONResponse:
         code, reason, causes = 409, "Conflict", None
     elif isinstance(exc, ApiError):
         code, reason, causes = exc.code, exc.reason, None
+    elif isinstance(exc, Forbidden):
+        code, reason, causes = 403, "Forbidden", None
     else:
         code, reason, causes = 500, "InternalError", None
     return JSONResponse(status_body(code, reason, str(exc), causes), status_code=code)
@@ -145,6 +156,26 @@ def _parse_rv(rv: Any, where: str, body: bool = False) -> int:
     raise ApiError(400, "BadRequest", f"{where} {message}")
 
 
+def identity_of(request: Request) -> Identity:
+    return getattr(request.state, "identity", INSECURE)
+
+
+def _stamp(obj: dict[str, Any], identity: Identity) -> dict[str, Any]:
+    """Record who wrote ``obj`` (not for a hub run --insecure: nobody is known)."""
+    if identity is not INSECURE:
+        meta = obj["metadata"]
+        annotations = dict(meta.get("annotations") or {})
+        annotations[CHANGED_BY] = f"{identity} at {_now_rfc3339()}"
+        meta["annotations"] = annotations
+    return obj
+
+
+def _now_rfc3339() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def _is_watch(request: Request) -> bool:
     return request.query_params.get("watch", "").lower() in ("1", "true", "yes")
 
@@ -180,6 +211,7 @@ class Api:
     # Objects are served as the JSON text they are stored as (cloudhub/store.py says why).
 
     async def list(self, kind: Kind, namespace: str | None, request: Request) -> Any:
+        check_collection(identity_of(request), "GET", kind)
         if _is_watch(request):
             return await self.watch(kind, namespace, None, request)
         texts, head = await run_in_threadpool(self.store.list_texts, kind, namespace)
@@ -195,6 +227,12 @@ class Api:
         return Response(body, media_type="application/json")
 
     async def get(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
+        identity = identity_of(request)
+        if identity.role == "node":
+            if _is_watch(request):
+                check_collection(identity, "GET", kind)
+            current = await run_in_threadpool(self.store.get, kind, namespace, name)
+            check_object(identity, "GET", kind, current, name)
         if _is_watch(request):
             return await self.watch(kind, namespace, name, request)
         text = await run_in_threadpool(self.store.get_text, kind, namespace, name)
@@ -247,17 +285,26 @@ class Api:
     # -- writes ---------------------------------------------------------------
 
     async def create(self, kind: Kind, namespace: str | None, request: Request) -> JSONResponse:
+        identity = identity_of(request)
+        check_collection(identity, "POST", kind)
         body = await read_json(request)
-        obj = normalize(kind, body, namespace)
+        obj = _stamp(normalize(kind, body, namespace), identity)
         created = await self._write(lambda tx: tx.create(kind, obj))
         return JSONResponse(created, status_code=201)
 
     async def replace(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
+        identity = identity_of(request)
         body = await read_json(request)
         expected = _rv_from_body(body)
-        obj = normalize(kind, body, namespace)
+        obj = _stamp(normalize(kind, body, namespace), identity)
         _same_name(kind, obj, name)
-        return JSONResponse(await self._write(lambda tx: tx.replace(kind, obj, expected)))
+
+        def replace(tx: Tx) -> dict[str, Any]:
+            if identity.role == "node":
+                check_object(identity, "PUT", kind, tx.get(kind, namespace, name), name, obj)
+            return tx.replace(kind, obj, expected)
+
+        return JSONResponse(await self._write(replace))
 
     async def patch(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -271,6 +318,7 @@ class Api:
         if not isinstance(patch, dict):
             raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
         expected = _rv_from_body(patch)
+        identity = identity_of(request)
 
         def apply(tx: Tx) -> dict[str, Any]:
             # read and write in one transaction: nothing can be written in between
@@ -278,13 +326,15 @@ class Api:
             if current is None:
                 raise NotFound(kind.name, (namespace or "") if kind.namespaced else "", name)
             merged = merge_patch({k: v for k, v in current.items() if k != "status"}, patch)
-            obj = normalize(kind, merged, namespace)
+            obj = _stamp(normalize(kind, merged, namespace), identity)
             _same_name(kind, obj, name)
+            check_object(identity, "PATCH", kind, current, name, obj)
             return tx.replace(kind, obj, expected)
 
         return JSONResponse(await self._write(apply))
 
     async def delete(self, kind: Kind, namespace: str | None, name: str, request: Request) -> Any:
+        check_object(identity_of(request), "DELETE", kind, None, name)
         raw_rv = request.query_params.get("resourceVersion")
         expected = None if raw_rv in (None, "") else _parse_rv(raw_rv, "resourceVersion")
         deleted = await self._write(lambda tx: tx.delete(kind, namespace, name, expected))
@@ -308,11 +358,15 @@ def create_app(
     writer: GroupWriter | None = None,
     max_watches: int = DEFAULT_MAX_WATCHES,
     on_node_deleted: Callable[[str], None] | None = None,
+    auth: Authenticator | None = None,
+    join: JoinService | None = None,
+    audit: AuditLog | None = None,
 ) -> FastAPI:
     """The REST API app over ``store``; ``feed`` serves watches, at most ``max_watches``
     at once. Writes go through ``writer`` (group commit) when given, else each in a
     transaction of its own. ``on_node_deleted(name)`` is called once a Node's deletion
-    has committed."""
+    has committed. Without ``auth`` every caller is an admin (a hub run --insecure);
+    ``join`` serves node joins and the token API."""
     app = FastAPI(
         title="Edgeward cloudhub",
         version=edgeward.__version__,
@@ -322,6 +376,11 @@ def create_app(
 
     @app.exception_handler(EdgewardError)
     async def _on_error(_request: Request, exc: EdgewardError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(Forbidden)
+    async def _on_forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+        request.state.refused = str(exc)  # the audit log says why
         return _error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -360,6 +419,11 @@ def create_app(
 
     for kind in KINDS:
         _add_kind_routes(app, api, kind)
+    if join is not None:
+        from cloudhub.apisecurity import add_security_routes
+
+        add_security_routes(app, store, join, auth)
+    app.add_middleware(AuthMiddleware, auth=auth, audit=audit or AuditLog(None))
     return app
 
 

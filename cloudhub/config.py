@@ -4,21 +4,58 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from edgeward.configfile import one_of, port_number, positive, setting
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def _advertised(value: tuple[str, ...]) -> str | None:
+    for url in value:
+        parts = urlsplit(url)
+        if parts.scheme != "wss" or not parts.hostname:
+            return f'"{url}" is not a wss:// URL'
+    return None
+
+
 @dataclass(frozen=True)
 class HubConfig:
-    bind: str = setting(
-        "127.0.0.1",
-        "Address both listeners bind to. Use 0.0.0.0 to serve edges on other machines.",
+    api_bind: str = setting(
+        "",
+        "Address the REST API (and node join) listens on. Empty: every interface "
+        "(0.0.0.0) with TLS, 127.0.0.1 when insecure.",
     )
     api_port: int = setting(10002, "Port of the REST API (0 picks a free port).", port_number)
+    edge_bind: str = setting(
+        "",
+        "Address the edge endpoint listens on. Empty: every interface (0.0.0.0) with TLS, "
+        "127.0.0.1 when insecure.",
+    )
     edge_port: int = setting(
         10000, "Port of the edge websocket endpoint (0 picks a free port).", port_number
+    )
+    insecure: bool = setting(
+        False,
+        "Serve plain HTTP and ws:// with no authentication at all, for a local experiment; "
+        "never on a network. Without it the hub needs 'cloudhub init' first.",
+    )
+    edge_advertise: tuple[str, ...] = setting(
+        (),
+        "Edge endpoints announced to joining nodes, e.g. wss://hub.example:10000. Empty: "
+        "wss://<the host name the node joined with>:<edge_port>.",
+        _advertised,
+    )
+    node_certificate_days: float = setting(
+        365.0,
+        "Lifetime of node certificates in days; nodes renew them at two thirds of it.",
+        positive,
+    )
+    node_frames_per_second: float = setting(
+        200.0,
+        "Frames one node may send per second (bursts of twice that); a faster node is "
+        "slowed down, never disconnected, so it cannot starve the others.",
+        positive,
     )
     data_dir: str = setting("/var/lib/edgeward/hub", "Directory for the hub's own files.")
     database: str = setting(
@@ -42,6 +79,12 @@ class HubConfig:
         positive,
     )
     log_level: str = setting("info", "One of debug, info, warning, error.", one_of(*LOG_LEVELS))
+
+    def api_address(self) -> str:
+        return self.api_bind or ("127.0.0.1" if self.insecure else "0.0.0.0")
+
+    def edge_address(self) -> str:
+        return self.edge_bind or ("127.0.0.1" if self.insecure else "0.0.0.0")
 
     def database_url(self) -> str:
         if self.database:

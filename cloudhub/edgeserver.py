@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,9 +29,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from cloudhub.changefeed import ChangeFeed, Subscription
+from cloudhub.edgegate import EdgeGate, node_identity
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.nodes import NodeRegistry
 from cloudhub.store import Store
+from edgeward.certs import CertificateError
 from edgeward.protocol import Rejected, ReportItem
 from edgeward.session import HubSession
 from edgeward.session.commands import (
@@ -43,6 +46,7 @@ from edgeward.session.commands import (
     ReadSnapshot,
     Register,
     Send,
+    SignCertificate,
 )
 
 log = logging.getLogger(__name__)
@@ -51,19 +55,36 @@ log = logging.getLogger(__name__)
 #: so an idle edge's revision stays inside the change log.
 PROGRESS_INTERVAL = 30.0
 HELLO_TIMEOUT = 10.0
+DEFAULT_FRAMES_PER_SECOND = 200.0
 
 
 class EdgeServer:
-    """Accepts edge connections and runs one session per node."""
+    """Accepts edge connections and runs one session per node.
+
+    With a ``gate`` (TLS), a session speaks only for the node its certificate
+    names; without one (a hub run --insecure), for whichever node it says.
+    """
 
     def __init__(
-        self, store: Store, feed: ChangeFeed, nodes: NodeRegistry, writer: GroupWriter
+        self,
+        store: Store,
+        feed: ChangeFeed,
+        nodes: NodeRegistry,
+        writer: GroupWriter,
+        gate: EdgeGate | None = None,
+        frames_per_second: float = DEFAULT_FRAMES_PER_SECOND,
+        signer: Callable[[str, str], str] | None = None,
     ) -> None:
+        """``signer(node, csr)`` signs and records a node's renewed certificate (PEM)."""
         self.store = store
         self.feed = feed
         self.nodes = nodes
         self.writer = writer
+        self.gate = gate
+        self.frames_per_second = frames_per_second
+        self.signer = signer
         self.sessions: dict[str, SessionShell] = {}
+        self.hello_timeouts = 0
 
     async def handle(self, ws: ServerConnection) -> None:
         await SessionShell(self, ws).run()
@@ -85,15 +106,17 @@ class EdgeServer:
 class SessionShell:
     """The I/O around one HubSession."""
 
-    __slots__ = ("_requests", "core", "peer", "server", "sub", "ws")
+    __slots__ = ("_bucket", "_requests", "core", "peer", "server", "sub", "ws")
 
     def __init__(self, server: EdgeServer, ws: ServerConnection) -> None:
         self.server = server
         self.ws = ws
         self.peer = _peer(ws)
-        self.core = HubSession()
+        identity = node_identity(ws) if server.gate is not None else None
+        self.core = HubSession(identity=None if identity is None else identity.node)
         self.sub: Subscription | None = None
         self._requests: list[Callable[[], list[Command]]] = []
+        self._bucket = TokenBucket(server.frames_per_second)
 
     def request(self, event: Callable[[], list[Command]]) -> None:
         """Hand the session an event from outside it (it runs on the session's own task)."""
@@ -124,6 +147,7 @@ class SessionShell:
             async with asyncio.timeout(HELLO_TIMEOUT):
                 frame = await self.ws.recv()
         except TimeoutError:
+            self.server.hello_timeouts += 1
             await self._execute(self.core.hello_timed_out())
             return False
         await self._execute(self.core.receive(frame))
@@ -131,6 +155,7 @@ class SessionShell:
 
     async def _receive(self) -> None:
         async for frame in self.ws:
+            await self._bucket.take()  # a node sending faster than its rate waits here
             await self._execute(self.core.receive(frame))
         # The connection is over, even when it closed cleanly (iteration then just stops):
         # recv() raises its ConnectionClosed, which ends the session's other tasks too.
@@ -162,6 +187,8 @@ class SessionShell:
             if isinstance(command, Send):
                 await self.ws.send(command.message.encode())
             elif isinstance(command, Close):
+                if command.code == 1008 and self.core.identity and self.server.gate:
+                    self.server.gate.refused_hello(self.core.identity, self.peer, command.reason)
                 await self.ws.close(command.code, command.reason)
             elif isinstance(command, Log):
                 log.log(command.level, "node %s: %s", self.core.node or self.peer, command.text)
@@ -183,12 +210,24 @@ class SessionShell:
                     store.snapshot_page, node, job.after_key, job.limit
                 )
                 return self.core.snapshot_read(objects, head)
+            if isinstance(job, SignCertificate):
+                return await self._sign(job.csr)
             assert isinstance(job, PersistReports)
             high, rejected = await self._persist(job.items, job.acked_revision)
             return self.core.reports_persisted(high, rejected)
         except Exception as exc:
             log.debug("node %s: %s failed", node, type(job).__name__, exc_info=True)
             return self.core.job_failed(job, _describe(exc))
+
+    async def _sign(self, csr: str) -> list[Command]:
+        signer = self.server.signer
+        if signer is None:
+            return self.core.certificate_refused("this hub issues no certificates")
+        try:
+            pem = await asyncio.to_thread(signer, self.core.node, csr)
+        except CertificateError as exc:
+            return self.core.certificate_refused(str(exc))
+        return self.core.certificate_signed(pem)
 
     async def _register(self, job: Register) -> list[Command]:
         server = self.server
@@ -215,6 +254,26 @@ class SessionShell:
         high, rejected = outcome if isinstance(outcome, tuple) else (outcome, ())
         nodes.reports_written(node, items, high, tuple(rejected))
         return high, tuple(rejected)
+
+
+class TokenBucket:
+    """Frames per second for one session, with bursts of twice the rate."""
+
+    __slots__ = ("_level", "_stamp", "rate")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._level = 2 * rate
+        self._stamp = time.monotonic()
+
+    async def take(self) -> None:
+        now = time.monotonic()
+        self._level = min(2 * self.rate, self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._level < 1:
+            await asyncio.sleep((1 - self._level) / self.rate)
+            self._level, self._stamp = 1.0, time.monotonic()
+        self._level -= 1
 
 
 def _peer(ws: ServerConnection) -> str:

@@ -13,14 +13,20 @@ import sys
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 import edgeward
-from cloudhub import transport
+from cloudhub import credentials, transport
 from cloudhub.api import create_app
+from cloudhub.apiauth import Authenticator
+from cloudhub.audit import AuditLog
 from cloudhub.changefeed import ChangeFeed
 from cloudhub.config import HubConfig
+from cloudhub.credentials import Identity
 from cloudhub.db import open_engine
+from cloudhub.edgegate import EdgeGate
 from cloudhub.edgeserver import EdgeServer
 from cloudhub.groupwriter import GroupWriter
+from cloudhub.joining import JoinService, JoinSettings
 from cloudhub.nodes import NodeRegistry
+from cloudhub.pki import Authority, pki_paths
 from cloudhub.store import Store
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
 from edgeward.daemon import config_file, data_directory, run_daemon, stop_on_signals
@@ -30,14 +36,17 @@ log = logging.getLogger("cloudhub")
 
 DEFAULT_CONFIG = "/etc/edgeward/cloudhub.yaml"
 FLAGS = (
-    "bind",
+    "api_bind",
     "api_port",
+    "edge_bind",
     "edge_port",
     "data_dir",
     "database",
     "node_grace_period",
     "change_log_retention",
     "max_watches",
+    "node_certificate_days",
+    "node_frames_per_second",
     "log_level",
 )
 COMPACT_INTERVAL = 60.0
@@ -60,6 +69,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="print a commented config with every default and exit",
     )
     add_flags(parser, HubConfig, FLAGS)
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="serve plain HTTP and ws:// with no authentication, for a local experiment "
+        "(never on a network); without it, run 'cloudhub init' first",
+    )
     parser.add_argument("--version", action="version", version=f"cloudhub {edgeward.__version__}")
     return parser.parse_args(argv)
 
@@ -67,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load_config(args: argparse.Namespace) -> HubConfig:
     path = config_file(args.config, DEFAULT_CONFIG)
     data = read_yaml(path) if path else {}
-    return build(HubConfig, merged(data, flag_values(args, FLAGS)))
+    return build(HubConfig, merged(data, flag_values(args, (*FLAGS, "insecure"))))
 
 
 #: glibc's mallopt parameter for the size from which a block is mmapped (malloc.h).
@@ -106,19 +122,56 @@ async def run_hub(config: HubConfig) -> None:
     store.on_commit(feed.notify)
     writer = GroupWriter(store)
     nodes = NodeRegistry(store, config.node_grace_period, writer)
-    edge = EdgeServer(store, feed, nodes, writer)
+    audit = AuditLog(data_dir / "audit.log")
+    authority = None if config.insecure else Authority(pki_paths(data_dir))
+    gate = None if authority is None else EdgeGate(store, audit)
+    edge = EdgeServer(store, feed, nodes, writer, gate, config.node_frames_per_second)
 
     def node_deleted(name: str) -> None:
         nodes.forget(name)
         edge.node_deleted(name)
 
-    api_sock = transport.listen(config.bind, config.api_port)
-    edge_sock = transport.listen(config.bind, config.edge_port)
-    app = create_app(store, feed, writer, config.max_watches, on_node_deleted=node_deleted)
-    api_server = transport.api_server(app)
+    api_sock = transport.listen(config.api_address(), config.api_port)
+    edge_sock = transport.listen(config.edge_address(), config.edge_port)
+    auth = join = None
+    if authority is not None:
+        if await asyncio.to_thread(authority.renew_server_if_due):
+            log.info("renewed the hub's server certificate (two thirds of its life had passed)")
+        auth = Authenticator(lambda token: _check_token(store, token))
+        join = JoinService(
+            store,
+            authority,
+            JoinSettings(
+                config.node_certificate_days,
+                edge_sock.getsockname()[1],
+                config.edge_advertise,
+            ),
+            lambda name: name in edge.sessions,
+        )
+        edge.signer = join.renew
+    else:
+        log.warning(
+            "running --insecure: no TLS and no authentication; anyone who reaches %s:%d or "
+            "%s:%d controls the fleet",
+            config.api_address(),
+            config.api_port,
+            config.edge_address(),
+            config.edge_port,
+        )
+    app = create_app(
+        store,
+        feed,
+        writer,
+        config.max_watches,
+        on_node_deleted=node_deleted,
+        auth=auth,
+        join=join,
+        audit=audit,
+    )
+    api_server = transport.api_server(app, None if authority is None else authority)
     stop = stop_on_signals()
     async with (
-        transport.edge_endpoint(edge.handle, edge_sock) as ws_server,
+        transport.edge_endpoint(edge.handle, edge_sock, authority, gate) as ws_server,
         asyncio.TaskGroup() as tg,
     ):
         tasks = [
@@ -128,9 +181,10 @@ async def run_hub(config: HubConfig) -> None:
             tg.create_task(_compact_forever(store, config.change_log_retention)),
         ]
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
+        secure = authority is not None
         address = {
-            "api": transport.url("http", api_sock),
-            "edge": transport.url("ws", edge_sock),
+            "api": transport.url("https" if secure else "http", api_sock),
+            "edge": transport.url("wss" if secure else "ws", edge_sock),
             "pid": os.getpid(),
         }
         (data_dir / "cloudhub.json").write_text(json.dumps(address) + "\n")
@@ -153,7 +207,13 @@ async def run_hub(config: HubConfig) -> None:
         await _flush_leases(nodes)  # a group-writer job: the writer still runs
         for task in (*tasks, stop_task):
             task.cancel()
+    audit.close()
     engine.dispose()
+
+
+def _check_token(store: Store, token: str) -> Identity:
+    with store.reading() as conn:
+        return credentials.check_token(conn, token)
 
 
 async def _flush_leases(nodes: NodeRegistry) -> None:
@@ -173,6 +233,11 @@ async def _compact_forever(store: Store, keep: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["init"]:
+        from cloudhub.init import main as init_main
+
+        return init_main(argv[1:])
     args = parse_args(argv)
     if args.print_default_config:
         sys.stdout.write(render_defaults(HubConfig, "cloudhub configuration (cloudhub.yaml)"))

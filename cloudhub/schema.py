@@ -92,6 +92,33 @@ node_sync = Table(
 )
 
 
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),  # public half of a token, shown in lists
+    Column("secret_sha256", String(64), nullable=False),  # the secret half is never stored
+    Column("role", String(16), nullable=False),  # admin | viewer | node
+    Column("node", String(253), nullable=True),  # a node token bound to one node name
+    Column("created", Float, nullable=False),
+    Column("expires", Float, nullable=True),  # NULL: never (the admin credential)
+    Column("single_use", Boolean, nullable=False),
+    Column("used", Float, nullable=True),  # when a single-use token joined a node
+    Column("revoked", Float, nullable=True),
+    Column("created_by", String(253), nullable=False),
+    Column("description", String(253), nullable=False),
+)
+
+node_certs = Table(
+    "node_certs",
+    metadata,
+    Column("serial", String(40), primary_key=True),  # lowercase hex, no leading zeros
+    Column("node", String(253), nullable=False),
+    Column("not_after", Float, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+)
+Index("node_certs_node", node_certs.c.node)
+
+
 def _v1(conn: Connection) -> None:
     metadata.create_all(
         conn, tables=[revision, objects, changes, node_leases, node_sync], checkfirst=True
@@ -99,9 +126,13 @@ def _v1(conn: Connection) -> None:
     conn.execute(insert(revision).values(id=1, head=0, compacted=0))
 
 
+def _v2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[tokens, node_certs], checkfirst=True)
+
+
 #: Ordered schema steps; step i brings the schema from version i to i + 1.
 #: Append only: an installed hub runs the steps it has not run yet.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 
 
 def migrate(engine: Engine) -> int:

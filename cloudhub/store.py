@@ -36,7 +36,7 @@ from sqlalchemy import (
 from cloudhub import schema
 from cloudhub.admission import admit
 from cloudhub.leases import LiveLease
-from cloudhub.schema import changes, node_leases, node_sync, objects, revision
+from cloudhub.schema import changes, node_certs, node_leases, node_sync, objects, revision
 from edgeward import storable
 from edgeward.errors import AlreadyExists, Conflict, FieldCause, InvalidObject, NotFound
 from edgeward.kinds import ALL_NODES, KINDS, NODE, Kind, resource_version
@@ -136,6 +136,11 @@ _UPDATE_OBJECT = (
 _DELETE_OBJECT = delete(objects).where(*_OBJECT_KEY)
 _DELETE_NODE_SYNC = delete(node_sync).where(node_sync.c.node == bindparam("b_name"))
 _DELETE_NODE_LEASE = delete(node_leases).where(node_leases.c.node == bindparam("b_name"))
+_REVOKE_NODE_CERTS = (
+    update(node_certs)
+    .where(node_certs.c.node == bindparam("b_name"), node_certs.c.revoked.is_(False))
+    .values(revoked=True)
+)
 _LOCK_HEAD = select(revision.c.head).where(revision.c.id == 1).with_for_update()
 _SET_HEAD = update(revision).where(revision.c.id == 1).values(head=bindparam("b_head"))
 _HEAD = select(revision.c.head)
@@ -289,11 +294,13 @@ class Tx:
         self, kind: Kind, namespace: str | None, name: str, expected_rv: int | None = None
     ) -> dict[str, Any]:
         """Delete an object. A Node takes its positions (report seq, acked revision) and
-        lease with it: a node registering again under that name starts from seq 0."""
+        lease with it: a node registering again under that name starts from seq 0. Its
+        certificates are revoked: it must join again to connect."""
         current = self._current(kind, namespace, name, expected_rv)
         if kind is NODE:
             self.conn.execute(_DELETE_NODE_SYNC, {"b_name": name})
             self.conn.execute(_DELETE_NODE_LEASE, {"b_name": name})
+            self.conn.execute(_REVOKE_NODE_CERTS, {"b_name": name})
         return self._save(kind, "delete", current, prev_route=kind.route(current))
 
     def _current(

@@ -1,13 +1,16 @@
 """Everything about how the hub's two ports are served, in one place.
 
-Plain HTTP and websockets for now; TLS with client certificates (the
-security issue) changes this module and the edge's ``edgecore/transport.py``.
+With an :class:`~cloudhub.pki.Authority`, both ports speak TLS 1.2+ (the edge
+port requires a client certificate from the hub's CA); without one (``--insecure``)
+plain HTTP and websockets. Handshakes are bounded in time, so connections that
+never finish TLS or never upgrade cost a socket for seconds, not forever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -15,8 +18,13 @@ import uvicorn
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 
+from cloudhub.edgegate import EdgeGate
+from cloudhub.pki import Authority
 from edgeward import protocol
 from edgeward.errors import ConfigError
+
+#: Seconds a client has to finish the TLS handshake, then the websocket upgrade.
+HANDSHAKE_TIMEOUT = 10.0
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -41,14 +49,39 @@ def url(scheme: str, sock: socket.socket) -> str:
 
 
 def edge_endpoint(
-    handler: Callable[[ServerConnection], Awaitable[None]], sock: socket.socket
+    handler: Callable[[ServerConnection], Awaitable[None]],
+    sock: socket.socket,
+    authority: Authority | None = None,
+    gate: EdgeGate | None = None,
 ) -> Any:
     """The websocket server edges connect to (an async context manager yielding a Server).
 
     No permessage-deflate: frames are small JSON, and compression costs memory
     per connection on the hub and CPU on small gateways.
     """
-    return ws_serve(handler, sock=sock, max_size=protocol.MAX_FRAME_BYTES, compression=None)
+    tls: dict[str, Any] = {}
+    if authority is not None:
+        tls = {"ssl": authority.edge_context(), "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
+    return ws_serve(
+        handler,
+        sock=sock,
+        max_size=protocol.MAX_FRAME_BYTES,
+        compression=None,
+        open_timeout=HANDSHAKE_TIMEOUT,
+        process_request=None if gate is None else gate.process_request,
+        **tls,
+    )
+
+
+class _Config(uvicorn.Config):
+    def __init__(self, app: Any, tls: ssl.SSLContext | None, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._tls = tls
+
+    def load(self) -> None:
+        super().load()
+        if self._tls is not None:
+            self.ssl = self._tls  # the hub's own context: TLS 1.2+, its server certificate
 
 
 class _ApiServer(uvicorn.Server):
@@ -58,11 +91,12 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-def api_server(app: Any) -> uvicorn.Server:
+def api_server(app: Any, authority: Authority | None = None) -> uvicorn.Server:
     """The REST API's server; run it with ``await server.serve(sockets=[sock])``."""
     return _ApiServer(
-        uvicorn.Config(
+        _Config(
             app,
+            None if authority is None else authority.api_context(),
             log_level="warning",
             access_log=False,
             lifespan="off",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from edgeward.configfile import one_of, port_number, positive, setting
@@ -31,9 +33,26 @@ def _node_name(value: str) -> str | None:
 @dataclass(frozen=True)
 class HubLinkConfig:
     endpoints: tuple[str, ...] = setting(
-        ("ws://127.0.0.1:10000",),
-        "Hub edge endpoints, tried in turn until one answers.",
+        ("wss://127.0.0.1:10000",),
+        "Hub edge endpoints, tried in turn until one answers ('edgeward join' writes them).",
         _endpoints,
+    )
+    ca_file: str = setting(
+        "", "The hub's CA certificate, to verify the hub. Empty: <data_dir>/pki/ca.crt."
+    )
+    cert_file: str = setting(
+        "",
+        "This node's certificate (renewed in place before it expires). "
+        "Empty: <data_dir>/pki/node.crt.",
+    )
+    key_file: str = setting(
+        "",
+        "This node's private key (0600; it never leaves the node). Empty: <data_dir>/pki/node.key.",
+    )
+    insecure: bool = setting(
+        False,
+        "Allow ws:// endpoints: no TLS and no certificate, only for a hub run --insecure "
+        "on a machine you trust.",
     )
     reconnect_initial_delay: float = setting(
         0.5, "First reconnect delay in seconds; it doubles per failure, with full jitter.", positive
@@ -48,9 +67,30 @@ class HubLinkConfig:
     open_timeout: float = setting(10.0, "Seconds allowed to open the connection.", positive)
 
     def problems(self) -> list[str]:
+        found = []
         if self.reconnect_max_delay < self.reconnect_initial_delay:
-            return ["reconnect_max_delay: must not be less than reconnect_initial_delay"]
-        return []
+            found.append("reconnect_max_delay: must not be less than reconnect_initial_delay")
+        plain = [url for url in self.endpoints if url.startswith("ws://")]
+        if plain and not self.insecure:
+            found.append(
+                f'endpoints: "{plain[0]}" is plain ws://, with no TLS: use the wss:// endpoint '
+                "'edgeward join' wrote, or set hub.insecure (--insecure) for a hub run --insecure"
+            )
+        return found
+
+    def with_files_in(self, data_dir: str) -> HubLinkConfig:
+        """This config with empty certificate paths resolved under ``data_dir``/pki."""
+        pki = Path(data_dir) / "pki"
+        return dataclasses.replace(
+            self,
+            ca_file=self.ca_file or str(pki / "ca.crt"),
+            cert_file=self.cert_file or str(pki / "node.crt"),
+            key_file=self.key_file or str(pki / "node.key"),
+        )
+
+    @property
+    def uses_tls(self) -> bool:
+        return any(url.startswith("wss://") for url in self.endpoints)
 
 
 @dataclass(frozen=True)

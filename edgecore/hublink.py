@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -28,11 +29,14 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from devicetwin import Publish
+from edgecore import credentials
 from edgecore.config import HubLinkConfig
 from edgecore.store import StoreThread
 from edgecore.transport import connect_hub
 from edgecore.twins import TwinService
+from edgeward import certs
 from edgeward.backoff import backoff
+from edgeward.certs import CertificateError
 from edgeward.errors import FatalError
 from edgeward.protocol import Change
 from edgeward.session import Cause, EdgeSession, Ended, Verdict, classify
@@ -42,6 +46,7 @@ from edgeward.session.commands import (
     Close,
     Command,
     DeleteAcked,
+    InstallCertificate,
     Job,
     Log,
     ReadOutbox,
@@ -53,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds an idle outbox waits after new rows arrive before reading them (see _send_outbox).
 OUTBOX_LINGER = 0.01
+#: Longest wait between looks at the node certificate's renewal time.
+RENEWAL_CHECK = 3600.0
 
 
 class LinkStopped(FatalError):
@@ -117,15 +124,23 @@ class HubLink:
                 core = EdgeSession(
                     self.node, revision, self.node_info.get("agentVersion", ""), self.node_info
                 )
-                ended = await self._serve(ws, core)
+                ended = await self._serve(ws, core, url)
         except InvalidURI as exc:
             ended = Ended(Cause.INVALID_URL, str(exc))
         except InvalidStatus as exc:
-            ended = Ended(Cause.HTTP_STATUS, http_status=exc.response.status_code)
+            ended = Ended(
+                Cause.HTTP_STATUS,
+                _said(exc.response.body),
+                http_status=exc.response.status_code,
+            )
         except InvalidHandshake as exc:
             # a handshake cut short is the network; a reply that is not HTTP is not a hub
+            tls = _tls_refusal(exc.__cause__)
             lost = isinstance(exc.__cause__, EOFError | OSError)
-            ended = Ended(Cause.UNREACHABLE if lost else Cause.NOT_WEBSOCKET, _describe(exc))
+            cause = Cause.UNREACHABLE if lost else Cause.NOT_WEBSOCKET
+            ended = tls or Ended(cause, _describe(exc))
+        except ssl.SSLError as exc:
+            ended = _tls_refusal(exc) or Ended(Cause.UNREACHABLE, _describe(exc))
         except (OSError, TimeoutError) as exc:
             ended = Ended(Cause.UNREACHABLE, _describe(exc))
         except sqlite3.Error as exc:
@@ -135,13 +150,15 @@ class HubLink:
             self._live_since = None
         return classify(ended, self.node, url), core is not None and core.welcomed
 
-    async def _serve(self, ws: ClientConnection, core: EdgeSession) -> Ended:
+    async def _serve(self, ws: ClientConnection, core: EdgeSession, url: str = "") -> Ended:
         closed: ConnectionClosed | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive(ws, core))
                 tg.create_task(self._send_outbox(ws, core))
                 tg.create_task(self._await_welcome(core))
+                if url.startswith("wss://"):
+                    tg.create_task(self._renew_when_due(ws, core))
         except* ConnectionClosed as group:
             closed = group.exceptions[0]  # type: ignore[assignment]
         except* TimeoutError:
@@ -151,6 +168,30 @@ class HubLink:
         lived = 0.0 if self._live_since is None else self.clock() - self._live_since
         rcvd = closed.rcvd
         return core.ended(rcvd.code if rcvd else None, rcvd.reason if rcvd else "", lived)
+
+    async def _renew_when_due(self, ws: ClientConnection, core: EdgeSession) -> None:
+        """Ask for a new certificate two thirds into the current one's life (once per session:
+        a refused renewal is tried again on the next connection)."""
+        while True:
+            due = await asyncio.to_thread(credentials.renewal_due, self.config)
+            if due is None:
+                return
+            wait = due - time.time()
+            if wait > 0:
+                await asyncio.sleep(min(wait, RENEWAL_CHECK))
+                continue
+            if not core.welcomed or core.renewing:
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                csr = await credentials.new_csr(self.config, self.node)
+            except (OSError, CertificateError) as exc:
+                log.warning("cannot renew the node certificate: %s; retrying later", exc)
+                await asyncio.sleep(RENEWAL_CHECK)
+                continue
+            log.info("renewing the node certificate (two thirds of its life have passed)")
+            await self._execute(ws, core, core.renew(csr))
+            return
 
     async def _await_welcome(self, core: EdgeSession) -> None:
         await asyncio.sleep(self.config.open_timeout)
@@ -193,9 +234,25 @@ class HubLink:
                 await ws.close(command.code, command.reason)
             elif isinstance(command, Log):
                 log.log(command.level, "%s", command.text)
+            elif isinstance(command, InstallCertificate):
+                await self._install(ws, command.certificate)
             else:
                 assert isinstance(command, Job)
                 await self._execute(ws, core, await self._run(core, command))
+
+    async def _install(self, ws: ClientConnection, pem: str) -> None:
+        """Put the renewed certificate in place and reconnect with it at once, so every
+        session runs on a certificate with life left (and may renew it in turn)."""
+        try:
+            not_after = await asyncio.to_thread(credentials.install, self.config, pem, self.node)
+        except (OSError, CertificateError) as exc:
+            log.warning("the renewed certificate could not be installed: %s", exc)
+            return
+        log.info(
+            "renewed the node certificate, valid until %s; reconnecting with it",
+            certs.utc(not_after),
+        )
+        await ws.close(1000, "reconnecting with a renewed certificate")
 
     async def _run(self, core: EdgeSession, job: Job) -> list[Command]:
         """Carry out a job on the store's thread and hand its result to the core."""
@@ -252,6 +309,29 @@ class HubLink:
         if messages and self.publish is not None:
             self.publish(messages)
         self.outbox_wake.set()  # the batch may have queued reports
+
+
+def _said(body: bytes | None) -> str:
+    """The first line of a refusal's body (the hub says there why it refused)."""
+    if not body:
+        return ""
+    line = body.decode("utf-8", "replace").strip().splitlines()
+    return line[0][:300] if line else ""
+
+
+#: OpenSSL alert reasons that mean the hub refused our certificate.
+_REFUSED_ALERTS = ("CERTIFICATE", "UNKNOWN_CA")
+
+
+def _tls_refusal(exc: BaseException | None) -> Ended | None:
+    """A TLS failure no retry can fix, as the Ended that stops the link; None otherwise."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return Ended(Cause.HUB_NOT_TRUSTED, exc.verify_message or str(exc))
+    if isinstance(exc, ssl.SSLError) and "ALERT" in (exc.reason or ""):
+        reason = exc.reason or ""
+        if any(word in reason for word in _REFUSED_ALERTS):
+            return Ended(Cause.CERTIFICATE_REFUSED, reason.lower().replace("_", " "))
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import socket
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 import edgeward
 from edgecore.config import EdgeConfig
+from edgecore.credentials import check_credentials
 from edgeward.addresses import parse_broker
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
 from edgeward.daemon import (
@@ -72,7 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         dest="endpoints",
         action="append",
         metavar="URL",
-        help="hub edge endpoint, e.g. ws://127.0.0.1:10000; repeat for fallbacks",
+        help="hub edge endpoint, e.g. wss://hub.example:10000; repeat for fallbacks",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a ws:// hub endpoint (no TLS, no certificate): only for a hub run "
+        "--insecure on a machine you trust",
     )
     parser.add_argument(
         "--mqtt",
@@ -94,8 +102,13 @@ def load_config(args: argparse.Namespace) -> EdgeConfig:
     path = config_file(args.config, DEFAULT_CONFIG)
     data = read_yaml(path) if path else {}
     flags: dict[str, Any] = flag_values(args, (*FLAGS, "node_name"))
+    hub: dict[str, Any] = {}
     if args.endpoints:
-        flags["hub"] = {"endpoints": args.endpoints}
+        hub["endpoints"] = args.endpoints
+    if args.insecure:
+        hub["insecure"] = True
+    if hub:
+        flags["hub"] = hub
     mqtt: dict[str, Any] = {}
     if args.mqtt_broker:
         try:
@@ -113,6 +126,9 @@ def load_config(args: argparse.Namespace) -> EdgeConfig:
         if (problem := dns_subdomain_problem(host)) is not None:
             raise ConfigError([f"the hostname {host!r} cannot name a node ({problem}): set --node"])
         config = build(EdgeConfig, merged(merged(data, flags), {"node_name": host}))
+    config = dataclasses.replace(config, hub=config.hub.with_files_in(config.data_dir))
+    if config.hub.uses_tls:
+        check_credentials(config.hub, config.node_name)
     return config
 
 

@@ -1,5 +1,5 @@
-"""How the edge opens its link to the hub, in one place (TLS and client certificates
-arrive here with the security issue, beside ``cloudhub/transport.py``)."""
+"""How the edge opens its link to the hub, in one place (beside ``cloudhub/transport.py``):
+wss:// with the node's certificate, or ws:// when the config allows plain transport."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from edgecore.config import HubLinkConfig
+from edgecore.credentials import client_context
 from edgeward import protocol
 
 
@@ -18,8 +19,10 @@ def connect_hub(url: str, config: HubLinkConfig) -> Any:
     environment: an ``http_proxy`` set for package downloads must not capture
     the hub link.
     """
+    tls = client_context(config) if url.startswith("wss://") else None
     return connect(
         url,
+        ssl=tls,
         open_timeout=config.open_timeout,
         ping_interval=config.ping_interval,
         ping_timeout=config.ping_timeout,

@@ -428,8 +428,63 @@ class Error(Message):
         return cls(code=exc.code, reason=exc.reason)
 
 
+#: A PEM CSR or certificate of a P-256 key is under 1 KiB; anything this big is not one.
+MAX_PEM_CHARS = 16 * 1024
+
+
+def _want_pem(body: dict[str, Any], name: str, label: str) -> str:
+    text = _want(body, name, str, f"a PEM {label}")
+    if len(text) > MAX_PEM_CHARS or f"-----BEGIN {label.upper()}-----" not in text:
+        raise ProtocolError(
+            BAD_MESSAGE, f"{body.get('type')}: {name} must be a PEM {label} (at most 16 KiB)"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Renew(Message):
+    """edge → hub, once live: a CSR for this node's next certificate (a new key's)."""
+
+    type: ClassVar[str] = "renew"
+    csr: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "csr": self.csr}
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> Renew:
+        return cls(csr=_want_pem(body, "csr", "certificate request"))
+
+
+@dataclass(frozen=True)
+class Certificate(Message):
+    """hub → edge: the node's renewed certificate, for the key of its last ``renew``."""
+
+    type: ClassVar[str] = "certificate"
+    certificate: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "certificate": self.certificate}
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> Certificate:
+        return cls(certificate=_want_pem(body, "certificate", "certificate"))
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    m.type: m for m in (Hello, Welcome, Changes, Snapshot, Ack, Report, ReportAck, Error)
+    m.type: m
+    for m in (
+        Hello,
+        Welcome,
+        Changes,
+        Snapshot,
+        Ack,
+        Report,
+        ReportAck,
+        Error,
+        Renew,
+        Certificate,
+    )
 }
 
 

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         hub = _Child(
             "cloudhub",
             "cloudhub.main",
-            ["--data-dir", str(hub_dir), "--api-port", "0", "--edge-port", "0"],
+            ["--data-dir", str(hub_dir), "--api-port", "0", "--edge-port", "0", "--insecure"],
             base / "cloudhub.log",
         )
         children.append(hub)
@@ -156,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
                 "2",
                 "--mqtt",
                 mqtt,
+                "--insecure",
             ],
             base / f"{NODE}.log",
         )

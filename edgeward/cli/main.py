@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import edgeward
-from edgeward.cli import apply, delete, demo, describe, get, twin
+from edgeward.cli import apply, delete, demo, describe, get, join, twin
 from edgeward.cli.common import PROG, Parser, add_hub_flags, error_line
 from edgeward.cli.errors import (
     EXIT_BROKEN_PIPE,
@@ -36,6 +36,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     apply.register,
     delete.register,
     twin.register,
+    join.register,
     demo.register,
 ]
 

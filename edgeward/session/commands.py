@@ -12,8 +12,9 @@ the job returned, which may give more commands.
      ├── Send(message)            write one frame
      ├── Close(code, reason)      close the websocket; the session is over
      ├── Log(level, text)         one line for the daemon's log
+     ├── InstallCertificate(pem)  edge: put the renewed certificate in place
      └── Job                      a store operation; its result goes back to the core
-          ├── hub:  Register, ReadLog, ReadSnapshot, PersistReports
+          ├── hub:  Register, ReadLog, ReadSnapshot, PersistReports, SignCertificate
           └── edge: AlignOutbox, ApplyChanges, StageSnapshot, ReadOutbox, DeleteAcked
 """
 
@@ -51,6 +52,13 @@ class Log(Command):
     text: str
 
 
+@dataclass(frozen=True)
+class InstallCertificate(Command):
+    """The hub renewed this node's certificate (for the key of the last renew)."""
+
+    certificate: str
+
+
 class Job(Command):
     """A store operation; the shell reports its outcome back to the core."""
 
@@ -65,6 +73,15 @@ class Register(Job):
 
     node: str
     node_info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SignCertificate(Job):
+    """Sign ``csr`` for the session's node and record the certificate →
+    ``HubSession.certificate_signed(pem)``; a CSR the CA refuses →
+    ``HubSession.certificate_refused(reason)``."""
+
+    csr: str
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from edgeward.session.commands import (
     Close,
     Command,
     DeleteAcked,
+    InstallCertificate,
     Job,
     Log,
     ReadOutbox,
@@ -102,6 +103,8 @@ class EdgeSession:
         self.store_failure: str | None = None
         self.cursor = OutboxCursor(acked=0)
         self.bad_frames = 0
+        #: A renew was sent and its certificate has not come yet.
+        self.renewing = False
         self._job: Job | None = None
         self._reading_outbox = False
         self._staging: int | None = None
@@ -142,11 +145,28 @@ class EdgeSession:
                 return self._on_report_ack(msg)
             if isinstance(msg, protocol.Error):
                 return [Log(WARNING, f"the hub refused a frame: {msg.code}: {msg.reason}")]
+            if isinstance(msg, protocol.Certificate):
+                return self._on_certificate(msg)
             raise ProtocolError(
                 protocol.UNEXPECTED, f"{msg.type} is not accepted from the hub", msg.type
             )
         except ProtocolError as exc:
             return self._refuse(exc)
+
+    def renew(self, csr: str) -> list[Command]:
+        """Ask the hub for a new certificate; nothing while not yet live (ask again later)."""
+        if self.state is not EdgeState.LIVE or self.renewing:
+            return []
+        self.renewing = True
+        return [Send(protocol.Renew(csr))]
+
+    def _on_certificate(self, msg: protocol.Certificate) -> list[Command]:
+        if not self.renewing:
+            raise ProtocolError(
+                protocol.UNEXPECTED, "a certificate this edge did not ask for", msg.type
+            )
+        self.renewing = False
+        return [InstallCertificate(msg.certificate)]
 
     def _refuse(self, exc: ProtocolError) -> list[Command]:
         if self.state is EdgeState.AWAITING_WELCOME or exc.message_type in _ORDERED:

@@ -64,6 +64,7 @@ from edgeward.session.commands import (
     ReadSnapshot,
     Register,
     Send,
+    SignCertificate,
 )
 from edgeward.sync import ChangeRow, NodeBacklog, change_batches, snapshot_frames
 
@@ -97,7 +98,7 @@ ACCEPTS: dict[HubState, frozenset[type[protocol.Message]]] = {
     HubState.RESUMING: frozenset({protocol.Error}),
     HubState.CATCHING_UP: frozenset({protocol.Ack, protocol.Report, protocol.Error}),
     HubState.SNAPSHOTTING: frozenset({protocol.Ack, protocol.Report, protocol.Error}),
-    HubState.LIVE: frozenset({protocol.Ack, protocol.Report, protocol.Error}),
+    HubState.LIVE: frozenset({protocol.Ack, protocol.Report, protocol.Error, protocol.Renew}),
     HubState.CLOSED: frozenset(),
 }
 
@@ -120,6 +121,7 @@ class HubSession:
         "max_live_rows",
         "node",
         "page",
+        "renewed",
         "report_seq",
         "sent",
         "state",
@@ -142,6 +144,8 @@ class HubSession:
         #: Highest outbox seq the hub holds for the node.
         self.report_seq = 0
         self.bad_frames = 0
+        #: Whether this session asked for a certificate already (one renewal per session).
+        self.renewed = False
         self._live: list[ChangeRow] = []
         self._live_overflowed = False
         self._read_after = 0
@@ -182,6 +186,8 @@ class HubSession:
                 return self._on_ack(msg)
             if isinstance(msg, protocol.Report):
                 return self._on_report(msg)
+            if isinstance(msg, protocol.Renew):
+                return self._on_renew(msg)
             assert isinstance(msg, protocol.Error)
             return [Log(WARNING, f"the edge reports an error: {msg.code}: {msg.reason}")]
         except ProtocolError as exc:
@@ -300,6 +306,31 @@ class HubSession:
         return []
 
     # -- job results ----------------------------------------------------------------
+
+    def _on_renew(self, msg: protocol.Renew) -> list[Command]:
+        if self.identity is None:
+            raise ProtocolError(
+                protocol.FORBIDDEN, "this hub runs without TLS and issues no certificates"
+            )
+        if self.renewed:
+            raise ProtocolError(protocol.FORBIDDEN, "one certificate renewal per session")
+        self.renewed = True
+        return [SignCertificate(msg.csr)]
+
+    def certificate_signed(self, pem: str) -> list[Command]:
+        """The renewed certificate is recorded: hand it to the edge."""
+        if self.closed:
+            return []
+        return [Log(INFO, "renewed its certificate"), Send(protocol.Certificate(pem))]
+
+    def certificate_refused(self, reason: str) -> list[Command]:
+        """The CA would not sign the CSR: tell the edge; its current certificate still works."""
+        if self.closed:
+            return []
+        return [
+            Log(WARNING, f"refused a certificate renewal: {reason}"),
+            Send(protocol.Error(protocol.BAD_MESSAGE, f"renew: {reason}")),
+        ]
 
     def job_failed(self, job: Job, reason: str) -> list[Command]:
         """A job raised: the session cannot go on; the edge tries again later."""

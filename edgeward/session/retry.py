@@ -16,7 +16,9 @@ meets ever longer delays.
 what ended it                              verdict  why
 =========================================  =======  =====================================
 an invalid URL                             stop     configuration
-HTTP 401/403 to the upgrade                stop     the hub refuses this node
+HTTP 401/403 to the upgrade                stop     the hub refuses this node (it says why)
+the hub's certificate does not verify      stop     another hub, or the wrong CA file
+the hub refuses our certificate (TLS)      stop     expired, another CA: join again
 HTTP 5xx to the upgrade                    retry    the hub (or a proxy) is unwell
 any other HTTP status                      stop     not an Edgeward edge endpoint
 a reply that is not HTTP                   stop     not a websocket server at all
@@ -58,6 +60,8 @@ class Cause(enum.Enum):
     NOT_WEBSOCKET = "not_websocket"  # the server's reply was not HTTP at all
     UNREACHABLE = "unreachable"  # refused, unreachable, reset, DNS, timeout
     CLOSED = "closed"  # the websocket closed (a close frame, or the link died)
+    HUB_NOT_TRUSTED = "hub_not_trusted"  # the hub's certificate did not verify
+    CERTIFICATE_REFUSED = "certificate_refused"  # the hub's TLS refused our certificate
     PROTOCOL_VIOLATION = "protocol_violation"  # we closed it: the hub sent what we cannot take
     LOCAL_STORE = "local_store"  # our own database failed
 
@@ -128,6 +132,8 @@ def classify(ended: Ended, node: str, url: str) -> Verdict:
         case Cause.HTTP_STATUS:
             status = ended.http_status
             if status in (401, 403):
+                if ended.detail:
+                    return _stop(f"the hub at {url} refused node {node}: {ended.detail}")
                 return _stop(
                     f"{url} refused node {node}'s connection (HTTP {status}): check that it is "
                     "the hub's edge endpoint (port 10000 by default) and the node's credentials"
@@ -139,6 +145,16 @@ def classify(ended: Ended, node: str, url: str) -> Verdict:
             return _stop(f"{url} did not answer as a websocket server: {ended.detail}")
         case Cause.UNREACHABLE:
             return Verdict(retry=True, message=f"hub {url}: {ended.detail}")
+        case Cause.HUB_NOT_TRUSTED:
+            return _stop(
+                f"{url} is not the hub this node joined: its certificate does not verify "
+                f"({ended.detail}); check the endpoint and hub.ca_file"
+            )
+        case Cause.CERTIFICATE_REFUSED:
+            return _stop(
+                f"the hub at {url} refused node {node}'s certificate ({ended.detail}); "
+                f"join again: edgeward join --hub https://HUB:10002 --token TOKEN --node {node}"
+            )
         case Cause.PROTOCOL_VIOLATION:
             return _stop(f"the hub at {url} sent what this edgecore cannot accept: {ended.detail}")
         case Cause.LOCAL_STORE:

@@ -88,7 +88,11 @@ def test_edge_runs_from_a_config_file_and_flags_override_it(hub: Hub, tmp_path: 
                 "node_name": "from-file",
                 "data_dir": str(tmp_path / "edge"),
                 "status_interval": 0.5,
-                "hub": {"endpoints": ["ws://127.0.0.1:1", hub.edge], "reconnect_max_delay": 1},
+                "hub": {
+                    "endpoints": ["ws://127.0.0.1:1", hub.edge],
+                    "reconnect_max_delay": 1,
+                    "insecure": True,
+                },
                 "mqtt": {"enabled": False},
             }
         )
@@ -129,6 +133,7 @@ def test_edge_refuses_a_cache_of_another_node(hub: Hub, tmp_path: Path) -> None:
         "--data-dir",
         str(tmp_path / "shared"),
         "--no-mqtt",
+        "--insecure",
     )
     assert result.returncode == 2
     assert "holds the cache of node 'node-a'" in result.stderr
@@ -144,6 +149,7 @@ def test_hub_port_in_use_is_one_line(hub: Hub, tmp_path: Path) -> None:
         str(hub.api_port),
         "--edge-port",
         "0",
+        "--insecure",
     )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{hub.api_port}" in result.stderr

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 BIN = Path(sys.executable).parent
 
@@ -84,14 +87,30 @@ class Process:
 
 
 class Hub(Process):
-    """A cloudhub on free ports; ``restart`` keeps its ports so edges can come back."""
+    """A cloudhub on free ports; ``restart`` keeps its ports so edges can come back.
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    ``secure``: run ``cloudhub init`` first and serve TLS with tokens (requests
+    carry the admin token and verify the hub's CA); else the hub runs --insecure.
+    """
+
+    def __init__(self, data_dir: Path, *extra: str, secure: bool = False) -> None:
         self.data_dir = data_dir
         self.extra = list(extra)
+        self.secure = secure
         self.api_port = 0
         self.edge_port = 0
+        self.token = ""
+        self.ca = data_dir / "pki" / "ca.crt"
         super().__init__("cloudhub", [], data_dir.parent / f"{data_dir.name}.log")
+        if secure:
+            subprocess.run(
+                [str(BIN / "cloudhub"), "init", "--data-dir", str(data_dir)],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            admin = yaml.safe_load((data_dir / "admin.yaml").read_text())
+            self.token = admin["token"]
 
     def start(self) -> None:
         addr_file = self.data_dir / "cloudhub.json"
@@ -104,6 +123,7 @@ class Hub(Process):
             str(self.api_port),
             "--edge-port",
             str(self.edge_port),
+            *([] if self.secure else ["--insecure"]),
             *self.extra,
         ]
         super().start()
@@ -117,20 +137,33 @@ class Hub(Process):
         self.kill() if kill else self.stop()
         self.start()
 
+    def tls(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.ca)) if self.secure else None
+
     def request(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        token: str | None = None,
     ) -> tuple[int, Any]:
-        """An HTTP request to the REST API: (status, parsed JSON body)."""
+        """An HTTP request to the REST API: (status, parsed JSON body).
+
+        A secure hub gets the admin token unless ``token`` is given ("" sends none).
+        """
         data = (
             None
             if body is None
             else (body if isinstance(body, bytes) else json.dumps(body).encode())
         )
-        req = urllib.request.Request(
-            self.api + path, data=data, method=method, headers={"Content-Type": content_type}
-        )
+        headers = {"Content-Type": content_type}
+        token = self.token if token is None else token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.tls()) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
@@ -142,9 +175,10 @@ class Edge(Process):
     def __init__(self, data_dir: Path, node: str, hub: str, *extra: str) -> None:
         self.data_dir = data_dir
         self.node = node
+        plain = ["--insecure"] if hub.startswith("ws://") else []
         super().__init__(
             "edgecore",
-            ["--node", node, "--hub", hub, "--data-dir", str(data_dir), *extra],
+            ["--node", node, "--hub", hub, "--data-dir", str(data_dir), *plain, *extra],
             data_dir.parent / f"{data_dir.name}.log",
         )
 

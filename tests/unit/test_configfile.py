@@ -439,12 +439,18 @@ def test_hub_config_lists_every_problem() -> None:
 
 
 def test_edge_config_accepts_ws_and_wss_endpoints() -> None:
-    """Hub endpoints may be ws:// or wss:// URLs, several of them."""
-    config = build(
-        EdgeConfig, {"hub": {"endpoints": ["ws://hub-a:10000", "wss://hub-b.example:10000"]}}
-    )
+    """Hub endpoints may be wss:// URLs, several of them; ws:// only when insecure is set."""
+    endpoints = ["ws://hub-a:10000", "wss://hub-b.example:10000"]
+    config = build(EdgeConfig, {"hub": {"endpoints": endpoints, "insecure": True}})
     assert config.hub.endpoints == ("ws://hub-a:10000", "wss://hub-b.example:10000")
     assert build(EdgeConfig, {}).hub == HubLinkConfig()
+    with pytest.raises(ConfigError) as refused:
+        build(EdgeConfig, {"hub": {"endpoints": endpoints}})
+    assert refused.value.problems == [
+        'hub.endpoints: "ws://hub-a:10000" is plain ws://, with no TLS: use the wss:// '
+        "endpoint 'edgeward join' wrote, or set hub.insecure (--insecure) for a hub run "
+        "--insecure"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from edgeward import mapper
+from cloudhub.pki import Authority, init_pki, pki_paths
+from edgeward import certs, mapper
 from edgeward.addresses import parse_broker
 
 
@@ -29,7 +31,11 @@ def test_a_started_edge_has_not_loaded_yaml_the_mapper_sdk_or_deferred_modules()
         from edgecore import main
 
         main.DEFAULT_CONFIG = "/nonexistent/edgecore.yaml"
-        main.load_config(main.parse_args(["--node", "edge-1", "--mqtt", "127.0.0.1:1883"]))
+        main.load_config(
+            main.parse_args(
+                ["--node", "edge-1", "--mqtt", "127.0.0.1:1883", "--hub", "ws://h:1", "--insecure"]
+            )
+        )
         main.defer_imports(*main.DEFERRED_IMPORTS)  # what run_edge does first, then:
         import edgecore.eventbus, edgecore.hublink, edgecore.nodestatus, edgecore.twins
 
@@ -37,6 +43,36 @@ def test_a_started_edge_has_not_loaded_yaml_the_mapper_sdk_or_deferred_modules()
         assert not loaded, loaded
         for name in main.DEFERRED_IMPORTS:
             assert "__getattr__" in vars(sys.modules[name]), f"{name} was loaded"
+        """
+    )
+
+
+def test_a_tls_edge_checks_its_certificate_without_loading_cryptography(tmp_path: Path) -> None:
+    """With a node certificate (wss://), start-up reads the certificate with the standard
+    library: ``cryptography`` costs about 10 MB of RSS and is only loaded to renew, in a
+    child process."""
+    paths = pki_paths(tmp_path / "hub")
+    init_pki(paths, ["localhost"], ["127.0.0.1"])
+    key = certs.new_private_key()
+    signed = Authority(paths).sign_node(certs.node_csr(key, "edge-1"), "edge-1", 30)
+    pki = tmp_path / "edge" / "pki"
+    pki.mkdir(parents=True)
+    (pki / "ca.crt").write_bytes(paths.ca_cert.read_bytes())
+    (pki / "node.crt").write_bytes(signed.pem)
+    certs.write_private(pki / "node.key", certs.private_key_pem(key))
+    run_python(
+        f"""
+        import sys
+        from edgecore import main, transport
+        from edgecore.credentials import client_context
+
+        main.DEFAULT_CONFIG = "/nonexistent/edgecore.yaml"
+        args = ["--node", "edge-1", "--hub", "wss://localhost:1"]
+        args += ["--data-dir", "{tmp_path / "edge"}"]
+        config = main.load_config(main.parse_args(args))
+        client_context(config.hub)
+        import edgecore.hublink
+        assert "cryptography" not in sys.modules, "cryptography was loaded"
         """
     )
 

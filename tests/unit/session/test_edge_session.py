@@ -12,6 +12,7 @@ from edgeward.session.commands import (
     AlignOutbox,
     ApplyChanges,
     DeleteAcked,
+    InstallCertificate,
     ReadOutbox,
     StageSnapshot,
 )
@@ -273,3 +274,32 @@ def test_a_clean_end_reports_how_long_the_session_lived() -> None:
         42.0,
     )
     assert s.applied() == [] and s.deleted() == []
+
+
+# -- certificate renewal ------------------------------------------------------------
+
+CSR = "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_a_live_edge_asks_for_a_certificate_and_installs_the_answer() -> None:
+    s = live()
+    assert sent(s.renew(CSR)) == [protocol.Renew(CSR)]
+    assert s.renew(CSR) == []  # one at a time
+    out = s.receive(frame(type="certificate", certificate=CERT))
+    assert out == [InstallCertificate(CERT)]
+    assert not s.renewing
+
+
+def test_no_renewal_before_the_session_is_live() -> None:
+    s = EdgeSession(NODE, 0)
+    s.start()
+    assert s.renew(CSR) == []
+
+
+def test_a_certificate_nobody_asked_for_is_refused() -> None:
+    """The hub may not push a certificate: only the answer to this edge's renew is installed."""
+    s = live()
+    out = s.receive(frame(type="certificate", certificate=CERT))
+    assert not any(isinstance(c, InstallCertificate) for c in out)
+    assert [m.code for m in sent(out) if isinstance(m, protocol.Error)] == [protocol.UNEXPECTED]

@@ -12,6 +12,7 @@ from edgeward.session.commands import (
     ReadLog,
     ReadSnapshot,
     Register,
+    SignCertificate,
 )
 from edgeward.session.hub import (
     MAX_BAD_FRAMES,
@@ -390,3 +391,66 @@ def test_a_lost_connection_ends_the_session_silently() -> None:
     s = live()
     assert s.connection_lost() == []
     assert s.closed and s.job_failed(ReadLog(0, PAGE), "x") == []
+
+
+# -- certificate renewal ------------------------------------------------------------
+
+CSR = "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def codes(commands: list) -> list[str]:
+    return [e.code for e in errors(commands)]
+
+
+def live_with_identity() -> HubSession:
+    s = HubSession(identity=NODE)
+    s.receive(hello())
+    s.registered(0)
+    s.log_read([], 0, 0)
+    assert s.state is HubState.LIVE
+    return s
+
+
+def test_a_live_node_renews_its_certificate_once_per_session() -> None:
+    """renew → SignCertificate(csr); the signed certificate goes back to the edge; a second
+    renew in the same session is refused (a node cannot make the CA sign in a loop)."""
+    s = live_with_identity()
+    assert jobs(s.receive(frame(type="renew", csr=CSR))) == [SignCertificate(CSR)]
+    assert sent(s.certificate_signed(CERT)) == [protocol.Certificate(CERT)]
+    out = s.receive(frame(type="renew", csr=CSR))
+    assert jobs(out) == [] and codes(out) == [protocol.FORBIDDEN]
+    assert not s.closed
+
+
+def test_a_csr_the_ca_refuses_is_an_error_frame_not_the_end_of_the_session() -> None:
+    s = live_with_identity()
+    s.receive(frame(type="renew", csr=CSR))
+    out = s.certificate_refused("the CSR's key must be ECDSA P-256")
+    assert [m.reason for m in sent(out)] == ["renew: the CSR's key must be ECDSA P-256"]
+    assert not s.closed
+
+
+def test_renewal_is_refused_without_an_identity_and_before_live() -> None:
+    """A hub without TLS signs nothing; a renew before the session is live is unexpected."""
+    out = live().receive(frame(type="renew", csr=CSR))
+    assert jobs(out) == [] and codes(out) == [protocol.FORBIDDEN]
+    s = HubSession(identity=NODE)
+    s.receive(hello())
+    assert codes(s.receive(frame(type="renew", csr=CSR))) == [protocol.UNEXPECTED]
+
+
+@pytest.mark.parametrize(
+    "csr", ["not pem", "-----BEGIN CERTIFICATE REQUEST-----" + "A" * 20_000, 7]
+)
+def test_a_renew_without_a_usable_csr_is_refused(csr: object) -> None:
+    out = live_with_identity().receive(frame(type="renew", csr=csr))
+    assert jobs(out) == [] and codes(out) == [protocol.BAD_MESSAGE]
+
+
+def test_a_signed_or_refused_certificate_after_the_session_closed_sends_nothing() -> None:
+    s = live_with_identity()
+    s.receive(frame(type="renew", csr=CSR))
+    s.connection_lost()
+    assert s.certificate_signed(CERT) == []
+    assert s.certificate_refused("late") == []

@@ -97,3 +97,24 @@ def test_a_deleted_node_registers_again_at_once() -> None:
     result = verdict(Ended(Cause.CLOSED, close_code=protocol.CLOSE_NODE_DELETED, welcomed=True))
     assert result.retry and result.reset_backoff
     assert "deleted on the hub" in result.message
+
+
+def test_tls_refusals_stop_the_link_with_what_to_do() -> None:
+    """A hub whose certificate does not verify, or a hub refusing ours: no retry can help."""
+    untrusted = classify(Ended(Cause.HUB_NOT_TRUSTED, "self-signed certificate"), "edge-1", URL)
+    assert not untrusted.retry
+    assert "is not the hub this node joined" in untrusted.message
+    assert "hub.ca_file" in untrusted.message
+    refused = classify(Ended(Cause.CERTIFICATE_REFUSED, "certificate expired"), "edge-1", URL)
+    assert not refused.retry
+    assert "refused node edge-1's certificate (certificate expired)" in refused.message
+    assert "edgeward join" in refused.message
+
+
+def test_a_refused_upgrade_says_the_reason_the_hub_gave() -> None:
+    ended = Ended(Cause.HTTP_STATUS, "certificate 1f of node edge-1 was revoked", http_status=403)
+    verdict = classify(ended, "edge-1", URL)
+    assert not verdict.retry
+    assert verdict.message.endswith(
+        "refused node edge-1: certificate 1f of node edge-1 was revoked"
+    )
