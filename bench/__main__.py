@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import textwrap
 import time
@@ -25,6 +26,7 @@ from bench import (
     watch_memory,
 )
 from bench.core import Figure, Options, Scenario, Skipped, merge_runs, render_table, write_results
+from bench.procs import INSECURE_ENV
 
 
 def _scenario(module: object, title: str) -> Scenario:
@@ -75,6 +77,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quick", action="store_true", help="small sizes and short windows: a smoke run"
     )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run hubs and edges without TLS (plain ws:// and http://), to measure what TLS costs",
+    )
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of failures")
     args = p.parse_args(argv)
@@ -94,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name:16} {s.title}")
         return 0
     logging.basicConfig(level=logging.WARNING)
+    if args.insecure:
+        os.environ[INSECURE_ENV] = "1"  # the scenarios' hubs and edges read it
+    print(f"transport: {'plain (--insecure)' if args.insecure else 'TLS, mutual on the edge port'}")
     opts = Options(quick=args.quick, repeat=args.repeat, verbose=args.verbose)
     wanted = set(args.only.split(",")) if args.only else None
     figures: list[Figure] = []

@@ -64,7 +64,7 @@ def run(opts: Options) -> list[Figure]:
         hub = BenchHub(tmp / "hub")
         cleanup.callback(_stop, hub)
         hub.start()
-        api = Api(hub.api)
+        api = hub.api_client()
         cleanup.callback(api.close)
         api.ok("POST", f"{NS}/devicemodels", model("fanout", 1))
         cfg = FleetConfig(
@@ -74,7 +74,10 @@ def run(opts: Options) -> list[Figure]:
             prefix="fan",
             devices_per_node=per_node,
             mqtt=f"{broker.host}:{broker.port}",
+            tls_dir=str(tmp / "fleet-pki") if hub.secure else "",
         )
+        if hub.secure:
+            hub.enroll(cfg.node_names(), tmp / "fleet-pki")
         real_nodes = [f"{cfg.prefix}-real-{k}" for k in range(real)]
         order = _interleave(cfg.node_names(), real_nodes)
         owner = {d: n for n in order for d in cfg.devices_of(n)}
@@ -94,6 +97,7 @@ def run(opts: Options) -> list[Figure]:
             for k, (n, own) in enumerate(zip(real_nodes, brokers, strict=True))
         ]
         for edge in edges:
+            hub.enroll_edge(edge.data_dir, edge.node)
             cleanup.callback(_stop, edge)
             edge.start()
         if fleet.wait(lambda s: s["connected"] == cfg.nodes, 60) is None:

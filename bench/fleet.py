@@ -37,6 +37,7 @@ import multiprocessing
 import multiprocessing.connection
 import random
 import resource
+import ssl
 import sys
 import time
 from collections import deque
@@ -79,6 +80,8 @@ class FleetConfig:
     connect_concurrency: int = 64
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0
+    #: A directory with ca.crt, node.key and <node>.crt per node: connect with mutual TLS.
+    tls_dir: str = ""
 
     def node_names(self) -> list[str]:
         return [f"{self.prefix}-{i:05d}" for i in range(self.first, self.first + self.nodes)]
@@ -127,6 +130,7 @@ class SimNode:
         self.sessions = 0
         self.acked: list[tuple[int, float]] = []  # (revision, time) of acks of non-empty frames
         self.desired: dict[str, dict[str, str]] = {}
+        self.tls = _client_tls(cfg.tls_dir, name) if cfg.tls_dir else None
 
     # -- the outbox -----------------------------------------------------------
 
@@ -170,6 +174,7 @@ class SimNode:
                 async with gate:
                     ws = await connect(
                         url,
+                        ssl=self.tls,
                         compression=None,
                         proxy=None,
                         open_timeout=30,
@@ -394,6 +399,13 @@ class MqttBridge:
 # ---- one worker process ---------------------------------------------------------------------
 
 
+def _client_tls(directory: str, node: str) -> ssl.SSLContext:
+    """The node's TLS context: the hub's CA, its own certificate (the fleet shares one key)."""
+    ctx = ssl.create_default_context(cafile=f"{directory}/ca.crt")
+    ctx.load_cert_chain(f"{directory}/{node}.crt", f"{directory}/node.key")
+    return ctx
+
+
 async def _worker_main(cfg: FleetConfig, conn: multiprocessing.connection.Connection) -> None:
     stats = Stats(nodes=cfg.nodes)
     nodes: dict[str, SimNode] = {}
@@ -581,11 +593,13 @@ def summary(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def create_devices(api_url: str, cfg: FleetConfig) -> None:
+def create_devices(api_url: str, cfg: FleetConfig, token: str = "", ca: str | None = None) -> None:
     """A DeviceModel ``fleet-sim`` and every simulated device, bound to its node."""
+    from pathlib import Path
+
     from bench.procs import NS, Api, create_many, device, model
 
-    api = Api(api_url)
+    api = Api(api_url, token, Path(ca) if ca else None)
     status, _ = api.request("POST", f"{NS}/devicemodels", model("fleet-sim", 1))
     if status not in (201, 409):
         raise RuntimeError(f"cannot create the DeviceModel: HTTP {status}")
@@ -653,6 +667,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=60.0,
         help="seconds to run before printing the summary (0: until Ctrl-C)",
     )
+    p.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        default="",
+        help="connect with mutual TLS (wss:// hubs): DIR holds the hub's ca.crt, one node.key "
+        "and a <node>.crt per simulated node, signed by the hub's CA and recorded by the hub "
+        "(bench.procs.BenchHub.enroll makes them)",
+    )
+    p.add_argument("--token", default="", help="bearer token for --api (a hub with TLS)")
+    p.add_argument("--ca", default=None, help="the hub's CA file for an https --api")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p.parse_args(argv)  # fmt: skip
 
@@ -670,9 +694,10 @@ def main(argv: list[str] | None = None) -> int:
         mqtt=args.mqtt,
         ping_interval=args.ping_interval,
         connect_concurrency=args.connect_concurrency,
+        tls_dir=args.tls_dir,
     )
     if args.api and cfg.devices_per_node:
-        create_devices(args.api, cfg)
+        create_devices(args.api, cfg, args.token, args.ca)
     fleet = Fleet(cfg)
     fleet.start()
     began = time.monotonic()

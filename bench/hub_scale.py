@@ -45,9 +45,13 @@ def run(opts: Options) -> list[Figure]:
     base = ws_idle_bytes_per_conn(opts.size(2000, 300)) / KIB
     with workdir(NAME) as tmp:
         hub = BenchHub(tmp / "hub")
-        fleet = Fleet(FleetConfig(hub=("",), nodes=nodes, processes=processes,
-                                  heartbeat=heartbeat, prefix="scale"))  # fmt: skip
+        tls_dir = str(tmp / "fleet-pki") if hub.secure else ""
+        cfg = FleetConfig(hub=("",), nodes=nodes, processes=processes, heartbeat=heartbeat,
+                          prefix="scale", tls_dir=tls_dir)  # fmt: skip
+        fleet = Fleet(cfg)
         try:
+            if hub.secure:
+                hub.enroll(fleet.cfg.node_names(), tmp / "fleet-pki")
             hub.start()
             fleet.cfg = FleetConfig(**{**fleet.cfg.__dict__, "hub": (hub.edge,)})
             time.sleep(1)
@@ -92,7 +96,8 @@ def run(opts: Options) -> list[Figure]:
                **common),
         Figure(name="all reconnected after a hub restart", value=reconnect, unit="s",
                note=f"kill, start on the same ports, until the {reached:,} nodes that were "
-               "connected are welcomed again (nan: not within the window)",
+               "connected are welcomed again (nan: not within the window); "
+               f"{'with TLS handshakes' if hub.secure else 'plain ws://'}",
                **common),
         Figure(name="hub stop (SIGTERM) after the fleet left", value=shutdown, unit="s",
                note="graceful shutdown time; 120 s means it had to be killed", **common),

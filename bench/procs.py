@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -83,11 +84,60 @@ class _PyModule(Process):
         return self.proc.pid
 
 
+#: Set (python -m bench --insecure) to measure without TLS, for the TLS-cost comparison.
+INSECURE_ENV = "EDGEWARD_BENCH_INSECURE"
+
+
+def tls_on() -> bool:
+    return not os.environ.get(INSECURE_ENV)
+
+
 class BenchHub(Hub, _PyModule):
-    """A cloudhub on free ports (``restart`` keeps them), with read access to its database."""
+    """A cloudhub on free ports (``restart`` keeps them), with read access to its database.
+
+    With TLS (the default), it is a hub after ``cloudhub init``; nodes get their
+    credentials from :meth:`enroll` — the CA signs and the hub records them, as a
+    join would, without a token round trip per node.
+    """
 
     def __init__(self, data_dir: Path, *extra: str) -> None:
-        super().__init__(data_dir, "--log-level", "warning", *extra)
+        super().__init__(data_dir, "--log-level", "warning", *extra, secure=tls_on())
+
+    def api_client(self) -> Api:
+        return Api(self.api, self.token, self.ca if self.secure else None)
+
+    def enroll(self, names: list[str], directory: Path, files: str = "fleet") -> None:
+        """Certificates for ``names``, recorded by the hub (before it starts, or while it
+        runs). ``files="fleet"``: one shared key and ``<name>.crt`` per node in
+        ``directory`` (a fleet simulator's); ``"edge"``: edgecore's ``pki/`` layout."""
+        from cloudhub.pki import Authority, pki_paths
+        from edgeward import certs
+
+        authority = Authority(pki_paths(self.data_dir))
+        directory.mkdir(parents=True, exist_ok=True)
+        key = certs.new_private_key()
+        key_pem = certs.private_key_pem(key)
+        rows = []
+        for name in names:
+            signed = authority.sign_node(certs.node_csr(key, name), name, 30)
+            rows.append((signed.serial, name, signed.not_after))
+            cert_name = "node.crt" if files == "edge" else f"{name}.crt"
+            (directory / cert_name).write_bytes(signed.pem)
+        certs.write_private(directory / "node.key", key_pem)
+        (directory / "ca.crt").write_bytes(authority.ca_pem)
+        conn = sqlite3.connect(self.data_dir / "hub.db", timeout=30)
+        try:
+            with conn:
+                conn.executemany(
+                    "INSERT INTO node_certs (serial, node, not_after, revoked) VALUES (?,?,?,0)",
+                    rows,
+                )
+        finally:
+            conn.close()
+
+    def enroll_edge(self, edge_dir: Path, node: str) -> None:
+        if self.secure:
+            self.enroll([node], edge_dir / "pki", files="edge")
 
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{self.data_dir / 'hub.db'}?mode=ro", uri=True, timeout=10)
@@ -111,6 +161,12 @@ class BenchEdge(Edge, _PyModule):
     ) -> None:
         broker = ["--mqtt", f"{mqtt.host}:{mqtt.port}"] if mqtt else ["--no-mqtt"]
         super().__init__(data_dir, node, hub, *broker, "--log-level", "warning", *extra)
+
+    def set_hub(self, url: str) -> None:
+        """Point the edge at ``url`` (known once the hub listens); ws:// needs --insecure."""
+        self.args[self.args.index("--hub") + 1] = url
+        if url.startswith("ws://") and "--insecure" not in self.args:
+            self.args.append("--insecure")
 
 
 @contextmanager
@@ -148,18 +204,27 @@ def cpu_share(pid: int, seconds: float) -> float:
 
 
 class Api:
-    """The hub's REST API over kept-alive HTTP connections (one per thread)."""
+    """The hub's REST API over kept-alive HTTP(S) connections (one per thread)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str = "", ca: Path | None = None) -> None:
         parts = urlsplit(base)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.tls = ssl.create_default_context(cafile=str(ca)) if parts.scheme == "https" else None
         self._local = threading.local()
+
+    def new_connection(self, timeout: float = 60) -> http.client.HTTPConnection:
+        if self.tls is not None:
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=self.tls
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+            conn = self._local.conn = self.new_connection()
         return conn
 
     def request(
@@ -169,7 +234,9 @@ class Api:
         for attempt in range(2):
             conn = self._conn()
             try:
-                conn.request(method, path, body=data, headers={"Content-Type": ctype})
+                conn.request(
+                    method, path, body=data, headers={"Content-Type": ctype, **self.headers}
+                )
                 resp = conn.getresponse()
                 raw = resp.read()
                 return resp.status, json.loads(raw or b"null")

@@ -95,8 +95,9 @@ def edge_stack(
         edge = BenchEdge(tmp / "edge", NODE, "", broker if mqtt else None, *edge_flags)
         try:
             hub.start()
-            edge.args[edge.args.index("--hub") + 1] = hub.edge
-            api = Api(hub.api)
+            hub.enroll_edge(tmp / "edge", NODE)
+            edge.set_hub(hub.edge)
+            api = hub.api_client()
             revision = api.ok("POST", f"{NS}/devicemodels", model(MODEL, properties))
             revision = int(revision["metadata"]["resourceVersion"])
             names = [f"dev-{i}" for i in range(devices)]

@@ -11,15 +11,13 @@ was 5x when each watch decoded every object).
 
 from __future__ import annotations
 
-import http.client
 import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from bench.core import Figure, Options
-from bench.procs import NS, Api, BenchHub, rss, workdir
+from bench.procs import NS, BenchHub, rss, workdir
 
 NAME = "watch-memory"
 MIB = 2**20
@@ -60,9 +58,9 @@ def big_device(name: str) -> dict[str, Any]:
 class _Watch:
     """One watch without resourceVersion; ``ready`` once its first event was read."""
 
-    def __init__(self, base: str, path: str) -> None:
-        url = urlsplit(base)
-        self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    def __init__(self, api: Api, path: str) -> None:
+        self.conn = api.new_connection(timeout=120)
+        self.headers = api.headers
         self.path = path
         self.ready = threading.Event()
         self.size = 0
@@ -72,7 +70,7 @@ class _Watch:
         try:
             self.conn.connect()
             go.wait()
-            self.conn.request("GET", self.path)
+            self.conn.request("GET", self.path, headers=self.headers)
             resp = self.conn.getresponse()
             if resp.status != 200:
                 raise RuntimeError(f"watch answered {resp.status}: {resp.read()[:200]!r}")
@@ -92,7 +90,7 @@ def _measure(tmp: Path, watchers: int) -> tuple[int, int, int, int]:
     hub = BenchHub(tmp)
     hub.start()
     try:
-        api = Api(hub.api)
+        api = hub.api_client()
         model = {
             "apiVersion": "devices.kubeedge.io/v1beta1",
             "kind": "DeviceModel",
@@ -107,7 +105,8 @@ def _measure(tmp: Path, watchers: int) -> tuple[int, int, int, int]:
         api.close()
         time.sleep(1)
         before = rss(hub.pid)
-        watches = [_Watch(hub.api, f"{NS}/devices?watch=1") for _ in range(watchers)]
+        api = hub.api_client()
+        watches = [_Watch(api, f"{NS}/devices?watch=1") for _ in range(watchers)]
         go = threading.Barrier(watchers)
         threads = [threading.Thread(target=w.run, args=(go,), daemon=True) for w in watches]
         for t in threads:

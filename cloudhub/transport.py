@@ -8,6 +8,8 @@ never finish TLS or never upgrade cost a socket for seconds, not forever.
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import contextlib
 import socket
 import ssl
@@ -25,6 +27,20 @@ from edgeward.errors import ConfigError
 
 #: Seconds a client has to finish the TLS handshake, then the websocket upgrade.
 HANDSHAKE_TIMEOUT = 10.0
+#: Bytes asyncio reads from a TLS connection at a time: one TLS record at most.
+TLS_READ_SIZE = 16 * 1024
+
+
+def small_tls_buffers() -> None:
+    """Have asyncio's TLS connections read 16 KiB at a time instead of 256 KiB.
+
+    asyncio gives every TLS connection a zero-filled read buffer of
+    ``SSLProtocol.max_size`` (256 KiB), all of it resident: 2.5 GB for 10,000
+    nodes. A TLS record carries at most 16 KiB of data, and what a node sends
+    the hub is small frames, so the smaller reads cost nothing measurable
+    (docs/performance.md has the per-node figures with and without TLS).
+    """
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_SIZE
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -61,6 +77,7 @@ def edge_endpoint(
     """
     tls: dict[str, Any] = {}
     if authority is not None:
+        small_tls_buffers()
         tls = {"ssl": authority.edge_context(), "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
     return ws_serve(
         handler,

@@ -3,6 +3,7 @@ wss:// with the node's certificate, or ws:// when the config allows plain transp
 
 from __future__ import annotations
 
+import asyncio.sslproto
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -19,7 +20,11 @@ def connect_hub(url: str, config: HubLinkConfig) -> Any:
     environment: an ``http_proxy`` set for package downloads must not capture
     the hub link.
     """
-    tls = client_context(config) if url.startswith("wss://") else None
+    tls = None
+    if url.startswith("wss://"):
+        # asyncio reads TLS in 256 KiB buffers, all resident; 32 KiB is two TLS records
+        asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
+        tls = client_context(config)
     return connect(
         url,
         ssl=tls,
