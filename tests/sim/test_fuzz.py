@@ -76,6 +76,8 @@ shaped = st.fixed_dictionaries(
         "rejected": st.lists(item, max_size=2),
         "code": texts,
         "reason": texts,
+        "csr": st.sampled_from(["", "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n", "x" * 20]),
+        "certificate": st.sampled_from(["-----BEGIN CERTIFICATE-----\nMIIB\n", "nope"]),
     },
 )
 frames = st.one_of(

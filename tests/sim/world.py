@@ -42,6 +42,7 @@ from edgeward.session.commands import (
     ReadSnapshot,
     Register,
     Send,
+    SignCertificate,
     StageSnapshot,
 )
 from edgeward.sync import ChangeRow
@@ -60,6 +61,10 @@ WELCOME_TIMEOUT = 10.0
 PROGRESS_INTERVAL = 30.0
 SUB_MAX = 3  # the change feed's per-session buffer, small so that it overflows
 OUTBOX_PAGE = 3  # rows per report frame, small so that the window fills
+
+
+#: What the simulated CA answers a renew with.
+SIGNED = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 class Violation(AssertionError):
@@ -461,6 +466,10 @@ class HubConn(Shell):
             return self.core.log_read(*hub.log_page(node, job.after, job.limit))
         if isinstance(job, ReadSnapshot):
             return self.core.snapshot_read(*hub.snapshot_page(node, job.after_key, job.limit))
+        if isinstance(job, SignCertificate):  # only a hostile client asks: real edges renew
+            if self.world.chance("job_fails"):  # rarely, and tested through real processes
+                return self.core.certificate_refused("the simulated CA refuses this CSR")
+            return self.core.certificate_signed(SIGNED)
         assert isinstance(job, PersistReports)
         return self.core.reports_persisted(*hub.persist(node, job.items, job.acked_revision))
 
