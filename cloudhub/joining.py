@@ -6,8 +6,9 @@ when it sends the token. The hub checks, in one transaction: the token (known,
 not revoked, not expired, not used if single-use, a node or admin token, bound
 to this node if bound at all), that the name is not taken by a node connected
 now, and the CSR (ECDSA P-256, signed by its key). It signs with the node name
-from the request, records the certificate's serial, and marks a single-use
-token used — so two joins racing with one token cannot both succeed.
+from the request, revokes the certificates of the node's earlier joins (a
+replaced gateway's key stops working), records the new serial, and marks a
+single-use token used — so two joins racing with one token cannot both succeed.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ class JoinService:
                 )
             except CertificateError as exc:
                 raise JoinRefused(400, "bad-csr", str(exc)) from None
+            # a join makes this key the node: certificates of an earlier join (a replaced or
+            # lost gateway) stop working; a renewal, by contrast, keeps the old one valid
+            credentials.revoke_node(tx.conn, node)
             credentials.record_certificate(tx.conn, signed.serial, node, signed.not_after)
             single = credentials.is_single_use(tx.conn, parsed.id)
             if single and not credentials.consume(tx.conn, parsed.id, now):

@@ -152,3 +152,38 @@ def test_the_audit_log_is_json_lines_rotated_by_size(tmp_path: Path) -> None:
     assert last["identity"] == "token:abc" and last["node"] == "gw" and last["outcome"] == 403
     assert len(last["reason"]) == 500
     assert all(p.stat().st_size <= 2000 for p in tmp_path.iterdir())
+
+
+def test_a_join_revokes_the_certificates_of_the_nodes_earlier_joins(tmp_path: Path) -> None:
+    """Joining a name again (a replaced gateway) locks the old key out; a renewal does not."""
+    from cloudhub.joining import JoinService, JoinSettings
+    from cloudhub.store import Store
+
+    paths = pki_paths(tmp_path / "hub")
+    init_pki(paths, ["localhost"], ["127.0.0.1"])
+    store = Store(open_engine(f"sqlite:///{tmp_path / 'hub.db'}"))
+    store.migrate()
+    service = JoinService(store, Authority(paths), JoinSettings(1, 10000, ()), lambda _n: False)
+
+    def join_once() -> str:
+        with store.writing() as tx:
+            token, _ = credentials.create_token(tx.conn, "node", ttl=60, node="gw")
+        csr = certs.node_csr(certs.new_private_key(), "gw").decode()
+        answer = service.join(token, "gw", csr, "hub.example:10002")
+        assert answer["edgeEndpoints"] == ["wss://hub.example:10000"]
+        peer = certs.decode_certificate_file(
+            _write(tmp_path / "c.crt", answer["certificate"].encode())
+        )
+        found = node_of_peer(peer)
+        assert found is not None
+        return found[1]
+
+    first = join_once()
+    renewed = service.renew("gw", certs.node_csr(certs.new_private_key(), "gw").decode())
+    assert "BEGIN CERTIFICATE" in renewed
+    with store.reading() as conn:
+        assert credentials.certificate_refusal(conn, first, "gw") is None  # renewal kept it
+    second = join_once()
+    with store.reading() as conn:
+        assert "revoked" in str(credentials.certificate_refusal(conn, first, "gw"))
+        assert credentials.certificate_refusal(conn, second, "gw") is None
