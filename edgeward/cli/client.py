@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from edgeward.cli.errors import ApiError, HubUnreachable, UsageError
+from edgeward.cli.errors import ApiError, HubUnreachable, TokenRefused, UsageError
 from edgeward.kinds import Kind
 
 if TYPE_CHECKING:
@@ -205,21 +205,22 @@ class HubClient:
             ) from None
         if 200 <= resp.status < 300:
             return body
-        if isinstance(body, dict) and body.get("kind") == "Status":
+        status = isinstance(body, dict) and body.get("kind") == "Status"
+        reason = str(body.get("reason") or "") if status else ""
+        if status:
             message = status_message(body)
-            if resp.status == 404 and message == "no such path":
-                message = (
-                    f"the hub at {self.url} has no {path.split('?')[0]}; "
-                    "is --hub the address of a cloudhub's REST API?"
-                )
-            elif resp.status == 401:
-                message = self._refused(message)
-            raise ApiError(resp.status, str(body.get("reason") or ""), message)
-        raise ApiError(
-            resp.status,
-            "",
-            f"HTTP {resp.status} {resp.reason} from the hub at {self.url} for {method} {path}",
-        )
+        else:
+            message = (
+                f"HTTP {resp.status} {resp.reason} from the hub at {self.url} for {method} {path}"
+            )
+        if resp.status == 401:
+            raise TokenRefused(401, reason, self._refused(message))
+        if status and resp.status == 404 and message == "no such path":
+            message = (
+                f"the hub at {self.url} has no {path.split('?')[0]}; "
+                "is --hub the address of a cloudhub's REST API?"
+            )
+        raise ApiError(resp.status, reason, message)
 
     def _refused(self, message: str) -> str:
         """The line for a 401: no token at all, or which token to fix."""
