@@ -128,8 +128,10 @@ class Hub(Process):
         ]
         super().start()
         addr = wait_for(lambda: json.loads(addr_file.read_text()), 20, "cloudhub to listen")
-        self.api = addr["api"]
-        self.edge = addr["edge"]
+        # A TLS hub listens on every interface and reports 0.0.0.0, a name its certificate
+        # cannot hold: address it as 127.0.0.1, which the certificate names.
+        self.api = addr["api"].replace("://0.0.0.0:", "://127.0.0.1:")
+        self.edge = addr["edge"].replace("://0.0.0.0:", "://127.0.0.1:")
         self.api_port = int(self.api.rsplit(":", 1)[1])
         self.edge_port = int(self.edge.rsplit(":", 1)[1])
 
