@@ -450,6 +450,10 @@ def test_help_on_every_command() -> None:
         ["twin"],
         ["twin", "set"],
         ["twin", "get"],
+        ["token"],
+        ["token", "create"],
+        ["token", "list"],
+        ["token", "delete"],
     ):
         result = run(*command, "--help")
         assert result.returncode == 0, command
