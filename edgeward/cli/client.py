@@ -13,7 +13,6 @@ import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -45,7 +44,6 @@ class Credentials:
     ca_pem: str | None = None
     token_from: str | None = None
     ca_from: str | None = None
-    config_file: Path | None = None
 
 
 class HubClient:
@@ -228,10 +226,12 @@ class HubClient:
         if not creds.token:
             return f"the hub at {self.url} needs a token: {_NO_TOKEN_HINT}"
         if creds.token_from == "EDGEWARD_TOKEN":
-            fix = "it came from EDGEWARD_TOKEN: set a valid one or unset it"
+            fix = " (it came from EDGEWARD_TOKEN: set a valid one or unset it)"
+        elif creds.token_from:
+            fix = f" (set EDGEWARD_TOKEN or the token in {creds.token_from})"
         else:
-            fix = f"set EDGEWARD_TOKEN or the token in {creds.token_from}"
-        return f"the hub refused the token: {message} ({fix})"
+            fix = ""
+        return f"the hub refused the token: {message}{fix}"
 
     def _unverified(self, exc: ssl.SSLCertVerificationError) -> HubUnreachable:
         reason = str(exc.verify_message or exc.reason or exc).rstrip(".")

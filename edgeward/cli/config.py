@@ -93,9 +93,7 @@ def load(
         if ca_pem is None:
             raise UsageError(f"{CA_ENV} names {ca_path}, which holds no PEM certificate")
 
-    credentials = Credentials(
-        token=token, ca_pem=ca_pem, token_from=token_from, ca_from=ca_from, config_file=path
-    )
+    credentials = Credentials(token=token, ca_pem=ca_pem, token_from=token_from, ca_from=ca_from)
     return CliConfig(hub, hub_from, credentials, path)
 
 

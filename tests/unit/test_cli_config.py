@@ -77,7 +77,6 @@ def test_cloudhub_init_admin_yaml_is_a_config(tmp_path: Path, home: Path, ca_pem
     creds = settings.credentials
     assert (creds.token, creds.token_from) == (TOKEN, str(path))
     assert (creds.ca_pem, creds.ca_from) == (ca_pem.strip(), str(path))
-    assert creds.config_file == path
 
 
 def test_default_file_is_read_when_it_exists(home: Path, ca_pem: str) -> None:
