@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core import Figure, Options
-from bench.procs import NS, BenchHub, rss, workdir
+from bench.procs import NS, Api, BenchHub, rss, workdir
 
 NAME = "watch-memory"
 MIB = 2**20

@@ -53,7 +53,10 @@ class Authenticator:
         identity = await asyncio.to_thread(self._check, token)
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
-        self._cache[token] = (identity, now + CACHE_SECONDS)
+        until = now + CACHE_SECONDS
+        if identity.expires is not None:
+            until = min(until, identity.expires)
+        self._cache[token] = (identity, until)
         return identity
 
     def forget(self, token_id: str) -> None:

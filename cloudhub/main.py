@@ -182,17 +182,18 @@ async def run_hub(config: HubConfig) -> None:
         ]
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
         secure = authority is not None
-        address = {
-            "api": transport.url("https" if secure else "http", api_sock),
-            "edge": transport.url("wss" if secure else "ws", edge_sock),
+        api_scheme, edge_scheme = ("https", "wss") if secure else ("http", "ws")
+        address = {  # for scripts and tests on this machine: addresses they can connect to
+            "api": transport.url(api_scheme, api_sock, connectable=True),
+            "edge": transport.url(edge_scheme, edge_sock, connectable=True),
             "pid": os.getpid(),
         }
         (data_dir / "cloudhub.json").write_text(json.dumps(address) + "\n")
         log.info(
             "cloudhub %s serving the REST API on %s and edges on %s (database %s)",
             edgeward.__version__,
-            address["api"],
-            address["edge"],
+            transport.url(api_scheme, api_sock),
+            transport.url(edge_scheme, edge_sock),
             engine.url.render_as_string(),
         )
         stop_task = tg.create_task(stop.wait())

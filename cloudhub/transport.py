@@ -59,8 +59,15 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url(scheme: str, sock: socket.socket) -> str:
+def url(scheme: str, sock: socket.socket, connectable: bool = False) -> str:
+    """The socket's address as a URL; ``connectable``: a wildcard address (every interface)
+    as the loopback address, which clients on this machine can use and init's server
+    certificate names."""
     host, port = sock.getsockname()[:2]
+    if connectable and host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    if ":" in host:
+        host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
 
 

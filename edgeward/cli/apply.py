@@ -7,7 +7,7 @@ from typing import Any
 
 from edgeward.cli.client import HubClient
 from edgeward.cli.common import add_command, error_line, hub_client, out
-from edgeward.cli.errors import ApiError, CliError, HubUnreachable
+from edgeward.cli.errors import ApiError, CliError, HubUnreachable, TokenRefused
 from edgeward.cli.manifests import (
     ManifestError,
     Target,
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 target = identify(doc, args.namespace)
                 result = apply_one(client, target, doc.body)
-            except HubUnreachable:
+            except (HubUnreachable, TokenRefused):
                 raise  # every further document would fail the same way
             except ManifestError as exc:
                 error_line(exc.message)

@@ -2,7 +2,9 @@
 
 One connection per request: the CLI makes a handful of requests per run, and
 a fresh connection never trips over a keep-alive socket the server dropped.
-Proxy variables are not honoured; the hub is addressed directly.
+Proxy variables are not honoured; the hub is addressed directly. A token is sent
+as ``Authorization: Bearer``; an https hub is verified against the configured CA
+only, or the system's CAs when none is configured.
 """
 
 from __future__ import annotations
@@ -10,27 +12,53 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from edgeward.cli.errors import ApiError, HubUnreachable, UsageError
+from edgeward.cli.errors import ApiError, HubUnreachable, TokenRefused, UsageError
 from edgeward.kinds import Kind
 
 if TYPE_CHECKING:
     import http.client
+    import ssl
 
 DEFAULT_HUB = "http://127.0.0.1:10002"
 DEFAULT_TIMEOUT = 10.0
 MAX_LINE_BYTES = 16 * 1024 * 1024
 _HINT = "(is cloudhub running? set --hub or EDGEWARD_HUB)"
+_NO_TOKEN_HINT = "use --config <admin.yaml> or set EDGEWARD_TOKEN"
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
+_NAME_MISMATCH = (62, 64)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What proves the hub to us (``ca_pem``) and us to the hub (``token``).
+
+    ``token_from`` and ``ca_from`` name where each came from (an environment variable
+    or a config file's path), so an error line can say what to fix.
+    """
+
+    token: str | None = None
+    ca_pem: str | None = None
+    token_from: str | None = None
+    ca_from: str | None = None
 
 
 class HubClient:
     """Requests to one hub; every failure becomes a :class:`CliError` with one clear line."""
 
-    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.url, self._scheme, self._host, self._port, self._prefix = _parse_url(url)
         self.timeout = timeout
+        self.credentials = credentials or Credentials()
+        self._tls: ssl.SSLContext | None = None
 
     # -- paths ----------------------------------------------------------------
 
@@ -99,14 +127,16 @@ class HubClient:
 
         conn: http.client.HTTPConnection
         if self._scheme == "https":
-            import ssl
-
             conn = http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.timeout, context=ssl.create_default_context()
+                self._host, self._port, timeout=self.timeout, context=self._context()
             )
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
         headers = {"Accept": "application/json", "User-Agent": "edgeward-cli"}
+        # Only a hub run --insecure speaks plain http, and it reads no token: sending one
+        # there could only hand it to whoever listens on the way.
+        if self.credentials.token and self._scheme == "https":
+            headers["Authorization"] = f"Bearer {self.credentials.token}"
         data = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()
@@ -119,6 +149,14 @@ class HubClient:
             if isinstance(exc, OSError | http.client.HTTPException):
                 raise self._unreachable(exc) from None
             raise
+
+    def _context(self) -> ssl.SSLContext:
+        """Verifies the hub against the configured CA alone, or the system's CAs."""
+        if self._tls is None:
+            import ssl
+
+            self._tls = ssl.create_default_context(cadata=self.credentials.ca_pem)
+        return self._tls
 
     def _lines(self, resp: http.client.HTTPResponse) -> Iterator[bytes]:
         # read1, unlike readline, tells a stream the hub ended (b"") from a cut
@@ -165,26 +203,71 @@ class HubClient:
             ) from None
         if 200 <= resp.status < 300:
             return body
-        if isinstance(body, dict) and body.get("kind") == "Status":
+        status = isinstance(body, dict) and body.get("kind") == "Status"
+        reason = str(body.get("reason") or "") if status else ""
+        if status:
             message = status_message(body)
-            if resp.status == 404 and message == "no such path":
-                message = (
-                    f"the hub at {self.url} has no {path.split('?')[0]}; "
-                    "is --hub the address of a cloudhub's REST API?"
-                )
-            raise ApiError(resp.status, str(body.get("reason") or ""), message)
-        raise ApiError(
-            resp.status,
-            "",
-            f"HTTP {resp.status} {resp.reason} from the hub at {self.url} for {method} {path}",
-        )
+        else:
+            message = (
+                f"HTTP {resp.status} {resp.reason} from the hub at {self.url} for {method} {path}"
+            )
+        if resp.status == 401:
+            raise TokenRefused(401, reason, self._refused(message))
+        if status and resp.status == 404 and message == "no such path":
+            message = (
+                f"the hub at {self.url} has no {path.split('?')[0]}; "
+                "is --hub the address of a cloudhub's REST API?"
+            )
+        raise ApiError(resp.status, reason, message)
+
+    def _refused(self, message: str) -> str:
+        """The line for a 401: no token at all, or which token to fix."""
+        creds = self.credentials
+        if not creds.token:
+            return f"the hub at {self.url} needs a token: {_NO_TOKEN_HINT}"
+        if creds.token_from == "EDGEWARD_TOKEN":
+            fix = " (it came from EDGEWARD_TOKEN: set a valid one or unset it)"
+        elif creds.token_from:
+            fix = f" (set EDGEWARD_TOKEN or the token in {creds.token_from})"
+        else:
+            fix = ""
+        return f"the hub refused the token: {message}{fix}"
+
+    def _unverified(self, exc: ssl.SSLCertVerificationError) -> HubUnreachable:
+        reason = str(exc.verify_message or exc.reason or exc).rstrip(".")
+        if exc.verify_code in _NAME_MISMATCH:
+            flag = "--ip" if _is_ip(self._host) else "--hostname"
+            fix = (
+                f"the hub's certificate is not for {self._host}: on the hub, run "
+                f"'cloudhub init {flag} {self._host}' and restart it"
+            )
+        elif self.credentials.ca_from == "EDGEWARD_CA":
+            fix = "is the CA file EDGEWARD_CA names the hub's?"
+        elif self.credentials.ca_from:
+            fix = f"is the CA in your config ({self.credentials.ca_from}) the hub's?"
+        else:
+            fix = (
+                "no CA is configured, so the system's were tried: "
+                "use --config <admin.yaml> or set EDGEWARD_CA"
+            )
+        return HubUnreachable(f"cannot verify the hub at {self.url}: {reason}; {fix}")
 
     def _unreachable(self, exc: BaseException) -> HubUnreachable:
+        import http.client
+        import ssl
+
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return self._unverified(exc)
         if isinstance(exc, TimeoutError | socket.timeout):
             return HubUnreachable(
                 f"the hub at {self.url} did not answer within {self.timeout:g}s {_HINT}"
             )
-        return HubUnreachable(f"cannot reach the hub at {self.url}: {_reason(exc)} {_HINT}")
+        hint = _HINT
+        if isinstance(exc, ssl.SSLError) and exc.reason == "WRONG_VERSION_NUMBER":
+            hint = "(is it a plain http:// hub, run with --insecure?)"
+        elif self._scheme == "http" and isinstance(exc, http.client.RemoteDisconnected):
+            hint = "(a hub that serves TLS does that to plain http: try https://)"
+        return HubUnreachable(f"cannot reach the hub at {self.url}: {_reason(exc)} {hint}")
 
 
 def status_message(status: dict[str, Any]) -> str:
@@ -221,6 +304,16 @@ def _parse_url(url: str) -> tuple[str, str, str, int | None, str]:
     if parts.query or parts.fragment:
         raise UsageError(f"{bad}: it must not have a query or fragment")
     return url.rstrip("/"), parts.scheme, parts.hostname, port, parts.path.rstrip("/")
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _seg(value: str) -> str:

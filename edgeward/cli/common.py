@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
+from edgeward.cli import config
 from edgeward.cli.client import DEFAULT_HUB, DEFAULT_TIMEOUT, HubClient
 from edgeward.cli.errors import UsageError
 from edgeward.kinds import DEFAULT_NAMESPACE, Kind, kind_named
 
-HUB_ENV = "EDGEWARD_HUB"
 PROG = "edgeward"
 
 
@@ -28,14 +29,22 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_hub_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """``--hub`` and ``--timeout``; ``suppress`` keeps a subcommand's copy from hiding the
-    global value when it is not given after the subcommand."""
+    """``--hub``, ``--config`` and ``--timeout``; ``suppress`` keeps a subcommand's copy from
+    hiding the global value when it is not given after the subcommand."""
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
         "--hub",
         metavar="URL",
         default=default,
-        help=f"the cloudhub REST API (default: ${HUB_ENV}, else {DEFAULT_HUB})",
+        help=f"the cloudhub REST API (default: ${config.HUB_ENV}, else the config's hub, "
+        f"else {DEFAULT_HUB})",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help=f"the hub URL, token and CA, e.g. the admin.yaml 'cloudhub init' wrote "
+        f"(default: ${config.CONFIG_ENV}, else ~/{config.DEFAULT_CONFIG} if it exists)",
     )
     parser.add_argument(
         "--timeout",
@@ -86,8 +95,19 @@ def add_namespace_flags(parser: argparse.ArgumentParser, all_namespaces: bool = 
 
 
 def hub_client(args: argparse.Namespace) -> HubClient:
-    url = getattr(args, "hub", None) or os.environ.get(HUB_ENV) or DEFAULT_HUB
-    return HubClient(url, getattr(args, "timeout", DEFAULT_TIMEOUT))
+    """A client for the hub the flags, environment and config file name (see
+    :mod:`edgeward.cli.config`)."""
+    settings = config.load(
+        getattr(args, "hub", None), getattr(args, "config", None), os.environ, _home()
+    )
+    try:
+        return HubClient(
+            settings.hub, getattr(args, "timeout", DEFAULT_TIMEOUT), settings.credentials
+        )
+    except UsageError as exc:
+        if settings.hub_from in ("--hub", "default"):
+            raise
+        raise UsageError(f"{exc.message} (from {settings.hub_from})") from None
 
 
 def resolve_kind(word: str) -> Kind:
@@ -115,6 +135,13 @@ def error_line(message: str) -> None:
     """Report one failure on stderr and carry on (the caller sets the exit status)."""
     sys.stderr.write(f"{PROG}: {message}\n")
     sys.stderr.flush()
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home()
+    except RuntimeError:  # no $HOME and no password entry: there is no default config
+        return None
 
 
 def _positive_float(text: str) -> float:

@@ -13,7 +13,7 @@ from edgeward.cli.common import (
     out,
     resolve_kind,
 )
-from edgeward.cli.errors import ApiError, HubUnreachable, UsageError
+from edgeward.cli.errors import ApiError, HubUnreachable, TokenRefused, UsageError
 from edgeward.cli.manifests import ManifestError, Target, identify, read_manifests
 
 EPILOG = """\
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for target in targets:
         try:
             client.request("DELETE", client.object_path(target.kind, target.namespace, target.name))
-        except HubUnreachable:
+        except (HubUnreachable, TokenRefused):
             raise
         except ApiError as exc:
             if exc.status == 404 and args.ignore_not_found:

@@ -17,6 +17,7 @@ from edgeward.cli.output import (
     cell,
     dig,
     human_bytes,
+    parse_time,
     render_table,
 )
 from edgeward.cli.twin import twin_rows
@@ -24,6 +25,8 @@ from edgeward.kinds import DEVICE, DEVICE_MODEL, NODE, Kind
 
 LABEL_WIDTH = 19
 INDENT = "  "
+#: Who last wrote the object and when ("token:abc123 at 2026-01-15T07:57:00Z"), set by the hub.
+CHANGED_BY = "edgeward.io/last-changed-by"
 
 EPILOG = """\
 examples:
@@ -69,6 +72,9 @@ def describe(kind: Kind, obj: Any, now: float) -> str:
     _field(lines, "Created", f"{created} ({age(created, now)} ago)" if created else NONE)
     _field(lines, "Resource Version", cell(meta.get("resourceVersion")))
     _field(lines, "UID", cell(meta.get("uid")))
+    changed = as_dict(meta.get("annotations")).get(CHANGED_BY)
+    if changed:
+        _field(lines, "Last changed by", _changed_by(changed, now))
     if kind is DEVICE:
         _device(lines, obj, now)
     elif kind is DEVICE_MODEL:
@@ -151,6 +157,13 @@ def _node(lines: list[str], obj: dict[str, Any], now: float) -> None:
             f"acked revision {cell(sync.get('ackedRevision'))}, "
             f"report seq {cell(sync.get('reportSeq'))}",
         )
+
+
+def _changed_by(value: Any, now: float) -> str:
+    """The annotation's text, with the age of its time when it ends in one."""
+    text = cell(value)
+    _, at, when = text.rpartition(" at ")
+    return f"{text} ({age(when, now)} ago)" if at and parse_time(when) is not None else text
 
 
 def _field(lines: list[str], label: str, value: str) -> None:

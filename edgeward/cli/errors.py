@@ -35,3 +35,7 @@ class ApiError(CliError):
         super().__init__(message)
         self.status = status
         self.reason = reason
+
+
+class TokenRefused(ApiError):
+    """The hub wants a token, or refused ours (401): every later request would be refused too."""

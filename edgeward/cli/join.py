@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from edgeward import certs
 from edgeward.cli.common import add_command, out
 from edgeward.cli.errors import CliError, UsageError
@@ -210,6 +208,8 @@ def _refusal(status: int, answer: Any, args: argparse.Namespace) -> str:
 
 
 def _write_config(path: Path, node: str, data_dir: Path, endpoints: list[str], hub: str) -> str:
+    import yaml  # only when joining: it costs `edgeward --help` a tenth of a second
+
     wanted = {"node_name": node, "data_dir": str(data_dir), "hub": {"endpoints": endpoints}}
     text = (
         f"# written by 'edgeward join' for {hub} on {time.strftime('%Y-%m-%d')}\n"
@@ -257,6 +257,8 @@ def _read_existing(path: Path) -> Any:
         return None
     except OSError as exc:
         raise CliError(f"cannot read the existing config {path}: {exc.strerror}") from None
+    import yaml
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

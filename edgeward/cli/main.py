@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import edgeward
-from edgeward.cli import apply, delete, demo, describe, get, join, twin
+from edgeward.cli import apply, delete, demo, describe, get, join, token, twin
 from edgeward.cli.common import PROG, Parser, add_hub_flags, error_line
 from edgeward.cli.errors import (
     EXIT_BROKEN_PIPE,
@@ -36,6 +36,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     apply.register,
     delete.register,
     twin.register,
+    token.register,
     join.register,
     demo.register,
 ]
@@ -47,7 +48,16 @@ examples:
   edgeward get nodes                          node readiness and agent versions
   edgeward twin set thermo target=21          set a desired value
   edgeward twin get thermo                    desired vs reported values
+  edgeward token create --node gw-1           a token to join gateway gw-1 with
+  edgeward token list                         tokens, their roles and states
   edgeward --hub http://hub:10002 get nodes   another hub (or set EDGEWARD_HUB)
+
+configuration:
+  The hub URL, token and CA come from --config FILE, else $EDGEWARD_CONFIG, else
+  ~/.config/edgeward/config.yaml (keys: hub, token, and ca or ca_file); 'cloudhub
+  init' writes one for its admin as <data-dir>/admin.yaml. EDGEWARD_HUB,
+  EDGEWARD_TOKEN and EDGEWARD_CA (a PEM file) override the file; --hub overrides
+  them all.
 
 Run 'edgeward COMMAND --help' for a command's options and examples.
 """

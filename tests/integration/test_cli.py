@@ -77,7 +77,8 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """``edgeward ARGS`` with EDGEWARD_HUB pointing at ``hub``."""
     env = {**os.environ, "EDGEWARD_HUB": hub.api if isinstance(hub, Hub) else (hub or "")}
-    env.pop("EDGEWARD_DEBUG", None)
+    for name in ("EDGEWARD_DEBUG", "EDGEWARD_CONFIG", "EDGEWARD_TOKEN", "EDGEWARD_CA"):
+        env.pop(name, None)
     return subprocess.run(
         [EDGEWARD, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
     )
@@ -449,6 +450,10 @@ def test_help_on_every_command() -> None:
         ["twin"],
         ["twin", "set"],
         ["twin", "get"],
+        ["token"],
+        ["token", "create"],
+        ["token", "list"],
+        ["token", "delete"],
     ):
         result = run(*command, "--help")
         assert result.returncode == 0, command

@@ -416,6 +416,24 @@ def test_describe_node_shows_conditions_resources_and_info() -> None:
     assert "Node Info:         agentVersion=0.1.0" in text
 
 
+def test_describe_shows_who_last_changed_the_object() -> None:
+    """The hub's last-changed-by annotation gets its own line, with the age of the change;
+    a value not ending in a time is shown as it is, and none means no line."""
+    dev = device(nodeName="edge-1")
+    assert "Last changed by" not in describe(DEVICE, dev, NOW)
+    annotation = "edgeward.io/last-changed-by"
+    dev["metadata"]["annotations"] = {annotation: "token:abc123 at 2027-01-15T07:59:00Z"}
+    assert (
+        "Last changed by:   token:abc123 at 2027-01-15T07:59:00Z (1m ago)"
+        in describe(DEVICE, dev, NOW).splitlines()
+    )
+    dev["metadata"]["annotations"] = {annotation: "token:abc123 (node gw-1) at yesterday"}
+    assert (
+        "Last changed by:   token:abc123 (node gw-1) at yesterday"
+        in describe(DEVICE, dev, NOW).splitlines()
+    )
+
+
 def test_describe_bare_objects() -> None:
     """An object with nothing but a name still describes, with <none> where fields are missing."""
     for kind in KINDS:
