@@ -39,7 +39,7 @@ from cloudhub.changefeed import ChangeFeed
 from cloudhub.credentials import Identity
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.mergepatch import merge_patch
-from cloudhub.store import Store, Tx
+from cloudhub.store import CHANGED_BY, Store, Tx
 from cloudhub.watch import WatchResponse, WatchSlots, watch_events
 from edgeward import storable
 from edgeward.errors import (
@@ -58,8 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-#: Set on every object an authenticated caller writes: who, and when (``edgeward describe``).
-CHANGED_BY = "edgeward.io/last-changed-by"
 DEFAULT_MAX_WATCHES = 1000
 
 T = TypeVar("T")
@@ -160,13 +158,17 @@ def identity_of(request: Request) -> Identity:
     return getattr(request.state, "identity", INSECURE)
 
 
+def _changed_by(identity: Identity) -> str | None:
+    """Who is writing, and when, for the CHANGED_BY annotation (nobody is known --insecure)."""
+    return None if identity is INSECURE else f"{identity} at {_now_rfc3339()}"
+
+
 def _stamp(obj: dict[str, Any], identity: Identity) -> dict[str, Any]:
-    """Record who wrote ``obj`` (not for a hub run --insecure: nobody is known)."""
-    if identity is not INSECURE:
+    """A created object records who created it."""
+    changed_by = _changed_by(identity)
+    if changed_by is not None:
         meta = obj["metadata"]
-        annotations = dict(meta.get("annotations") or {})
-        annotations[CHANGED_BY] = f"{identity} at {_now_rfc3339()}"
-        meta["annotations"] = annotations
+        meta["annotations"] = {**(meta.get("annotations") or {}), CHANGED_BY: changed_by}
     return obj
 
 
@@ -296,13 +298,13 @@ class Api:
         identity = identity_of(request)
         body = await read_json(request)
         expected = _rv_from_body(body)
-        obj = _stamp(normalize(kind, body, namespace), identity)
+        obj = normalize(kind, body, namespace)
         _same_name(kind, obj, name)
 
         def replace(tx: Tx) -> dict[str, Any]:
             if identity.role == "node":
                 check_object(identity, "PUT", kind, tx.get(kind, namespace, name), name, obj)
-            return tx.replace(kind, obj, expected)
+            return tx.replace(kind, obj, expected, _changed_by(identity))
 
         return JSONResponse(await self._write(replace))
 
@@ -326,10 +328,10 @@ class Api:
             if current is None:
                 raise NotFound(kind.name, (namespace or "") if kind.namespaced else "", name)
             merged = merge_patch({k: v for k, v in current.items() if k != "status"}, patch)
-            obj = _stamp(normalize(kind, merged, namespace), identity)
+            obj = normalize(kind, merged, namespace)
             _same_name(kind, obj, name)
             check_object(identity, "PATCH", kind, current, name, obj)
-            return tx.replace(kind, obj, expected)
+            return tx.replace(kind, obj, expected, _changed_by(identity))
 
         return JSONResponse(await self._write(apply))
 

@@ -106,6 +106,22 @@ def _too_big(kind: Kind, name: str, what: str, size: int, limit: int) -> Invalid
     return InvalidObject(kind.name, name, [cause])
 
 
+#: Who last wrote an object through the API, and when (``edgeward describe`` shows it).
+CHANGED_BY = "edgeward.io/last-changed-by"
+
+
+def _unstamped(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the CHANGED_BY annotation (and without annotations left empty)."""
+    annotations = body["metadata"].get("annotations")
+    if not annotations or CHANGED_BY not in annotations:
+        return body
+    rest = {k: v for k, v in annotations.items() if k != CHANGED_BY}
+    meta = {k: v for k, v in body["metadata"].items() if k != "annotations"}
+    if rest:
+        meta["annotations"] = rest
+    return {**body, "metadata": meta}
+
+
 def _ns(kind: Kind, namespace: str | None) -> str:
     return (namespace or "") if kind.namespaced else ""
 
@@ -252,9 +268,16 @@ class Tx:
         return self._save(kind, "create", body, prev_route=None, spec_write=True)
 
     def replace(
-        self, kind: Kind, obj: dict[str, Any], expected_rv: int | None = None
+        self,
+        kind: Kind,
+        obj: dict[str, Any],
+        expected_rv: int | None = None,
+        changed_by: str | None = None,
     ) -> dict[str, Any]:
-        """Write ``obj``'s metadata and spec over the stored object; status is kept."""
+        """Write ``obj``'s metadata and spec over the stored object; status is kept.
+
+        ``changed_by`` (who, and when) is recorded in the CHANGED_BY annotation, only
+        when something else changed: an unchanged object keeps its revision."""
         meta = obj["metadata"]
         current = self._current(kind, meta.get("namespace"), meta["name"], expected_rv)
         body = {k: v for k, v in obj.items() if k != "status"}
@@ -265,8 +288,15 @@ class Tx:
             "resourceVersion": current["metadata"]["resourceVersion"],
         }
         body["status"] = current.get("status", {})
-        if body == current:
+        if body == current or (
+            changed_by is not None and _unstamped(body) == _unstamped(current)
+        ):
             return current
+        if changed_by is not None:
+            body["metadata"]["annotations"] = {
+                **(body["metadata"].get("annotations") or {}),
+                CHANGED_BY: changed_by,
+            }
         admit(kind, body, self.get)
         return self._save(kind, "update", body, prev_route=kind.route(current), spec_write=True)
 

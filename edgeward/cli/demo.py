@@ -1,9 +1,12 @@
 """``edgeward demo``: a hub, an edge node and a sample device on this machine.
 
-It starts cloudhub and edgecore as child processes on free ports under
-``./.edgeward/``, applies the packaged thermostat manifests, shows the desired
-value arriving in the edge's cache and the node turning Ready, then follows
-the edge cache, printing every change that reaches it, until Ctrl-C.
+It does what an operator does, on this machine: ``cloudhub init`` (a CA, a
+server certificate, an admin token), the hub on free loopback ports under
+``./.edgeward/``, a node token and ``edgeward join`` for the edge (its key
+and certificate), then edgecore over mutual TLS. It applies the packaged
+thermostat manifests, shows the desired value arriving in the edge's cache
+and the node turning Ready, then follows the edge cache, printing every change
+that reaches it, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from edgeward.brokers import BrokerHandle, NoBrokerError, start_demo_broker
 from edgeward.cli.apply import apply_one
-from edgeward.cli.client import HubClient
+from edgeward.cli.client import Credentials, HubClient
 from edgeward.cli.common import add_command, out
 from edgeward.cli.errors import CliError, UsageError
 from edgeward.cli.manifests import identify, load_documents
@@ -129,19 +132,23 @@ def run(args: argparse.Namespace) -> int:
             mqtt = broker.address
             say(f"broker   {mqtt} ({_BROKER_KINDS[broker.kind]})")
         hub_dir = base / "hub"
+        _init_hub(hub_dir)
         with suppress(FileNotFoundError):
             (hub_dir / "cloudhub.json").unlink()
+        loopback = ["--api-bind", "127.0.0.1", "--edge-bind", "127.0.0.1"]
         hub = _Child(
             "cloudhub",
             "cloudhub.main",
-            ["--data-dir", str(hub_dir), "--api-port", "0", "--edge-port", "0", "--insecure"],
+            ["--data-dir", str(hub_dir), "--api-port", "0", "--edge-port", "0", *loopback],
             base / "cloudhub.log",
         )
         children.append(hub)
         address = _wait(lambda: _read_json(hub_dir / "cloudhub.json"), hub, "the hub to start")
         say(f"hub      {address['api']} (REST API), {address['edge']} (edges); log {hub.log}")
+        client, cli_config = _admin_client(hub_dir, address["api"], base)
 
         edge_dir = base / NODE
+        _join(client, address["api"], edge_dir, base)
         edge = _Child(
             "edgecore",
             "edgecore.main",
@@ -156,7 +163,6 @@ def run(args: argparse.Namespace) -> int:
                 "2",
                 "--mqtt",
                 mqtt,
-                "--insecure",
             ],
             base / f"{NODE}.log",
         )
@@ -171,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
         children.append(mapper)
         say(f"device   simulated thermostat {DEVICE_ID} on MQTT; log {mapper.log}")
 
-        client = HubClient(address["api"])
         text = resources.files("edgeward").joinpath("examples/thermostat.yaml").read_text()
         applied = time.monotonic()
         for doc in load_documents(text, "thermostat.yaml"):
@@ -197,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             f"node     {NODE} is Ready, last heartbeat {node['status'].get('lastHeartbeatTime')}, "
             f"cpu {usage.get('cpuPercent', '?')}%, memory {usage.get('memoryPercent', '?')}%"
         )
-        _print_next_steps(address["api"])
+        _print_next_steps(cli_config)
         _follow(cache, seen, client, reported, children, args.duration)
     except KeyboardInterrupt:
         say("")
@@ -211,14 +216,78 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_next_steps(api: str) -> None:
+def _init_hub(hub_dir: Path) -> None:
+    """The hub's CA, server certificate and admin token (kept from an earlier demo run)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudhub.main", "init", "--data-dir", str(hub_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise CliError(f"cloudhub init failed: {done.stderr.strip()}")
+    made = "made" if "created CA" in done.stdout else "kept"
+    say(f"pki      {made} the hub's CA and server certificate in {hub_dir / 'pki'}")
+
+
+def _admin_client(hub_dir: Path, api: str, base: Path) -> tuple[HubClient, Path]:
+    """A client with the admin token init wrote, and a CLI config for this run's hub URL."""
+    import yaml
+
+    admin = yaml.safe_load((hub_dir / "admin.yaml").read_text())
+    config = base / "cli.yaml"
+    document = {"hub": api, "ca": admin["ca"], "token": admin["token"]}
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out_file:
+        yaml.safe_dump(document, out_file, sort_keys=False)
+    credentials = Credentials(admin["token"], admin["ca"], str(config), str(config))
+    return HubClient(api, credentials=credentials), config
+
+
+def _join(client: HubClient, api: str, edge_dir: Path, base: Path) -> None:
+    """Join the demo's node as a gateway would: a token, then ``edgeward join`` (once; a
+    later run keeps the node's key and certificate while it is valid)."""
+    cert = edge_dir / "pki" / "node.crt"
+    if cert.exists() and _valid_for_an_hour(cert):
+        say(f"join     kept node {NODE}'s key and certificate in {cert.parent}")
+        return
+    token = client.request(
+        "POST", "/api/v1/tokens", {"role": "node", "node": NODE, "ttlSeconds": 600}
+    )["token"]
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeward.cli.main", "join", "--hub", api, "--token", token,
+         "--node", NODE, "--data-dir", str(edge_dir), "--config-out", str(base / f"{NODE}.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise CliError(f"joining {NODE} failed: {done.stderr.strip()}")
+    say(
+        f"join     node {NODE} joined with a single-use token; key and certificate in {cert.parent}"
+    )
+
+
+def _valid_for_an_hour(cert: Path) -> bool:
+    import ssl
+
+    from edgeward import certs
+
+    try:
+        not_after = certs.decode_certificate_file(cert).get("notAfter")
+    except (OSError, certs.CertificateError):
+        return False
+    return bool(not_after) and ssl.cert_time_to_seconds(not_after) > time.time() + 3600
+
+
+def _print_next_steps(config: Path) -> None:
     exe = Path(sys.argv[0]).name if Path(sys.argv[0]).name == "edgeward" else "edgeward"
     cli = str(Path(sys.executable).parent / exe)
     if cli.startswith(os.getcwd() + os.sep):
         cli = os.path.relpath(cli)
     say("")
     say("Try, in another terminal:")
-    say(f"  export EDGEWARD_HUB={api}")
+    say(f"  export EDGEWARD_CONFIG={config}   # the hub's URL, CA and admin token")
     say(f"  {cli} twin set thermo target=23     # watch it arrive below")
     say(f"  {cli} get devices -o wide")
     say(f"  {cli} get nodes -o wide")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -37,20 +38,29 @@ def hub_alive(tmp_path: Path) -> bool:
 def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(
     tmp_path: Path, mqtt_broker: Mosquitto
 ) -> None:
-    """edgeward demo starts a hub and an edge, applies the sample device, shows its desired
-    value in the edge cache and the node Ready, and stops both children when it ends."""
+    """edgeward demo inits a hub, joins an edge and runs both over TLS, applies the sample
+    device, shows its desired value in the edge cache and the node Ready, and stops both
+    children when it ends; a second run keeps the CA, the node's key and the data."""
     result = run_demo(tmp_path, mqtt_broker, "--duration", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    assert "pki      made the hub's CA" in out
+    assert "(REST API), wss://127.0.0.1:" in out and "hub      https://127.0.0.1:" in out
+    assert "join     node edge-1 joined with a single-use token" in out
     assert "device/thermo created" in out
     assert "edge-1 cache has default/thermo target=21" in out
     assert "edge-1 is Ready" in out
     assert "default/thermo reported" in out and "temperature=" in out
-    assert "export EDGEWARD_HUB=http://127.0.0.1:" in out
+    config = tmp_path / "demo" / "cli.yaml"
+    assert f"export EDGEWARD_CONFIG={config}" in out
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert (tmp_path / "demo" / "edge-1" / "pki" / "node.key").exists()
     assert not hub_alive(tmp_path), "the demo left its hub running"
 
     again = run_demo(tmp_path, mqtt_broker, "--duration", "0")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "pki      kept the hub's CA" in again.stdout
+    assert "join     kept node edge-1's key and certificate" in again.stdout
     assert "device/thermo unchanged" in again.stdout, "a second run should reuse its data"
 
 
