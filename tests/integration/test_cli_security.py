@@ -311,15 +311,21 @@ def test_another_hubs_ca_fails_verification(
     one_error(run("get", "nodes", env=no_ca), 1, "no CA is configured", "set EDGEWARD_CA")
 
 
-def test_a_name_the_certificate_lacks(admin: dict[str, str], hub: Hub) -> None:
+def test_a_name_the_certificate_lacks(tmp_path: Path) -> None:
     """Reaching the hub by a name its certificate does not hold says how to add it."""
-    url = hub.api.replace("127.0.0.1", "127.0.0.2")
-    one_error(
-        run("get", "nodes", "--hub", url, env=admin),
-        1,
-        "IP address mismatch",
-        "run 'cloudhub init --ip 127.0.0.2' and restart it",
-    )
+    hub = Hub(tmp_path / "hub", "--api-bind", "127.0.0.2", secure=True)  # init named .0.1
+    hub.start()
+    try:
+        assert hub.api.startswith("https://127.0.0.2:")
+        env = {"EDGEWARD_CONFIG": str(hub.data_dir / "admin.yaml"), "EDGEWARD_HUB": hub.api}
+        one_error(
+            run("get", "nodes", env=env),
+            1,
+            "IP address mismatch",
+            "run 'cloudhub init --ip 127.0.0.2' and restart it",
+        )
+    finally:
+        hub.kill()
 
 
 def test_config_flag_after_the_command_and_config_mistakes(
