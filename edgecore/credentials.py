@@ -87,6 +87,22 @@ def not_after_of(decoded: dict) -> float | None:
     return ssl.cert_time_to_seconds(text) if text else None
 
 
+def expired_message(config: HubLinkConfig, node: str) -> str | None:
+    """Why this node cannot connect any more because its certificate expired, or None.
+
+    A hub refuses an expired certificate in the TLS handshake, which the client
+    sees only as a closed connection (TLS 1.3 verifies the client after the
+    handshake completes): without this check it would retry forever.
+    """
+    try:
+        not_after = not_after_of(certs.decode_certificate_file(config.cert_file))
+    except (CertificateError, OSError):
+        return None  # the connection attempt reports what is wrong with the file
+    if not_after is None or not_after > time.time():
+        return None
+    return f"this node's certificate expired at {certs.utc(not_after)}; {REJOIN.format(node=node)}"
+
+
 def renewal_due(config: HubLinkConfig) -> float | None:
     """When the node certificate should be renewed (two thirds into its life), if known."""
     try:

@@ -103,6 +103,12 @@ class HubLink:
         attempt = 0
         while True:
             url = endpoints[attempt % len(endpoints)]
+            if url.startswith("wss://"):
+                expired = await asyncio.to_thread(
+                    credentials.expired_message, self.config, self.node
+                )
+                if expired is not None:
+                    raise LinkStopped(expired)
             verdict, welcomed = await self._attempt(url)
             if not verdict.retry:
                 raise LinkStopped(verdict.message)

@@ -421,3 +421,24 @@ def test_requests_without_a_valid_token_get_401_and_health_stays_open(hub: Hub) 
     status, body = hub.request("GET", "/api/v1/nodes", token=revoked)
     assert status == 401 and body["details"]["causes"][0]["reason"] == "revoked"
     assert hub.request("GET", "/healthz", token="")[0] == 200
+
+
+def test_a_certificate_that_expires_while_the_hub_is_away_stops_the_edge_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """The hub refuses an expired certificate inside the TLS handshake, which the edge sees
+    only as a closed connection: edgecore must say so and stop, not retry forever."""
+    hub = Hub(tmp_path / "hub", "--node-certificate-days", "0.0001", secure=True)  # 8.6 s
+    hub.start()
+    edge = joined_edge(hub, "gw-lapse", tmp_path, "--no-mqtt")
+    try:
+        edge.start()
+        wait_for(lambda: "connected at revision" in edge.log(), 20, "the edge to connect")
+        hub.kill()  # before the renewal is due: the certificate will lapse
+        assert edge.proc is not None
+        assert edge.proc.wait(30) == 1
+        assert "this node's certificate expired at" in edge.log()
+        assert "the cache and outbox are kept" in edge.log()
+    finally:
+        edge.kill()
+        hub.kill()
