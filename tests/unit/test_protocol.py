@@ -19,12 +19,14 @@ from edgeward.protocol import (
     PROTOCOL_VERSION,
     UNKNOWN_TYPE,
     Ack,
+    Certificate,
     Change,
     Changes,
     Error,
     Hello,
     Message,
     Rejected,
+    Renew,
     Report,
     ReportAck,
     ReportItem,
@@ -72,6 +74,8 @@ EXAMPLES: list[Message] = [
     ReportAck(seq=9),
     ReportAck(seq=12, rejected=(Rejected(seq=11, reason="device default/x is not bound here"),)),
     Error(code=BAD_MESSAGE, reason="hello: revision must be a non-negative integer"),
+    Renew(csr="-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"),
+    Certificate(certificate="-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"),
 ]
 
 
