@@ -148,8 +148,8 @@ class SessionShell:
             async with asyncio.timeout(HELLO_TIMEOUT):
                 frame = await self.ws.recv()
         except TimeoutError:
-            self.server.hello_timeouts += 1
-            await self._execute(self.core.hello_timed_out())
+            self.server.hello_timeouts += 1  # counted here, not as a refusal: it said nothing
+            await self._execute(self.core.hello_timed_out(), audit=False)
             return False
         await self._execute(self.core.receive(frame))
         return not self.core.closed
@@ -183,9 +183,9 @@ class SessionShell:
             else:
                 await self._execute(self.core.rows_published(sub.take()))
 
-    async def _execute(self, commands: list[Command]) -> None:
+    async def _execute(self, commands: list[Command], audit: bool = True) -> None:
         """Carry out the core's commands; a policy close is counted and audited as a refusal
-        of the connection's certificate."""
+        of the connection's certificate, unless ``audit`` is False."""
         refusal = ""  # the error frame that explains a policy close, sent just before it
         for command in commands:
             if isinstance(command, Send):
@@ -194,7 +194,7 @@ class SessionShell:
                 await self.ws.send(command.message.encode())
             elif isinstance(command, Close):
                 gate, credential = self.server.gate, self.credential
-                if command.code == 1008 and gate is not None and credential:
+                if command.code == 1008 and audit and gate is not None and credential:
                     action = "frame" if self.core.node else "hello"
                     gate.refused_session(credential, action, self.peer, refusal or command.reason)
                 await self.ws.close(command.code, command.reason)
