@@ -126,13 +126,16 @@ class SessionShell:
             self.sub.poke()
 
     async def run(self) -> None:
+        how = ""  # how the connection ended, for the log line that says it did
         try:
             if await self._greet():
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._receive())
                     tg.create_task(self._follow())
-        except* ConnectionClosed:
-            pass  # the edge went away, or we closed it; it reconnects and resumes
+        except* ConnectionClosed as closed:
+            # the edge went away, or we closed it (a frame too big: 1009); it reconnects
+            # and resumes, or stops on a close that says retrying cannot help
+            how = f": {closed.exceptions[0]}"
         finally:
             self.core.connection_lost()
             if self.sub is not None:
@@ -140,7 +143,7 @@ class SessionShell:
             if self.core.node:
                 if self.server.sessions.get(self.core.node) is self:
                     del self.server.sessions[self.core.node]
-                log.info("node %s: disconnected (%s)", self.core.node, self.peer)
+                log.info("node %s: disconnected (%s)%s", self.core.node, self.peer, how)
 
     async def _greet(self) -> bool:
         """Hello, registration and the catch-up; False when the session ended there."""
