@@ -363,12 +363,14 @@ def create_app(
     auth: Authenticator | None = None,
     join: JoinService | None = None,
     audit: AuditLog | None = None,
+    edge_stats: Callable[[], dict[str, int]] | None = None,
 ) -> FastAPI:
     """The REST API app over ``store``; ``feed`` serves watches, at most ``max_watches``
     at once. Writes go through ``writer`` (group commit) when given, else each in a
     transaction of its own. ``on_node_deleted(name)`` is called once a Node's deletion
     has committed. Without ``auth`` every caller is an admin (a hub run --insecure);
-    ``join`` serves node joins and the token API."""
+    ``join`` serves node joins and the token API. ``edge_stats()`` gives the edge
+    port's counters, shown by /healthz under ``edge``."""
     app = FastAPI(
         title="Edgeward cloudhub",
         version=edgeward.__version__,
@@ -412,12 +414,18 @@ def create_app(
     async def healthz() -> dict[str, Any]:
         head = await run_in_threadpool(store.head)
         watches = api.watches
-        return {
+        health: dict[str, Any] = {
             "status": "ok",
             "revision": head,
             "version": edgeward.__version__,
             "watches": {"open": watches.open, "max": watches.limit, "refused": watches.refused},
         }
+        if edge_stats is not None:
+            # sessions open now; connections refused (certificate or hello), and cut off
+            # for not finishing the TLS handshake or websocket upgrade, or not saying
+            # hello, within 10 s: counted since the hub started
+            health["edge"] = edge_stats()
+        return health
 
     for kind in KINDS:
         _add_kind_routes(app, api, kind)

@@ -26,13 +26,22 @@ MAX_CACHED = 10_000
 
 
 class Authenticator:
-    """Checks bearer tokens against the database, trusting an accepted one for a few seconds."""
+    """Checks bearer tokens against the database, trusting an accepted one for a few seconds.
+
+    Never past the token's expiry, and never a single-use token: a join may spend it at
+    any moment, on any hub replica. A revocation through this hub drops the token at once
+    (:meth:`forget`); through another replica, within ``CACHE_SECONDS``.
+    """
 
     def __init__(
-        self, check: Callable[[str], Identity], clock: Callable[[], float] = time.monotonic
+        self,
+        check: Callable[[str], Identity],
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ):
         self._check = check
         self._clock = clock
+        self._wall_clock = wall_clock  # what token expiry times are in
         self._cache: dict[str, tuple[Identity, float]] = {}
 
     async def identify(self, header: str | None) -> Identity:
@@ -51,13 +60,20 @@ class Authenticator:
         if cached is not None and cached[1] > now:
             return cached[0]
         identity = await asyncio.to_thread(self._check, token)
-        if len(self._cache) >= MAX_CACHED:
-            self._cache.clear()
-        until = now + CACHE_SECONDS
-        if identity.expires is not None:
-            until = min(until, identity.expires)
-        self._cache[token] = (identity, until)
+        trust = self._trust_for(identity)
+        if trust > 0:
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()
+            self._cache[token] = (identity, now + trust)
         return identity
+
+    def _trust_for(self, identity: Identity) -> float:
+        """Seconds an accepted token may be used without asking the database again."""
+        if identity.single_use:
+            return 0.0
+        if identity.expires is None:
+            return CACHE_SECONDS
+        return min(CACHE_SECONDS, identity.expires - self._wall_clock())
 
     def forget(self, token_id: str) -> None:
         """Drop a revoked token from the cache: it is refused from the next request on."""

@@ -49,7 +49,7 @@ def add_security_routes(
             body = status_body(exc.code, reason, str(exc))
             body["details"] = {"causes": [{"reason": exc.reason}]}
             return JSONResponse(body, status_code=exc.code)
-        request.state.audit_identity = answer.pop("identity")  # who joined, for the audit log
+        request.state.audit_identity = answer.pop("identity")  # the token, and the node joined
         return JSONResponse(answer, status_code=201)
 
     def _text_field(body: Any, field: str) -> str:

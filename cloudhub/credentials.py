@@ -39,11 +39,13 @@ CACHE_SECONDS = 5.0
 class Identity:
     """Who is behind a request: a token (by id) or a node certificate."""
 
-    name: str  # "token:<id>", or "certificate:<serial>"
+    name: str  # "token:<id>", or "certificate:<serial>" for a node certificate
     role: str
     node: str | None = None  # the node a node credential is bound to
-    #: When the credential stops being valid (epoch seconds); None: never. Not compared.
+    #: When a token stops being valid (epoch seconds; None: never), and whether one join
+    #: spends it: what bounds how long the API may trust it without asking the database.
     expires: float | None = field(default=None, compare=False)
+    single_use: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         return self.name if self.node is None else f"{self.name} (node {self.node})"
@@ -150,7 +152,13 @@ def check_token(conn: Connection, text: str, now: float | None = None) -> Identi
         raise TokenRefused(
             "used", f"token {parsed.id} was for one join and was used at {_utc(row['used'])}"
         )
-    return Identity(f"token:{row['id']}", row["role"], row["node"], row["expires"])
+    return Identity(
+        f"token:{row['id']}",
+        row["role"],
+        row["node"],
+        expires=row["expires"],
+        single_use=bool(row["single_use"]),
+    )
 
 
 def consume(conn: Connection, token_id: str, now: float | None = None) -> bool:

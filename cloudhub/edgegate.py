@@ -63,16 +63,11 @@ class EdgeGate:
         self.audit.record(identity, "connect", "edge endpoint", "refused", peer, reason)
         return connection.respond(403, reason + "\n")
 
-    def refused_hello(self, identity: str, peer: str, reason: str) -> None:
+    def refused_session(self, credential: Identity, action: str, peer: str, reason: str) -> None:
+        """The session core closed an admitted connection for policy: a ``hello`` it refused
+        (another node's name, a bad frame first), or a ``frame`` that ended the session."""
         self.refused += 1
-        self.audit.record(
-            Identity(f"node:{identity}", "node", identity),
-            "hello",
-            "edge endpoint",
-            "refused",
-            peer,
-            reason,
-        )
+        self.audit.record(credential, action, "edge endpoint", "refused", peer, reason)
 
 
 def node_identity(connection: Any) -> Identity | None:

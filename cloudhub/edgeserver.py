@@ -34,7 +34,7 @@ from cloudhub.groupwriter import GroupWriter
 from cloudhub.nodes import NodeRegistry
 from cloudhub.store import Store
 from edgeward.certs import CertificateError
-from edgeward.protocol import Rejected, ReportItem
+from edgeward.protocol import Error, Rejected, ReportItem
 from edgeward.session import HubSession
 from edgeward.session.commands import (
     Close,
@@ -106,14 +106,15 @@ class EdgeServer:
 class SessionShell:
     """The I/O around one HubSession."""
 
-    __slots__ = ("_bucket", "_requests", "core", "peer", "server", "sub", "ws")
+    __slots__ = ("_bucket", "_requests", "core", "credential", "peer", "server", "sub", "ws")
 
     def __init__(self, server: EdgeServer, ws: ServerConnection) -> None:
         self.server = server
         self.ws = ws
         self.peer = _peer(ws)
-        identity = node_identity(ws) if server.gate is not None else None
-        self.core = HubSession(identity=None if identity is None else identity.node)
+        #: The certificate the connection presented (None on a hub run --insecure).
+        self.credential = node_identity(ws) if server.gate is not None else None
+        self.core = HubSession(identity=None if self.credential is None else self.credential.node)
         self.sub: Subscription | None = None
         self._requests: list[Callable[[], list[Command]]] = []
         self._bucket = TokenBucket(server.frames_per_second)
@@ -125,13 +126,16 @@ class SessionShell:
             self.sub.poke()
 
     async def run(self) -> None:
+        how = ""  # how the connection ended, for the log line that says it did
         try:
             if await self._greet():
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._receive())
                     tg.create_task(self._follow())
-        except* ConnectionClosed:
-            pass  # the edge went away, or we closed it; it reconnects and resumes
+        except* ConnectionClosed as closed:
+            # the edge went away, or we closed it (a frame too big: 1009); it reconnects
+            # and resumes, or stops on a close that says retrying cannot help
+            how = f": {closed.exceptions[0]}"
         finally:
             self.core.connection_lost()
             if self.sub is not None:
@@ -139,7 +143,7 @@ class SessionShell:
             if self.core.node:
                 if self.server.sessions.get(self.core.node) is self:
                     del self.server.sessions[self.core.node]
-                log.info("node %s: disconnected (%s)", self.core.node, self.peer)
+                log.info("node %s: disconnected (%s)%s", self.core.node, self.peer, how)
 
     async def _greet(self) -> bool:
         """Hello, registration and the catch-up; False when the session ended there."""
@@ -147,8 +151,8 @@ class SessionShell:
             async with asyncio.timeout(HELLO_TIMEOUT):
                 frame = await self.ws.recv()
         except TimeoutError:
-            self.server.hello_timeouts += 1
-            await self._execute(self.core.hello_timed_out())
+            self.server.hello_timeouts += 1  # counted here, not as a refusal: it said nothing
+            await self._execute(self.core.hello_timed_out(), audit=False)
             return False
         await self._execute(self.core.receive(frame))
         return not self.core.closed
@@ -182,13 +186,20 @@ class SessionShell:
             else:
                 await self._execute(self.core.rows_published(sub.take()))
 
-    async def _execute(self, commands: list[Command]) -> None:
+    async def _execute(self, commands: list[Command], audit: bool = True) -> None:
+        """Carry out the core's commands; a policy close is counted and audited as a refusal
+        of the connection's certificate, unless ``audit`` is False."""
+        refusal = ""  # the error frame that explains a policy close, sent just before it
         for command in commands:
             if isinstance(command, Send):
+                if isinstance(command.message, Error):
+                    refusal = command.message.reason
                 await self.ws.send(command.message.encode())
             elif isinstance(command, Close):
-                if command.code == 1008 and self.core.identity and self.server.gate:
-                    self.server.gate.refused_hello(self.core.identity, self.peer, command.reason)
+                gate, credential = self.server.gate, self.credential
+                if command.code == 1008 and audit and gate is not None and credential:
+                    action = "frame" if self.core.node else "hello"
+                    gate.refused_session(credential, action, self.peer, refusal or command.reason)
                 await self.ws.close(command.code, command.reason)
             elif isinstance(command, Log):
                 log.log(command.level, "node %s: %s", self.core.node or self.peer, command.text)

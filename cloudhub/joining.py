@@ -114,7 +114,8 @@ class JoinService:
                     401, "used", f"token {parsed.id} was used by another join; {NEW_TOKEN_HINT}"
                 )
         return {
-            "identity": str(identity),
+            # for the audit log: the token that joined, and the node it joined
+            "identity": credentials.Identity(identity.name, identity.role, node),
             "node": node,
             "certificate": signed.pem.decode("ascii"),
             "ca": self.authority.ca_pem.decode("ascii"),

@@ -126,6 +126,16 @@ async def run_hub(config: HubConfig) -> None:
     authority = None if config.insecure else Authority(pki_paths(data_dir))
     gate = None if authority is None else EdgeGate(store, audit)
     edge = EdgeServer(store, feed, nodes, writer, gate, config.node_frames_per_second)
+    handshakes = transport.HandshakeWatch()
+
+    def edge_stats() -> dict[str, int]:
+        """The edge port's counters for /healthz: who is connected and who was turned away."""
+        return {
+            "sessions": len(edge.sessions),
+            "refused": 0 if gate is None else gate.refused,
+            "helloTimeouts": edge.hello_timeouts,
+            "handshakeTimeouts": handshakes.timeouts,
+        }
 
     def node_deleted(name: str) -> None:
         nodes.forget(name)
@@ -167,11 +177,12 @@ async def run_hub(config: HubConfig) -> None:
         auth=auth,
         join=join,
         audit=audit,
+        edge_stats=edge_stats,
     )
     api_server = transport.api_server(app, None if authority is None else authority)
     stop = stop_on_signals()
     async with (
-        transport.edge_endpoint(edge.handle, edge_sock, authority, gate) as ws_server,
+        transport.edge_endpoint(edge.handle, edge_sock, authority, gate, handshakes) as ws_server,
         asyncio.TaskGroup() as tg,
     ):
         tasks = [

@@ -3,7 +3,8 @@
 With an :class:`~cloudhub.pki.Authority`, both ports speak TLS 1.2+ (the edge
 port requires a client certificate from the hub's CA); without one (``--insecure``)
 plain HTTP and websockets. Handshakes are bounded in time, so connections that
-never finish TLS or never upgrade cost a socket for seconds, not forever.
+never finish TLS or never upgrade cost a socket for seconds, not forever, and
+are counted (:class:`HandshakeWatch`, shown in ``/healthz``).
 """
 
 from __future__ import annotations
@@ -71,28 +72,104 @@ def url(scheme: str, sock: socket.socket, connectable: bool = False) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+class HandshakeWatch:
+    """Counts edge connections cut off for not finishing their handshake in time.
+
+    asyncio gives up on a TLS handshake after ``ssl_handshake_timeout`` and websockets
+    on an HTTP upgrade after ``open_timeout``, both without a word. A hub held busy by
+    connections that never finish should show it, so the edge endpoint reports here:
+
+    - TLS: the context's ``sslobject_class`` (the object asyncio's TLS layer drives,
+      made by ``SSLContext.wrap_bio``) starts a timer at its first handshake step and
+      stops it when the handshake ends, done or failed. One still running after
+      ``timeout`` belongs to a connection asyncio has just aborted (its own timer,
+      started a moment earlier with the same delay, fired first).
+    - The upgrade: the connection class counts its opening handshake being cancelled,
+      which only websockets' ``open_timeout`` does (a stopping server answers 503).
+    """
+
+    def __init__(self, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+        self.timeout = timeout
+        self.timeouts = 0
+
+    def watch_tls(self, context: ssl.SSLContext) -> ssl.SSLContext:
+        """``context``, counting the TLS handshakes that time out."""
+        context.sslobject_class = _watched_tls(self)
+        return context
+
+    def connection_class(self) -> type[ServerConnection]:
+        """The websocket connection class, counting upgrades that time out."""
+        watch = self
+
+        class WatchedConnection(ServerConnection):
+            async def handshake(self, *args: Any, **kwargs: Any) -> None:
+                try:
+                    await super().handshake(*args, **kwargs)
+                except asyncio.CancelledError:
+                    watch.timeouts += 1
+                    raise
+
+        return WatchedConnection
+
+
+def _watched_tls(watch: HandshakeWatch) -> type[ssl.SSLObject]:
+    class WatchedTls(ssl.SSLObject):
+        _timer: asyncio.TimerHandle | None = None
+        _started = False
+
+        def do_handshake(self) -> None:
+            if not self._started:
+                self._started = True
+                self._timer = asyncio.get_running_loop().call_later(watch.timeout, self._timed_out)
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise  # under way: asyncio calls again when the peer sends more
+            except BaseException:
+                self._stop()
+                raise
+            self._stop()
+
+        def _stop(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _timed_out(self) -> None:
+            self._timer = None
+            watch.timeouts += 1
+
+    return WatchedTls
+
+
 def edge_endpoint(
     handler: Callable[[ServerConnection], Awaitable[None]],
     sock: socket.socket,
     authority: Authority | None = None,
     gate: EdgeGate | None = None,
+    watch: HandshakeWatch | None = None,
 ) -> Any:
     """The websocket server edges connect to (an async context manager yielding a Server).
 
     No permessage-deflate: frames are small JSON, and compression costs memory
     per connection on the hub and CPU on small gateways.
     """
+    watch = watch or HandshakeWatch()
     tls: dict[str, Any] = {}
     if authority is not None:
         small_tls_buffers()
-        tls = {"ssl": authority.edge_context(), "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
+        tls = {
+            "ssl": watch.watch_tls(authority.edge_context()),
+            "ssl_handshake_timeout": watch.timeout,
+        }
     return ws_serve(
         handler,
         sock=sock,
         max_size=protocol.MAX_FRAME_BYTES,
         compression=None,
-        open_timeout=HANDSHAKE_TIMEOUT,
+        open_timeout=watch.timeout,
         process_request=None if gate is None else gate.process_request,
+        create_connection=watch.connection_class(),
         **tls,
     )
 

@@ -233,7 +233,9 @@ class HubSession:
             raise ProtocolError(protocol.BAD_MESSAGE, f"hello: node name {problem}")
         if self.identity is not None and hello.node != self.identity:
             raise ProtocolError(
-                protocol.FORBIDDEN, f"this connection may speak for node {self.identity} only"
+                protocol.FORBIDDEN,
+                f"hello as node {hello.node}: this connection may speak for node "
+                f"{self.identity} only",
             )
         self.hello, self.node = hello, hello.node
         self.state = HubState.REGISTERING

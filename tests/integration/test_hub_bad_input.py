@@ -72,14 +72,12 @@ def test_lone_surrogates_from_an_edge_never_break_node_listings(hub: Hub) -> Non
 
 
 def test_rows_the_hub_cannot_take_come_back_rejected_and_the_session_goes_on(hub: Hub) -> None:
-    """A report frame with rows the hub refuses (a device bound elsewhere) or cannot store (a
-    twin report that would take its Device past the object limit) is acknowledged whole:
-    those rows are named in report_ack's rejected list, the others are stored, and the
-    session carries on."""
-    blob = "x" * (storable.MAX_SPEC_BYTES - 2000)
-    for name, node, spec in (("mine", "mixed", {"blob": blob}), ("theirs", "elsewhere", {})):
+    """A report frame with rows the hub refuses (a device bound elsewhere, a twin report
+    over the 1 MiB row limit) is acknowledged whole: those rows are named in report_ack's
+    rejected list, the others are stored, and the session carries on."""
+    for name, node in (("mine", "mixed"), ("theirs", "elsewhere")):
         status, body = hub.request(
-            "POST", DEVICES, {"metadata": {"name": name}, "spec": {"nodeName": node, **spec}}
+            "POST", DEVICES, {"metadata": {"name": name}, "spec": {"nodeName": node}}
         )
         assert status == 201, body
     huge_twins = {
@@ -120,14 +118,14 @@ def test_rows_the_hub_cannot_take_come_back_rejected_and_the_session_goes_on(hub
         reasons = {r["seq"]: r["reason"] for r in ack["rejected"]}
         assert sorted(reasons) == [2, 3]
         assert "not bound" in reasons[2]
-        assert str(storable.MAX_OBJECT_BYTES) in reasons[3]
+        assert f"more than {storable.MAX_REPORT_BYTES}" in reasons[3]
         ws.send(report(status_row(5, capacity={"cpu": "8"})))
         assert recv_skipping_changes(ws) == {"type": "report_ack", "seq": 5}
     assert hub.request("GET", "/api/v1/nodes/mixed")[1]["status"]["capacity"] == {"cpu": "8"}
     mine = hub.request("GET", f"{DEVICES}/mine")[1]["status"]
     assert mine["state"] == "online" and "twins" not in mine
     assert hub.request("GET", f"{DEVICES}/theirs")[1]["status"] == {}
-    assert "storing report row 3" in hub.log()
+    assert "refused report row 3" in hub.log()
 
 
 def test_a_deleted_node_registers_again_from_seq_zero(hub: Hub) -> None:

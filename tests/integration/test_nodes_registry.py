@@ -23,6 +23,7 @@ from edgeward.protocol import (
     TOPIC_DEVICE_STATE,
     TOPIC_NODE_STATUS,
     TOPIC_TWIN_REPORTED,
+    TOPIC_UPLOAD,
     ReportItem,
 )
 from tests.support.clock import T0, ManualClock
@@ -478,20 +479,23 @@ def test_rows_the_hub_refuses_are_rejected_alone(store: Store, registry: NodeReg
 def test_a_row_the_store_refuses_is_rejected_alone(
     store: Store, registry: NodeRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A row whose handler fails with anything but a refusal (here: a twin report that would
-    take its Device past MAX_OBJECT_BYTES) is rolled back alone, logged with its traceback
-    once, and rejected; the rest of the frame is stored."""
+    """A row whose handler fails with anything but a refusal (here: a twin report within the
+    row limit that would take its Device past MAX_OBJECT_BYTES, which already holds a large
+    spec and status) is rolled back alone, logged with its traceback once, and rejected;
+    the rest of the frame is stored."""
     registry.register("edge-a", INFO)
     bound_device(store, "big", "edge-a", blob="x" * (storable.MAX_SPEC_BYTES - 1000))
+    with store.writing() as tx:  # what no report can write today: kept beside the twins
+        tx.replace_status(DEVICE, "default", "big", {"note": "n" * 1_500_000})
     twins = {
         f"k{i:04d}" + "k" * 123: {
             "reported": {"value": "r" * 512, "timestamp": 1},
             "observedDesired": {"value": "o" * 512, "timestamp": 1, "version": {"cloud": 1}},
-            "conflict": {"supersededLocalValue": "c" * 512, "note": "n" * 450},
         }
-        for i in range(storable.MAX_TWINS)
+        for i in range(600)
     }
     hostile = ReportItem(2, TOPIC_TWIN_REPORTED, None, {"device": "default/big", "twins": twins})
+    assert len(storable.dumps(hostile.body)) < storable.MAX_REPORT_BYTES
     items = (status_item(1, CAPACITY), hostile, state_row(3, "big"))
     with caplog.at_level("WARNING"):
         high, rejected = registry.record_reports("edge-a", items, 0)
@@ -503,6 +507,28 @@ def test_a_row_the_store_refuses_is_rejected_alone(
     assert get_node(store)["status"]["capacity"] == CAPACITY
     status = store.get(DEVICE, "default", "big")["status"]
     assert status["state"] == "online" and "twins" not in status
+
+
+def test_a_row_over_the_row_limit_is_refused_with_its_size(
+    store: Store, registry: NodeRegistry
+) -> None:
+    """A report row whose body is over MAX_REPORT_BYTES (an upload, which nothing else
+    bounds) is rejected with its size; the rows beside it are stored."""
+    registry.register("edge-a", INFO)
+    bound_device(store, "cam", "edge-a")
+    upload = {"topic": "$hw/events/upload/cam", "payload": "é" * (storable.MAX_REPORT_BYTES // 2)}
+    items = (
+        ReportItem(1, TOPIC_UPLOAD, None, {"topic": "$hw/events/upload/cam", "payload": "ok"}),
+        ReportItem(2, TOPIC_UPLOAD, None, upload),  # half as many characters as bytes
+        state_row(3, "cam"),
+    )
+    high, rejected = registry.record_reports("edge-a", items, 0)
+    assert high == 3
+    size = len(storable.dumps(upload).encode())
+    assert [(r.seq, r.reason) for r in rejected] == [
+        (2, f"upload: the body is {size} bytes, more than {storable.MAX_REPORT_BYTES}")
+    ]
+    assert store.get(DEVICE, "default", "cam")["status"]["state"] == "online"
 
 
 def test_positions_no_column_can_hold_are_refused(

@@ -123,7 +123,8 @@ class Hub(Process):
             str(self.api_port),
             "--edge-port",
             str(self.edge_port),
-            # tests listen on loopback only (a secure hub would bind every interface)
+            # a secure hub listens on every interface by default: tests keep to loopback,
+            # where the server certificate's 127.0.0.1 matches the URLs below
             *(["--api-bind", "127.0.0.1", "--edge-bind", "127.0.0.1"] if self.secure else []),
             *([] if self.secure else ["--insecure"]),
             *self.extra,

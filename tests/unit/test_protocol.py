@@ -75,7 +75,7 @@ EXAMPLES: list[Message] = [
     ReportAck(seq=12, rejected=(Rejected(seq=11, reason="device default/x is not bound here"),)),
     Error(code=BAD_MESSAGE, reason="hello: revision must be a non-negative integer"),
     Renew(csr="-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"),
-    Certificate(certificate="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
+    Certificate(certificate="-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"),
 ]
 
 
