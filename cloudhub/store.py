@@ -288,9 +288,7 @@ class Tx:
             "resourceVersion": current["metadata"]["resourceVersion"],
         }
         body["status"] = current.get("status", {})
-        if body == current or (
-            changed_by is not None and _unstamped(body) == _unstamped(current)
-        ):
+        if body == current or (changed_by is not None and _unstamped(body) == _unstamped(current)):
             return current
         if changed_by is not None:
             body["metadata"]["annotations"] = {
