@@ -28,6 +28,8 @@ from edgeward.errors import ConfigError
 
 #: Seconds a client has to finish the TLS handshake, then the websocket upgrade.
 HANDSHAKE_TIMEOUT = 10.0
+#: Connections the kernel queues for each listener before the hub accepts them.
+LISTEN_BACKLOG = 4096
 #: Bytes asyncio reads from a TLS connection at a time: one TLS record at most.
 TLS_READ_SIZE = 16 * 1024
 
@@ -51,9 +53,13 @@ def listen(host: str, port: int) -> socket.socket:
     from a socket it did not create; Linux passes it on to accepted sockets. Without
     it a response written in two parts (uvicorn: headers, then body) waits ~40 ms
     for the peer's delayed ACK on every kept-alive request.
+
+    The backlog is deep (Python's default is 128) so that a fleet reconnecting after a
+    hub restart, or a crowd of connections that never finish their handshake, do not
+    make the kernel drop honest nodes' connects; Linux caps it at net.core.somaxconn.
     """
     try:
-        sock = socket.create_server((host, port))
+        sock = socket.create_server((host, port), backlog=LISTEN_BACKLOG)
     except OSError as exc:
         raise ConfigError([f"cannot listen on {host}:{port}: {exc.strerror}"]) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
