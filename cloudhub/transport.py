@@ -30,18 +30,21 @@ from edgeward.errors import ConfigError
 HANDSHAKE_TIMEOUT = 10.0
 #: Connections the kernel queues for each listener before the hub accepts them.
 LISTEN_BACKLOG = 4096
-#: Bytes asyncio reads from a TLS connection at a time: one TLS record at most.
-TLS_READ_SIZE = 16 * 1024
+#: Bytes asyncio reads from a TLS connection at a time.
+TLS_READ_SIZE = 4 * 1024
 
 
 def small_tls_buffers() -> None:
-    """Have asyncio's TLS connections read 16 KiB at a time instead of 256 KiB.
+    """Have asyncio's TLS connections read 4 KiB at a time instead of 256 KiB.
 
-    asyncio gives every TLS connection a zero-filled read buffer of
-    ``SSLProtocol.max_size`` (256 KiB), all of it resident: 2.5 GB for 10,000
-    nodes. A TLS record carries at most 16 KiB of data, and what a node sends
-    the hub is small frames, so the smaller reads cost nothing measurable
-    (docs/performance.md has the per-node figures with and without TLS).
+    asyncio gives every TLS connection a zero-filled buffer of
+    ``SSLProtocol.max_size`` (256 KiB), all of it resident — 2.5 GB for 10,000
+    nodes — although a websockets connection never reads into it (it takes
+    copies of at most that size). What nodes send the hub is small frames; a
+    1 MiB request takes 256 reads of a few microseconds each. Measured per idle
+    edge connection on the hub: 36 KiB for TLS at 4 KiB (OpenSSL's state ~20 KiB,
+    the verified client certificate ~11 KiB), 48 KiB at 16 KiB, 292 KiB at 256 KiB
+    (docs/performance.md).
     """
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_SIZE
 
