@@ -1,4 +1,4 @@
-"""What both daemons do the same way at start-up: logging and shutdown signals."""
+"""What both daemons do the same way at start-up: logging, shutdown signals, systemd's socket."""
 
 from __future__ import annotations
 
