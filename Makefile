@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
-# Mosquitto and PostgreSQL come from Debian's packages when run as root and missing.
+# Mosquitto, PostgreSQL (and systemd-analyze) come from Debian's packages when run as root and missing.
 system-deps:
 	@./scripts/system-deps
 

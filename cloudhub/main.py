@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+import uvicorn
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 import edgeward
@@ -31,6 +32,8 @@ from cloudhub.store import Store
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
 from edgeward.daemon import config_file, data_directory, run_daemon, stop_on_signals
 from edgeward.errors import ConfigError
+from edgeward.sdnotify import Notifier
+from edgeward.watchdog import Watchdog, counted
 
 log = logging.getLogger("cloudhub")
 
@@ -105,7 +108,7 @@ def return_large_blocks() -> None:
     mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
 
 
-async def run_hub(config: HubConfig) -> None:
+async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     return_large_blocks()
     data_dir = data_directory(config.data_dir)
     engine = open_engine(config.database_url())
@@ -180,6 +183,13 @@ async def run_hub(config: HubConfig) -> None:
         edge_stats=edge_stats,
     )
     api_server = transport.api_server(app, None if authority is None else authority)
+
+    def status(_: object) -> str:
+        return f"{counted(len(edge.sessions), 'node')} connected, revision {feed.last:,}"
+
+    # the probe is a no-op job for the group writer: it completes when its batch commits,
+    # having taken the revision lock, so only while the writer and the database make progress
+    watchdog = Watchdog(notifier, lambda: writer.submit(_nothing), status)
     stop = stop_on_signals()
     async with (
         transport.edge_endpoint(edge.handle, edge_sock, authority, gate, handshakes) as ws_server,
@@ -192,6 +202,9 @@ async def run_hub(config: HubConfig) -> None:
             tg.create_task(_compact_forever(store, config.change_log_retention)),
         ]
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
+        await _started(api_server, api_task)
+        await watchdog.check()
+        watching = tg.create_task(watchdog.run())
         secure = authority is not None
         api_scheme, edge_scheme = ("https", "wss") if secure else ("http", "ws")
         address = {  # for scripts and tests on this machine: addresses they can connect to
@@ -207,9 +220,13 @@ async def run_hub(config: HubConfig) -> None:
             transport.url(edge_scheme, edge_sock),
             engine.url.render_as_string(),
         )
+        if not api_task.done():
+            watchdog.ready()
         stop_task = tg.create_task(stop.wait())
         await asyncio.wait([stop_task, api_task], return_when=asyncio.FIRST_COMPLETED)
         log.info("cloudhub shutting down")
+        watchdog.stopping()
+        watching.cancel()
         feed.close()
         api_server.should_exit = True
         ws_server.close()
@@ -221,6 +238,16 @@ async def run_hub(config: HubConfig) -> None:
             task.cancel()
     audit.close()
     engine.dispose()
+
+
+async def _started(api_server: uvicorn.Server, api_task: asyncio.Task[None]) -> None:
+    """Wait until the REST API serves (or failed to start: the task group reports it)."""
+    while not api_server.started and not api_task.done():
+        await asyncio.sleep(0.01)
+
+
+def _nothing(_tx: object) -> None:
+    return None
 
 
 def _check_token(store: Store, token: str) -> Identity:

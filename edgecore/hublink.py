@@ -91,7 +91,19 @@ class HubLink:
         self.publish = publish
         self.clock = clock
         self.connected = asyncio.Event()
+        #: The endpoint of the current or latest attempt, and whether an attempt ended
+        #: since the link was last live: what :meth:`summary` says.
+        self.endpoint = config.endpoints[0]
+        self.retrying = False
         self._live_since: float | None = None
+
+    def summary(self) -> str:
+        """The link's state in a few words, for the daemon's status line."""
+        if self.connected.is_set():
+            return f"connected to hub {self.endpoint}"
+        if self.retrying:
+            return "hub unreachable (retrying)"
+        return f"connecting to hub {self.endpoint}"
 
     def _delays(self) -> Iterator[float]:
         return backoff(self.config.reconnect_initial_delay, 2.0, self.config.reconnect_max_delay)
@@ -102,7 +114,7 @@ class HubLink:
         endpoints = self.config.endpoints
         attempt = 0
         while True:
-            url = endpoints[attempt % len(endpoints)]
+            url = self.endpoint = endpoints[attempt % len(endpoints)]
             if url.startswith("wss://"):
                 expired = await asyncio.to_thread(
                     credentials.expired_message, self.config, self.node
@@ -110,6 +122,7 @@ class HubLink:
                 if expired is not None:
                     raise LinkStopped(expired)
             verdict, welcomed = await self._attempt(url)
+            self.retrying = True
             if not verdict.retry:
                 raise LinkStopped(verdict.message)
             log.warning("%s", verdict.message)
@@ -269,6 +282,7 @@ class HubLink:
                 commands = core.aligned()
                 self._live_since = self.clock()
                 self.connected.set()
+                self.retrying = False
                 self.outbox_wake.set()
                 return commands
             if isinstance(job, ApplyChanges):

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import edgeward
 from edgecore.config import EdgeConfig
@@ -30,6 +30,11 @@ from edgeward.daemon import (
 )
 from edgeward.errors import ConfigError
 from edgeward.kinds import dns_subdomain_problem
+from edgeward.sdnotify import Notifier
+from edgeward.watchdog import Watchdog, counted
+
+if TYPE_CHECKING:
+    from edgecore.store import CacheCounts
 
 log = logging.getLogger("edgecore")
 
@@ -132,7 +137,7 @@ def load_config(args: argparse.Namespace) -> EdgeConfig:
     return config
 
 
-async def run_edge(config: EdgeConfig) -> None:
+async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
     defer_imports(*DEFERRED_IMPORTS)
     from edgecore.eventbus import EventBus
     from edgecore.hublink import HubLink
@@ -164,6 +169,16 @@ async def run_edge(config: EdgeConfig) -> None:
         twins=twins,
         publish=bus.publish if bus is not None else None,
     )
+
+    def status(counts: CacheCounts | None) -> str:
+        text = link.summary()
+        if counts is not None:
+            text += f", {counted(counts.devices, 'device')}, outbox {counts.outbox:,}"
+        if bus is not None and not bus.connected.is_set():
+            text += ", MQTT broker not connected"
+        return text
+
+    watchdog = Watchdog(notifier, lambda: db.call(store.health), status)
     stop = stop_on_signals()
     log.info(
         "edgecore %s: node %s, cache %s at revision %d, hub %s",
@@ -174,15 +189,20 @@ async def run_edge(config: EdgeConfig) -> None:
         ", ".join(config.hub.endpoints),
     )
     try:
+        await watchdog.check()
         async with asyncio.TaskGroup() as tg:
             parts = [
                 tg.create_task(link.run()),
                 tg.create_task(report_forever(db, data_dir, config.status_interval, outbox_wake)),
+                tg.create_task(watchdog.run()),
             ]
             if bus is not None:
                 parts.append(tg.create_task(bus.run()))
+            await asyncio.sleep(0)  # every part has taken its first step
+            watchdog.ready()
             await stop.wait()
             log.info("edgecore shutting down")
+            watchdog.stopping()
             for task in parts:
                 task.cancel()
     finally:

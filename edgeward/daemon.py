@@ -1,8 +1,9 @@
-"""What both daemons do the same way at start-up: logging and shutdown signals."""
+"""What both daemons do the same way at start-up: logging, shutdown signals, systemd's socket."""
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import importlib.util
 import logging
 import os
@@ -15,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from edgeward.errors import ConfigError, FatalError
+from edgeward.sdnotify import Notifier
 
 
 def setup_logging(level: str, name: str) -> None:
@@ -100,16 +102,23 @@ class _Loader:
         return getattr(self.module, attr)
 
 
-def run_daemon(name: str, load: Callable[[], Any], serve: Callable[[Any], Awaitable[None]]) -> int:
+def run_daemon(
+    name: str, load: Callable[[], Any], serve: Callable[[Any, Notifier], Awaitable[None]]
+) -> int:
     """Load the config, set up logging and serve until stopped; the exit status.
 
+    ``serve`` gets the config and the notifier systemd set up (see edgeward.sdnotify).
     Every configuration problem is one ``<name>: <problem>`` line on stderr and exit 2; a
     FatalError (raised alone or from a task group) is one line and exit 1.
     """
+    notifier = Notifier.from_environ(os.environ)
+    # when systemd's watchdog kills a hung daemon (SIGABRT), the journal shows where
+    # every thread was stuck
+    faulthandler.enable()
     try:
         config = load()
         setup_logging(config.log_level, name)
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, notifier))
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{name}: {problem}", file=sys.stderr)
@@ -121,7 +130,10 @@ def run_daemon(name: str, load: Callable[[], Any], serve: Callable[[Any], Awaita
         if fatal is None:
             raise
         print(f"{name}: {fatal}", file=sys.stderr)
+        notifier.stopping(str(fatal))
         return 1
+    finally:
+        notifier.close()
     return 0
 
 

@@ -47,14 +47,24 @@ class Process:
         self.args = args
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        #: Added to the environment it starts with (e.g. NOTIFY_SOCKET).
+        self.env: dict[str, str] = {}
+        #: The file descriptor its output goes to instead of the log file.
+        self.output: int | None = None
+        #: A command it runs under (a sandbox), its arguments before the daemon's.
+        self.wrapper: list[str] = []
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_path, "ab") if self.output is None else None  # noqa: SIM115
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
-            [str(BIN / self.name), *self.args], stdout=log, stderr=subprocess.STDOUT, env=env
+            [*self.wrapper, str(BIN / self.name), *self.args],
+            stdout=log or self.output,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
-        log.close()
+        if log is not None:
+            log.close()  # the child has its own copy
 
     @property
     def running(self) -> bool:

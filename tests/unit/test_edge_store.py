@@ -232,6 +232,25 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         EdgeStore(path)
 
 
+def test_health_counts_devices_and_outbox_rows_under_the_write_lock(store: EdgeStore) -> None:
+    """The watchdog's probe: the status line's counts, read holding the write lock (another
+    writer makes it wait) and writing nothing."""
+    store.apply_changes(2, [put("a", 1), put("b", 2)])
+    store.report_state("twin/reported", "k1", {"v": 1})
+    store.report_event("event", {"v": 2})
+    assert store.health() == (2, 2)
+    other = sqlite3.connect(store.path, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    store.db.execute("PRAGMA busy_timeout = 0")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store.health()
+    other.execute("ROLLBACK")
+    other.close()
+    changes = store.db.total_changes
+    assert store.health() == (2, 2)
+    assert store.db.total_changes == changes
+
+
 def test_file_is_in_wal_mode_with_full_sync(store: EdgeStore) -> None:
     """The cache uses WAL and synchronous=FULL, so a committed batch survives power loss."""
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
