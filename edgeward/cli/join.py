@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     certs.write_public(pki / "ca.crt", ca_pem.encode("ascii"))
     certs.write_private(pki / "node.key", certs.private_key_pem(key))
     certs.write_public(pki / "node.crt", cert_pem.encode("ascii"))
+    _give_to_data_dir_owner(data_dir, pki)
     config_note = _write_config(Path(args.config_out), args.node, data_dir, endpoints, args.hub)
     out(
         f"joined node {args.node} to {args.hub}; its certificate is valid until "
@@ -131,6 +132,18 @@ def run(args: argparse.Namespace) -> int:
         f"credentials in {pki} (node.key never leaves this machine)\n{config_note}"
     )
     return 0
+
+
+def _give_to_data_dir_owner(data_dir: Path, pki: Path) -> None:
+    """Joined as root for a data dir another user owns (edgecore's service user): the
+    credentials are that user's, or edgecore could not read its own key."""
+    import os
+
+    owner = data_dir.stat()
+    if os.geteuid() != 0 or owner.st_uid == 0:
+        return
+    for path in (pki, pki / "ca.crt", pki / "node.key", pki / "node.crt"):
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _hub_address(url: str) -> tuple[str, int, str]:

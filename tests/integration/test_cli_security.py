@@ -392,3 +392,21 @@ def test_no_token_is_sent_over_plain_http(
 def test_http_to_a_tls_hub_says_try_https(admin: dict[str, str], hub: Hub) -> None:
     url = hub.api.replace("https://", "http://")
     one_error(run("get", "nodes", "--hub", url, env=admin), 1, "try https://")
+
+
+def test_version_shows_the_client_and_the_hub_it_is_configured_for(
+    admin: dict[str, str], hub: Hub
+) -> None:
+    import edgeward
+
+    text = ok(run("version", env=admin))
+    assert text == f"client  {edgeward.__version__}\nhub     {edgeward.__version__} ({hub.api})\n"
+    body = json.loads(ok(run("version", "-o", "json", env=admin)))
+    assert body == {"client": edgeward.__version__, "hub": {"version": edgeward.__version__,
+                                                           "url": hub.api}}  # fmt: skip
+    offline = run("version", "--hub", "https://127.0.0.1:1", env=admin)
+    assert offline.stdout == f"client  {edgeward.__version__}\n"
+    one_error(offline, 1, "cannot reach the hub at https://127.0.0.1:1")
+    assert ok(run("version", "--client", "--hub", "https://127.0.0.1:1", env=admin)) == (
+        f"client  {edgeward.__version__}\n"
+    )

@@ -8,6 +8,7 @@ test_cli_security.py.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import ssl
@@ -442,3 +443,18 @@ def test_a_certificate_that_expires_while_the_hub_is_away_stops_the_edge_with_th
     finally:
         edge.kill()
         hub.kill()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="joining for another user's data dir needs root")
+def test_join_as_root_gives_the_credentials_to_the_data_dirs_owner(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """`sudo edgeward join` for edgecore's data dir: the service user can read its key."""
+    nobody = 65534
+    data = tmp_path / "gw-owned"
+    data.mkdir()
+    os.chown(data, nobody, nobody)
+    assert join(hub, new_token(hub, node="gw-owned"), "gw-owned", tmp_path).returncode == 0
+    for name in ("pki", "pki/ca.crt", "pki/node.key", "pki/node.crt"):
+        assert (data / name).stat().st_uid == nobody, name
+    assert stat.S_IMODE((data / "pki" / "node.key").stat().st_mode) == 0o600
