@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from cloudhub.audit import AuditLog
@@ -25,11 +27,22 @@ from cloudhub.store import Store
 log = logging.getLogger(__name__)
 
 
+#: A refusal of the same certificate (or the same address, without one) is logged at
+#: most this often; each one is still counted and audited.
+LOG_EVERY = 60.0
+MAX_REMEMBERED = 10_000
+
+
 class EdgeGate:
-    def __init__(self, store: Store, audit: AuditLog) -> None:
+    def __init__(
+        self, store: Store, audit: AuditLog, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.audit = audit
+        self.clock = clock
         self.refused = 0
+        #: what was refused lately: key -> (when it was last logged, refusals since)
+        self._logged: dict[str, tuple[float, int]] = {}
 
     async def process_request(self, connection: Any, request: Any) -> Any:
         """websockets' ``process_request`` hook: None admits, a response refuses."""
@@ -59,9 +72,23 @@ class EdgeGate:
 
     def _refuse(self, connection: Any, identity: Identity, peer: str, reason: str) -> Any:
         self.refused += 1
-        log.warning("edge connection from %s refused: %s", peer, reason)
+        self._log_refusal(identity.name if identity.node else peer.rsplit(":", 1)[0], peer, reason)
         self.audit.record(identity, "connect", "edge endpoint", "refused", peer, reason)
         return connection.respond(403, reason + "\n")
+
+    def _log_refusal(self, key: str, peer: str, reason: str) -> None:
+        """One line per certificate or address a minute: a client refused in a loop must not
+        fill the log (the audit log keeps every refusal)."""
+        now = self.clock()
+        last = self._logged.get(key)
+        if last is not None and now - last[0] < LOG_EVERY:
+            self._logged[key] = (last[0], last[1] + 1)
+            return
+        more = f" ({last[1]} more since the last line)" if last is not None and last[1] else ""
+        if len(self._logged) >= MAX_REMEMBERED:
+            self._logged.clear()
+        self._logged[key] = (now, 0)
+        log.warning("edge connection from %s refused: %s%s", peer, reason, more)
 
     def refused_session(self, credential: Identity, action: str, peer: str, reason: str) -> None:
         """The session core closed an admitted connection for policy: a ``hello`` it refused

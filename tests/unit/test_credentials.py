@@ -187,3 +187,33 @@ def test_a_join_revokes_the_certificates_of_the_nodes_earlier_joins(tmp_path: Pa
     with store.reading() as conn:
         assert "revoked" in str(credentials.certificate_refusal(conn, first, "gw"))
         assert credentials.certificate_refusal(conn, second, "gw") is None
+
+
+class _Conn:
+    remote_address = ("10.0.0.9", 4242)
+
+    def respond(self, status: int, text: str) -> tuple[int, str]:
+        return status, text
+
+
+def test_a_client_refused_in_a_loop_is_logged_once_a_minute_and_audited_every_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cloudhub.edgegate import EdgeGate
+
+    now = [0.0]
+    audit = AuditLog(tmp_path / "audit.log")
+    gate = EdgeGate(None, audit, clock=lambda: now[0])  # type: ignore[arg-type]
+    who = Identity("certificate:1f", "node", "gw")
+    with caplog.at_level("WARNING", logger="cloudhub.edgegate"):
+        for _ in range(50):
+            assert gate._refuse(_Conn(), who, "10.0.0.9:4242", "revoked")[0] == 403
+            now[0] += 1.0
+        now[0] += 60
+        gate._refuse(_Conn(), who, "10.0.0.9:4242", "revoked")
+    audit.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[1].endswith("revoked (49 more since the last line)")
+    assert gate.refused == 51
+    assert len((tmp_path / "audit.log").read_text().splitlines()) == 51
