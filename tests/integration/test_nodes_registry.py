@@ -619,14 +619,16 @@ def test_a_lease_flush_and_a_group_batch_never_deadlock(
         registry.record_reports(name, (status_item(1, cpu=5.0),), 0)  # live leases, n1 first
     holding = threading.Event()
 
+    def lock_waiters() -> int:
+        # a transaction of its own per look: PostgreSQL keeps pg_stat_activity as it first
+        # read it until the transaction ends, so polling in one transaction could never see
+        # the flush start waiting if the first look came before it did
+        with store.engine.connect() as conn:
+            return int(conn.execute(text(_LOCK_WAITERS)).scalar_one())
+
     def flush_waits(tx: Tx) -> None:
         holding.set()  # n2's rows are locked; the flush starts and must wait for a lock
-        with store.engine.connect() as conn:
-            wait_for(
-                lambda: conn.execute(text(_LOCK_WAITERS)).scalar_one() > 0,
-                20,
-                "the flush to wait on a lock",
-            )
+        wait_for(lambda: lock_waiters() > 0, 20, "the flush to wait on a lock")
 
     def batch() -> list[Any]:
         async def jobs() -> list[Any]:
