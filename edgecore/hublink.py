@@ -157,7 +157,15 @@ class HubLink:
             tls = _tls_refusal(exc.__cause__)
             lost = isinstance(exc.__cause__, EOFError | OSError)
             cause = Cause.UNREACHABLE if lost else Cause.NOT_WEBSOCKET
-            ended = tls or Ended(cause, _describe(exc))
+            detail = _describe(exc)
+            if lost and url.startswith("wss://"):
+                # TLS 1.3 checks our certificate after the handshake: a hub refusing it
+                # (another CA, revoked at the TLS layer) only closes the connection
+                detail += (
+                    "; the hub closed the connection before answering: if this persists, "
+                    "it may not accept this node's certificate (join again)"
+                )
+            ended = tls or Ended(cause, detail)
         except ssl.SSLError as exc:
             ended = _tls_refusal(exc) or Ended(Cause.UNREACHABLE, _describe(exc))
         except (OSError, TimeoutError) as exc:

@@ -458,3 +458,30 @@ def test_join_as_root_gives_the_credentials_to_the_data_dirs_owner(
     for name in ("pki", "pki/ca.crt", "pki/node.key", "pki/node.crt"):
         assert (data / name).stat().st_uid == nobody, name
     assert stat.S_IMODE((data / "pki" / "node.key").stat().st_mode) == 0o600
+
+
+def test_a_certificate_the_hubs_tls_refuses_is_named_in_the_edges_log(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """Under TLS 1.3 the hub refuses a client certificate after the handshake, which the
+    edge sees only as a closed connection: its log line says what that probably means."""
+    from cloudhub.pki import Authority, init_pki, pki_paths
+
+    edge = joined_edge(hub, "gw-foreign", tmp_path, "--no-mqtt")
+    other = pki_paths(tmp_path / "other-ca")
+    init_pki(other, ["localhost"], ["127.0.0.1"])
+    key = certs.new_private_key()
+    foreign = Authority(other).sign_node(certs.node_csr(key, "gw-foreign"), "gw-foreign", 30)
+    pki = tmp_path / "gw-foreign" / "pki"
+    (pki / "node.crt").write_bytes(foreign.pem)
+    certs.write_private(pki / "node.key", certs.private_key_pem(key))
+    edge.start()
+    try:
+        wait_for(
+            lambda: "it may not accept this node's certificate (join again)" in edge.log(),
+            20,
+            "the edge to say the hub may refuse its certificate",
+        )
+        assert hub.request("GET", "/api/v1/nodes/gw-foreign")[0] == 404  # nothing registered
+    finally:
+        edge.kill()
