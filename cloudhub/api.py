@@ -39,6 +39,7 @@ from cloudhub.changefeed import ChangeFeed
 from cloudhub.credentials import Identity
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.mergepatch import merge_patch
+from cloudhub.status import status_body
 from cloudhub.store import CHANGED_BY, Store, Tx
 from cloudhub.watch import WatchResponse, WatchSlots, watch_events
 from edgeward import storable
@@ -70,22 +71,6 @@ class ApiError(EdgewardError):
         self.code = code
         self.reason = reason
         super().__init__(message)
-
-
-def status_body(
-    code: int, reason: str, message: str, causes: list[FieldCause] | None = None
-) -> dict:
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Status",
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    if causes:
-        body["details"] = {"causes": [{"field": c.field, "message": c.message} for c in causes]}
-    return body
 
 
 def _error_response(exc: Exception) -> JSONResponse:

@@ -18,6 +18,7 @@ from typing import Any
 from cloudhub.audit import AuditLog
 from cloudhub.authz import ANONYMOUS, INSECURE, READS, Forbidden, check_request
 from cloudhub.credentials import CACHE_SECONDS, Identity, TokenRefused
+from cloudhub.status import status_body
 
 #: Paths anyone may call: the health check and the join handshake.
 PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/join", "/api/v1/join/ca"})
@@ -135,17 +136,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 
 async def _refuse(send: Any, code: int, reason: str, message: str, cause: str = "") -> None:
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Status",
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    if cause:
-        body["details"] = {"causes": [{"reason": cause}]}
-    raw = json.dumps(body).encode()
+    raw = json.dumps(status_body(code, reason, message, cause_reason=cause)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
     if code == 401:
         headers.append((b"www-authenticate", b'Bearer realm="edgeward"'))

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from cloudhub import credentials
 from cloudhub.apiauth import Authenticator
 from cloudhub.joining import JoinRefused, JoinService
+from cloudhub.status import status_body
 from cloudhub.store import Store
 from edgeward.kinds import dns_subdomain_problem
 
@@ -28,7 +29,7 @@ MAX_TTL_SECONDS = 10 * 365 * 86400
 def add_security_routes(
     app: FastAPI, store: Store, join: JoinService, auth: Authenticator | None
 ) -> None:
-    from cloudhub.api import ApiError, identity_of, read_json, status_body
+    from cloudhub.api import ApiError, identity_of, read_json
 
     @app.get("/api/v1/join/ca", tags=["join"], summary="The hub's CA certificate (PEM)")
     async def join_ca() -> Response:
@@ -46,8 +47,7 @@ def add_security_routes(
             reason = {401: "Unauthorized", 403: "Forbidden", 409: "Conflict"}.get(
                 exc.code, "BadRequest" if exc.code == 400 else "Invalid"
             )
-            body = status_body(exc.code, reason, str(exc))
-            body["details"] = {"causes": [{"reason": exc.reason}]}
+            body = status_body(exc.code, reason, str(exc), cause_reason=exc.reason)
             return JSONResponse(body, status_code=exc.code)
         request.state.audit_identity = answer.pop("identity")  # the token, and the node joined
         return JSONResponse(answer, status_code=201)
