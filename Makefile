@@ -1,4 +1,4 @@
-# Edgeward: make demo | make test | make bench | make lint | make sim
+# Edgeward: make demo | make test | make bench | make lint | make sim | make deb | make package-test
 # Each target sets up what it needs on a fresh Debian machine with Python 3.11+.
 
 PYTHON ?= python3
@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench sim clean system-deps
+.PHONY: demo test lint bench sim clean system-deps package-deps deb package-test
 
 # make sim: seeds 0..SEEDS-1 of the fault simulation, or replay one with SEED=S
 SEEDS ?= 20000
@@ -44,7 +44,21 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q tests/unit/devicetwin tests/unit/session \
 		--cov=devicetwin --cov=edgeward.session --cov-branch \
 		--cov-report=term-missing:skip-covered --cov-fail-under=100
-	$(BIN)/python -m pytest -q --ignore=tests/unit/devicetwin --ignore=tests/unit/session
+	$(BIN)/python -m pytest -q --ignore=tests/unit/devicetwin --ignore=tests/unit/session \
+		--ignore=tests/package
+
+# Debian packages into dist/: edgeward-edge and edgeward-hub, for ARCH (default both: amd64 arm64)
+ARCH ?=
+package-deps:
+	@./scripts/package-deps
+
+deb: $(STAMP) package-deps
+	$(BIN)/python packaging/deb/build.py $(foreach a,$(ARCH),--arch $(a))
+
+# Builds the packages, lints them, and installs and runs them in Debian 12 and 13 roots under
+# their own systemd (slow: the roots are made once and cached in ~/.cache/edgeward/roots)
+package-test: $(STAMP) system-deps package-deps
+	$(BIN)/python -m pytest -q tests/package
 
 lint: $(STAMP)
 	$(BIN)/ruff check --no-cache .
@@ -57,4 +71,4 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .venv-broker .edgeward .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-broker .edgeward .pytest_cache .ruff_cache dist

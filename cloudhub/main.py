@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve plain HTTP and ws:// with no authentication, for a local experiment "
         "(never on a network); without it, run 'cloudhub init' first",
     )
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        help="bring the database's schema up to date and exit; the Debian package runs it "
+        "on upgrade, with the service stopped",
+    )
     parser.add_argument("--version", action="version", version=f"cloudhub {edgeward.__version__}")
     return parser.parse_args(argv)
 
@@ -271,6 +277,29 @@ async def _compact_forever(store: Store, keep: int) -> None:
             log.exception("compacting the change log failed; retrying")
 
 
+def migrate(args: argparse.Namespace) -> int:
+    """``--migrate``: run the database's pending schema steps, say so, exit."""
+    try:
+        config = load_config(args)
+        engine = open_engine(config.database_url())
+        try:
+            version = Store(engine).migrate()
+        except (SQLAlchemyError, RuntimeError) as exc:
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
+            reason = str(orig).strip().splitlines()[0]
+            raise ConfigError(
+                [f"cannot migrate the database {engine.url.render_as_string()}: {reason}"]
+            ) from None
+        finally:
+            engine.dispose()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"cloudhub: {problem}", file=sys.stderr)
+        return 2
+    print(f"cloudhub: {engine.url.render_as_string()} is at schema {version}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["init"]:
@@ -281,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_default_config:
         sys.stdout.write(render_defaults(HubConfig, "cloudhub configuration (cloudhub.yaml)"))
         return 0
+    if args.migrate:
+        return migrate(args)
     return run_daemon("cloudhub", lambda: load_config(args), run_hub)
 
 

@@ -99,11 +99,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="do not bridge mappers over MQTT (the hub link still runs)",
     )
     add_flags(parser, EdgeConfig, FLAGS)
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        help="bring the cache's schema (edge.db) up to date and exit; the Debian package "
+        "runs it on upgrade, with the service stopped",
+    )
     parser.add_argument("--version", action="version", version=f"edgecore {edgeward.__version__}")
     return parser.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> EdgeConfig:
+    config = load_settings(args)
+    if config.hub.uses_tls:
+        check_credentials(config.hub, config.node_name)
+    return config
+
+
+def load_settings(args: argparse.Namespace) -> EdgeConfig:
+    """The config from the file and flags, without checking the node's credentials."""
     path = config_file(args.config, DEFAULT_CONFIG)
     data = read_yaml(path) if path else {}
     flags: dict[str, Any] = flag_values(args, (*FLAGS, "node_name"))
@@ -131,10 +145,36 @@ def load_config(args: argparse.Namespace) -> EdgeConfig:
         if (problem := dns_subdomain_problem(host)) is not None:
             raise ConfigError([f"the hostname {host!r} cannot name a node ({problem}): set --node"])
         config = build(EdgeConfig, merged(merged(data, flags), {"node_name": host}))
-    config = dataclasses.replace(config, hub=config.hub.with_files_in(config.data_dir))
-    if config.hub.uses_tls:
-        check_credentials(config.hub, config.node_name)
-    return config
+    return dataclasses.replace(config, hub=config.hub.with_files_in(config.data_dir))
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """``--migrate``: run the cache's pending schema steps, say what was done, exit."""
+    import sqlite3
+    from pathlib import Path
+
+    from edgecore.store import MIGRATIONS, open_store
+
+    try:
+        path = Path(load_settings(args).data_dir) / "edge.db"
+        if not path.exists():
+            print(f"edgecore: no cache at {path} yet: nothing to migrate")
+            return 0
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                before = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError([f"cannot open the edge cache {path}: {exc}"]) from None
+        open_store(path).close()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"edgecore: {problem}", file=sys.stderr)
+        return 2
+    if before == len(MIGRATIONS):
+        print(f"edgecore: {path} is at schema {before}, this version's")
+    else:
+        print(f"edgecore: {path} migrated from schema {before} to {len(MIGRATIONS)}")
+    return 0
 
 
 async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
@@ -217,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_default_config:
         sys.stdout.write(render_defaults(EdgeConfig, "edgecore configuration (edgecore.yaml)"))
         return 0
+    if args.migrate:
+        return migrate(args)
     return run_daemon("edgecore", lambda: load_config(args), run_edge)
 
 

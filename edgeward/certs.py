@@ -129,8 +129,9 @@ def decode_certificate_file(path: str | Path) -> dict[str, Any]:
         return {}
     try:
         return dict(decode(str(path)))
-    except ssl.SSLError as exc:
-        raise CertificateError(f"{path} is not a PEM certificate ({exc.reason})") from None
+    except ssl.SSLError as exc:  # the decoder's errors carry only a message, no .reason
+        reason = exc.args[0] if exc.args else type(exc).__name__
+        raise CertificateError(f"{path} is not a PEM certificate ({reason})") from None
 
 
 def subject_field(decoded: dict[str, Any], name: str) -> str | None:

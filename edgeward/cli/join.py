@@ -10,6 +10,10 @@
    beside it as ``.new``). The cache and outbox in the data dir are untouched,
    so a node whose certificate expired while it was offline joins again and
    sends everything it buffered.
+5. On a systemd host, run as root, with the config the packaged unit reads
+   (``/etc/edgeward/edgecore.yaml``, written or kept): enable and restart
+   ``edgecore.service`` and wait until edgecore's status line says it is connected
+   to the hub (:mod:`edgeward.cli.service`). Otherwise print the command to run.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import argparse
 import json
 import ssl
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from edgeward import certs
+from edgeward.cli import service
 from edgeward.cli.common import add_command, out
 from edgeward.cli.errors import CliError, UsageError
 from edgeward.kinds import dns_subdomain_problem
@@ -35,8 +41,13 @@ TOKEN_HINT = "ask an admin for one: edgeward token create --node NAME"
 EPILOG = """\
 The token is what 'edgeward token create' printed: <ca sha256>.<id>.<secret>.
 
+Run as root on a systemd host with the edgecore.service unit installed, join
+then enables and restarts it and waits until edgecore reports that it is
+connected to the hub (--wait, --no-start). Elsewhere it prints the command that
+starts edgecore. 'edgeward reset' undoes a join.
+
 examples:
-  edgeward join --hub https://hub.example:10002 --token 4f2c…e1.k3x9a2.… --node press-7
+  sudo edgeward join --hub https://hub.example:10002 --token 4f2c…e1.k3x9a2.… --node press-7
   edgeward join --hub https://10.0.0.5:10002 --token … --node edge-1 \\
       --data-dir ./edge --config-out ./edge.yaml
 """
@@ -48,7 +59,8 @@ def register(subparsers: Any) -> None:
         "join",
         help="join this gateway to a hub as a node (key, certificate, edgecore config)",
         description="Check the hub against the CA the token pins, make this node's key "
-        "locally, get a certificate for it from the hub, and write a ready edgecore config.",
+        "locally, get a certificate for it from the hub, and write a ready edgecore config; "
+        "as root on a systemd host, start edgecore and wait until it is connected.",
         epilog=EPILOG,
         hub=False,
     )
@@ -69,6 +81,19 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=15.0, metavar="SECONDS", help="per request (default 15)"
+    )
+    parser.add_argument(
+        "--wait",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the started edgecore to connect to the hub; 0: do not "
+        "wait (default 120)",
+    )
+    parser.add_argument(
+        "--no-start",
+        action="store_true",
+        help=f"do not enable or start {service.UNIT}; print the command that would",
     )
     parser.set_defaults(run=run)
 
@@ -125,13 +150,64 @@ def run(args: argparse.Namespace) -> int:
     certs.write_private(pki / "node.key", certs.private_key_pem(key))
     certs.write_public(pki / "node.crt", cert_pem.encode("ascii"))
     _give_to_data_dir_owner(data_dir, pki)
-    config_note = _write_config(Path(args.config_out), args.node, data_dir, endpoints, args.hub)
+    config_path = Path(args.config_out)
+    written = _write_config(config_path, args.node, data_dir, endpoints, args.hub)
     out(
         f"joined node {args.node} to {args.hub}; its certificate is valid until "
         f"{certs.utc(not_after)} and renews itself\n"
-        f"credentials in {pki} (node.key never leaves this machine)\n{config_note}"
+        f"credentials in {pki} (node.key never leaves this machine)\n{written.note}"
     )
+    unit = _packaged_unit(config_path)
+    packaged = unit is not None and unit.installed
+    if packaged and written.usable and not args.no_start:
+        _start(args.wait, endpoints)
+        return 0
+    if unit is not None and not packaged:
+        out(f"{service.UNIT} is not installed on this machine, so it was not started\n")
+    command = _start_command(config_path, restart=packaged)
+    out(f"{'next' if written.usable else 'then run'}: {command}\n")
     return 0
+
+
+def _packaged_unit(config: Path) -> service.UnitState | None:
+    """The packaged unit's state when it would run edgecore with ``config`` and this user
+    may start it (root on a systemd host); else None: the user starts edgecore."""
+    if config.absolute() != service.UNIT_CONFIG:
+        return None
+    if not (service.is_root() and service.is_systemd_host()):
+        return None
+    return service.unit_state()
+
+
+def _start_command(config: Path, *, restart: bool) -> str:
+    if restart:
+        return f"systemctl enable {service.UNIT} && systemctl restart {service.UNIT}"
+    return "edgecore" if str(config) == DEFAULT_CONFIG else f"edgecore --config {config}"
+
+
+def _start(wait: float, endpoints: list[str]) -> None:
+    """Enable and (re)start the unit, then wait up to ``wait`` seconds for the hub link."""
+    service.enable_and_restart()
+    if wait == 0:
+        out(f"enabled and restarted {service.UNIT}; not waiting for it to connect (--wait 0)\n")
+        return
+    out(f"enabled and restarted {service.UNIT}\n")
+
+    def report(state: service.UnitState) -> None:
+        out(f"waiting for edgecore to connect to the hub... (status: {state.describe()})\n")
+
+    state = service.wait_connected(wait, endpoints=endpoints, report=report)
+    out(f"edgecore is {state.status}\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < 10**6:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 999999 seconds, not {text}")
+    return value
 
 
 def _give_to_data_dir_owner(data_dir: Path, pki: Path) -> None:
@@ -220,7 +296,16 @@ def _refusal(status: int, answer: Any, args: argparse.Namespace) -> str:
     return f"the hub refused to join node {args.node}: {message}"
 
 
-def _write_config(path: Path, node: str, data_dir: Path, endpoints: list[str], hub: str) -> str:
+@dataclass(frozen=True)
+class Written:
+    """What became of the edgecore config: ``usable`` when FILE says what this join got
+    (written, or kept as it was), not when the new one went beside it as FILE.new."""
+
+    note: str
+    usable: bool
+
+
+def _write_config(path: Path, node: str, data_dir: Path, endpoints: list[str], hub: str) -> Written:
     import yaml  # only when joining: it costs `edgeward --help` a tenth of a second
 
     wanted = {"node_name": node, "data_dir": str(data_dir), "hub": {"endpoints": endpoints}}
@@ -229,16 +314,16 @@ def _write_config(path: Path, node: str, data_dir: Path, endpoints: list[str], h
         "# every other setting has its default: edgecore --print-default-config lists them\n"
         + yaml.safe_dump(wanted, sort_keys=False)
     )
-    run = "edgecore" if str(path) == DEFAULT_CONFIG else f"edgecore --config {path}"
     existing = _read_existing(path)
     if existing is not None:
         if existing == wanted:
-            return f"kept {path} (it already says this)\nnext: {run}\n"
+            return Written(f"kept {path} (it already says this)\n", usable=True)
         new = path.with_name(path.name + ".new")
         certs.write_public(new, text.encode())
-        return (
+        return Written(
             f"{path} exists and differs, so it was left alone; the config for this join is "
-            f"in {new}: compare them, move it over {path} if it is right, then run: {run}\n"
+            f"in {new}: compare them and move it over {path} if it is right\n",
+            usable=False,
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +333,7 @@ def _write_config(path: Path, node: str, data_dir: Path, endpoints: list[str], h
             f"joined, but cannot write {path}: {exc.strerror}; pass --config-out FILE to "
             "write it elsewhere (join again with a new token)"
         ) from None
-    return f"wrote {path}\nnext: {run}\n"
+    return Written(f"wrote {path}\n", usable=True)
 
 
 def _check_writable(path: Path) -> None:

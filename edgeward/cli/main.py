@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import edgeward
-from edgeward.cli import apply, delete, demo, describe, get, join, token, twin, version
+from edgeward.cli import apply, delete, demo, describe, get, join, reset, token, twin, version
 from edgeward.cli.common import PROG, Parser, add_hub_flags, error_line
 from edgeward.cli.errors import (
     EXIT_BROKEN_PIPE,
@@ -38,6 +38,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     twin.register,
     token.register,
     join.register,
+    reset.register,
     version.register,
     demo.register,
 ]

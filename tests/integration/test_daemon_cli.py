@@ -153,3 +153,77 @@ def test_hub_port_in_use_is_one_line(hub: Hub, tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{hub.api_port}" in result.stderr
+
+
+def _old_edge_cache(path: Path, steps: int, rows: int) -> None:
+    """edge.db as an edgecore with the first ``steps`` schema steps left it, with ``rows``
+    outbox rows waiting."""
+    import sqlite3
+
+    from edgecore.store import MIGRATIONS
+
+    db = sqlite3.connect(path, isolation_level=None)
+    for number, step in enumerate(MIGRATIONS[:steps], start=1):
+        step(db)
+        db.execute(f"PRAGMA user_version = {number}")
+    db.executemany(
+        "INSERT INTO outbox (topic, key, body, created) VALUES (?, NULL, ?, ?)",
+        [("twin/report", f'{{"n":{n}}}', 1.0 + n) for n in range(rows)],
+    )
+    db.close()
+
+
+def test_edgecore_migrate_brings_an_old_cache_up_to_date_and_keeps_its_outbox(
+    tmp_path: Path,
+) -> None:
+    """What the package's postinst runs on upgrade: an older cache's schema steps, once, with
+    every buffered row kept; no node credentials are needed for it."""
+    import sqlite3
+
+    from edgecore.store import MIGRATIONS
+
+    data = tmp_path / "edge"
+    args = ("--data-dir", str(data), "--node", "n1", "--hub", "wss://hub.invalid:10000")
+    empty = run("edgecore", *args, "--migrate")
+    assert empty.returncode == 0
+    assert (
+        empty.stdout.strip() == f"edgecore: no cache at {data / 'edge.db'} yet: nothing to migrate"
+    )
+    data.mkdir()
+    _old_edge_cache(data / "edge.db", len(MIGRATIONS) - 1, rows=500)
+    first = run("edgecore", *args, "--migrate")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == (
+        f"edgecore: {data / 'edge.db'} migrated from schema {len(MIGRATIONS) - 1} "
+        f"to {len(MIGRATIONS)}"
+    )
+    again = run("edgecore", *args, "--migrate")
+    assert "is at schema" in again.stdout
+    db = sqlite3.connect(data / "edge.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("SELECT count(*), min(body), max(created) FROM outbox").fetchone() == (
+        500,
+        '{"n":0}',
+        500.0,
+    )
+
+
+def test_edgecore_migrate_refuses_a_file_that_is_not_a_cache(tmp_path: Path) -> None:
+    (tmp_path / "edge.db").write_bytes(b"not sqlite" * 100)
+    result = run("edgecore", "--data-dir", str(tmp_path), "--node", "n1", "--migrate")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"edgecore: cannot open the edge cache {tmp_path / 'edge.db'}: file is not a database"
+    )
+    assert (tmp_path / "edge.db").read_bytes() == b"not sqlite" * 100
+
+
+def test_cloudhub_migrate_creates_or_updates_the_schema_and_says_where(tmp_path: Path) -> None:
+    result = run("cloudhub", "--data-dir", str(tmp_path), "--insecure", "--migrate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith(
+        f"cloudhub: sqlite:///{tmp_path / 'hub.db'} is at schema"
+    )
+    missing = run("cloudhub", "--data-dir", str(tmp_path / "absent"), "--insecure", "--migrate")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("cloudhub: cannot migrate the database sqlite:///")

@@ -101,6 +101,15 @@ def test_the_ca_signs_only_p256_csrs_with_the_name_it_is_given(tmp_path: Path) -
     assert stat.S_IMODE(paths.ca_key.stat().st_mode) == 0o600
 
 
+def test_a_file_that_is_not_a_certificate_is_a_certificate_error(tmp_path: Path) -> None:
+    """A damaged or missing node.crt is named, never an AttributeError from the decoder."""
+    junk = _write(tmp_path / "node.crt", b"not a certificate\n")
+    with pytest.raises(certs.CertificateError, match=r"node.crt is not a PEM certificate \("):
+        certs.decode_certificate_file(junk)
+    with pytest.raises(certs.CertificateError, match="is not a PEM certificate"):
+        certs.decode_certificate_file(tmp_path / "missing.crt")
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
