@@ -10,7 +10,9 @@ admin.conf; when it exists, it is kept.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import yaml
 from sqlalchemy.exc import SQLAlchemyError
@@ -97,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         }
         certs.write_private(admin, yaml.safe_dump(document, sort_keys=False).encode())
         result.created.append(f"admin credential {admin} (mode 0600)")
+    owner = _give_to_data_dir_owner(data_dir)
+    if owner:
+        result.created.append(f"ownership of what is in {data_dir}: {owner}")
     for line in result.created:
         print(f"created {line}")
     for line in result.kept:
@@ -132,6 +137,24 @@ def _admin_token(config: HubConfig) -> str:
         ) from None
     finally:
         engine.dispose()
+
+
+def _give_to_data_dir_owner(data_dir: Path) -> str | None:
+    """Run as root on a data dir the service user owns (the package makes it so): what init
+    wrote becomes that user's, or cloudhub.service could not read its own keys. Returns the
+    owner's name when files were handed over."""
+    import pwd
+
+    owner = data_dir.stat()
+    if os.geteuid() != 0 or owner.st_uid == 0:
+        return None
+    for path in [data_dir, *data_dir.rglob("*")]:
+        if not path.is_symlink():
+            os.chown(path, owner.st_uid, owner.st_gid)
+    try:
+        return pwd.getpwuid(owner.st_uid).pw_name
+    except KeyError:
+        return str(owner.st_uid)
 
 
 def _unique(items: list[str]) -> list[str]:

@@ -103,10 +103,14 @@ class Hub(Process):
     carry the admin token and verify the hub's CA); else the hub runs --insecure.
     """
 
-    def __init__(self, data_dir: Path, *extra: str, secure: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, *extra: str, secure: bool = False, address: str = "127.0.0.1"
+    ) -> None:
         self.data_dir = data_dir
         self.extra = list(extra)
         self.secure = secure
+        #: where a secure hub listens (and what its server certificate names)
+        self.address = address
         self.api_port = 0
         self.edge_port = 0
         self.token = ""
@@ -114,7 +118,7 @@ class Hub(Process):
         super().__init__("cloudhub", [], data_dir.parent / f"{data_dir.name}.log")
         if secure:
             subprocess.run(
-                [str(BIN / "cloudhub"), "init", "--data-dir", str(data_dir)],
+                [str(BIN / "cloudhub"), "init", "--data-dir", str(data_dir), "--ip", address],
                 check=True,
                 capture_output=True,
                 timeout=60,
@@ -135,7 +139,7 @@ class Hub(Process):
             str(self.edge_port),
             # a secure hub listens on every interface by default: tests keep to loopback,
             # where the server certificate's 127.0.0.1 matches the URLs below
-            *(["--api-bind", "127.0.0.1", "--edge-bind", "127.0.0.1"] if self.secure else []),
+            *(["--api-bind", self.address, "--edge-bind", self.address] if self.secure else []),
             *([] if self.secure else ["--insecure"]),
             *self.extra,
         ]

@@ -1,0 +1,77 @@
+"""Fixtures of the package tests (make package-test): the .debs, built once per run, and
+Debian roots to install them in (tests/package/roots.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.package.roots import Machine, Overlay, cached_root
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The version the upgrade test starts from (the same source, an older version number).
+OLD_VERSION = "0.0.9-1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if shutil.which("debootstrap") is None or shutil.which("unshare") is None:
+        skip = pytest.mark.skip(reason="needs debootstrap and unshare: run make package-test")
+        for item in items:
+            item.add_marker(skip)
+
+
+def build(out: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "packaging" / "deb" / "build.py"), "--out", str(out), *args],
+        check=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dist/ as `make deb` makes it: both packages for amd64 and arm64. EDGEWARD_TEST_DEBS
+    names a directory of them already built, to iterate on the tests without a rebuild."""
+    if given := os.environ.get("EDGEWARD_TEST_DEBS"):
+        return Path(given)
+    out = tmp_path_factory.mktemp("dist")
+    build(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def old_edge_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist-old")
+    build(out, "--arch", "amd64", "--package", "edgeward-edge", "--version", OLD_VERSION)
+    return out / f"edgeward-edge_{OLD_VERSION}_amd64.deb"
+
+
+def deb(debs: Path, package: str, arch: str = "amd64") -> Path:
+    (found,) = debs.glob(f"{package}_*_{arch}.deb")
+    return found
+
+
+@pytest.fixture(params=["bookworm", "trixie"])
+def machine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machine]:
+    """A clean Debian 12 or 13 with systemd running, on a network of its own."""
+    lower = cached_root(request.param, "amd64", with_systemd=True)
+    machine = Machine(lower, tmp_path / "machine")
+    try:
+        yield machine
+    finally:
+        machine.close()
+
+
+@pytest.fixture
+def arm64_root(tmp_path: Path) -> Iterator[Overlay]:
+    lower = cached_root("bookworm", "arm64", with_systemd=False)
+    overlay = Overlay(lower, tmp_path / "arm64")
+    try:
+        yield overlay
+    finally:
+        overlay.close()
