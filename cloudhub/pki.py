@@ -121,7 +121,7 @@ class Authority:
         end = now + dt.timedelta(days=days)
         backdate = min(BACKDATE, dt.timedelta(days=days) / 10)  # renewal is due by the dates
         builder = (
-            _builder(subject, self._ca.subject, key, now - backdate, end)
+            _builder(subject, self._ca.subject, key, now - backdate, end, self._ca.public_key())
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -167,7 +167,8 @@ class Authority:
     def renew_server_if_due(self) -> bool:
         """Re-issue the serving certificate, same names, once two thirds of its life passed."""
         pem = self.paths.server_cert.read_bytes()
-        if certs.renewal_due(pem) > dt.datetime.now(dt.UTC).timestamp():
+        due = certs.renewal_due(pem) <= dt.datetime.now(dt.UTC).timestamp()
+        if not due and _has_authority_key_id(pem):
             return False
         from cryptography import x509
 
@@ -230,7 +231,14 @@ def init_pki(paths: PkiPaths, hostnames: list[str], ips: list[str]) -> InitResul
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
         now = dt.datetime.now(dt.UTC)
         builder = (
-            _builder(name, name, ca_key.public_key(), now - BACKDATE, now + dt.timedelta(CA_DAYS))
+            _builder(
+                name,
+                name,
+                ca_key.public_key(),
+                now - BACKDATE,
+                now + dt.timedelta(CA_DAYS),
+                ca_key.public_key(),
+            )
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -246,9 +254,6 @@ def init_pki(paths: PkiPaths, hostnames: list[str], ips: list[str]) -> InitResul
                 ),
                 critical=True,
             )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
         )
         ca = _sign(builder, ca_key)
         certs.write_private(paths.ca_key, certs.private_key_pem(ca_key))
@@ -256,7 +261,8 @@ def init_pki(paths: PkiPaths, hostnames: list[str], ips: list[str]) -> InitResul
         created.append(f"CA {paths.ca_cert} (sha256:{certs.ca_hash(_pem(ca))})")
     wanted = _san_names(hostnames, ips)
     have = _server_names(paths)
-    if have is not None and {str(n.value) for n in wanted} <= have:
+    current = have is not None and _has_authority_key_id(paths.server_cert.read_bytes())
+    if current and have is not None and {str(n.value) for n in wanted} <= have:
         kept.append(f"server certificate {paths.server_cert} for {', '.join(sorted(have))}")
     else:
         if have:
@@ -330,7 +336,12 @@ def _issue_server(paths: PkiPaths, ca: Any, ca_key: Any, names: list[Any]) -> No
     now = dt.datetime.now(dt.UTC)
     builder = (
         _builder(
-            subject, ca.subject, key.public_key(), now - BACKDATE, now + dt.timedelta(SERVER_DAYS)
+            subject,
+            ca.subject,
+            key.public_key(),
+            now - BACKDATE,
+            now + dt.timedelta(SERVER_DAYS),
+            ca.public_key(),
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -341,7 +352,10 @@ def _issue_server(paths: PkiPaths, ca: Any, ca_key: Any, names: list[Any]) -> No
     certs.write_public(paths.server_cert, _pem(cert))
 
 
-def _builder(subject: Any, issuer: Any, key: Any, start: Any, end: Any) -> Any:
+def _builder(subject: Any, issuer: Any, key: Any, start: Any, end: Any, issuer_key: Any) -> Any:
+    """A certificate with both key identifiers: Python 3.13 verifies with
+    VERIFY_X509_STRICT by default, which refuses a certificate without its
+    issuer's (Authority) key identifier."""
     from cryptography import x509
 
     return (
@@ -352,7 +366,22 @@ def _builder(subject: Any, issuer: Any, key: Any, start: Any, end: Any) -> Any:
         .serial_number(secrets.randbits(127) | 1)
         .not_valid_before(start)
         .not_valid_after(end)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), critical=False
+        )
     )
+
+
+def _has_authority_key_id(pem: bytes) -> bool:
+    """Issued by this version's rules: hubs initialised before 0.1.0 lack it."""
+    from cryptography import x509
+
+    try:
+        certs.load_certificate(pem).extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return False
+    return True
 
 
 def _sign(builder: Any, key: Any) -> Any:

@@ -75,3 +75,13 @@ def arm64_root(tmp_path: Path) -> Iterator[Overlay]:
         yield overlay
     finally:
         overlay.close()
+
+
+@pytest.fixture
+def bookworm_root(tmp_path: Path) -> Iterator[Overlay]:
+    """A clean Debian 12 root, no systemd running: for what dpkg alone does."""
+    overlay = Overlay(cached_root("bookworm", "amd64", with_systemd=True), tmp_path / "root")
+    try:
+        yield overlay
+    finally:
+        overlay.close()

@@ -79,8 +79,9 @@ def test_each_package_holds_its_daemon_and_libraries_for_every_python(
 
 
 def install(machine: Overlay, path: Path, *extra: str) -> str:
-    shutil.copy(path, machine.root / "tmp" / path.name)
-    return machine.run("dpkg", "-i", *extra, f"/tmp/{path.name}")
+    # not /tmp: Debian 13's systemd mounts a tmpfs there
+    shutil.copy(path, machine.root / "root" / path.name)
+    return machine.run("dpkg", "-i", *extra, f"/root/{path.name}")
 
 
 def lift_namespaces(machine: Machine, unit: str) -> None:
@@ -325,3 +326,41 @@ def test_arm64_package_installs_and_runs_under_qemu(
             edge.terminate()
             edge.wait(timeout=30)
         hub.stop()
+
+
+def test_upgrades_keep_a_changed_config_and_purge_keeps_data_unless_asked(
+    bookworm_root: Overlay, debs: Path
+) -> None:
+    root = bookworm_root
+    install(root, deb(debs, "edgeward-hub"))
+    install(root, deb(debs, "edgeward-edge"))
+    hub_config = root.root / "etc/edgeward/cloudhub.yaml"
+    hub_config.write_text(hub_config.read_text() + "api_port: 10443\n")
+    drop_in = root.root / "etc/mosquitto/conf.d/edgeward.conf"
+    drop_in.write_text(drop_in.read_text().replace("listener 1883 127.0.0.1", "listener 1884"))
+    (root.root / "etc/edgeward/edgecore.yaml").write_text("node_name: gw-9\n")
+    cache = root.root / "var/lib/edgeward/edge/edge.db"
+    root.run("runuser", "-u", "edgeward", "--", "touch", "/var/lib/edgeward/edge/edge.db")
+    root.run("edgeward", "--help")
+    assert root.run("readlink", "-f", "/usr/bin/edgeward").strip() == (
+        "/usr/lib/edgeward-edge/bin/edgeward"
+    )
+
+    install(root, deb(debs, "edgeward-hub"))  # reinstalled: an upgrade to the same files
+    install(root, deb(debs, "edgeward-edge"))
+    assert hub_config.read_text().endswith("api_port: 10443\n")
+    assert "listener 1884" in drop_in.read_text()
+
+    purged = root.run("dpkg", "--purge", "edgeward-edge")
+    assert "kept /var/lib/edgeward/edge" in purged
+    assert cache.exists() and not drop_in.exists()
+    assert not (root.root / "etc/edgeward/edgecore.yaml").exists()
+    # the hub's CLI takes over the alternative
+    assert root.run("readlink", "-f", "/usr/bin/edgeward").strip() == (
+        "/usr/lib/edgeward-hub/bin/edgeward"
+    )
+    install(root, deb(debs, "edgeward-edge"))
+    assert cache.exists()
+    root.run("env", "EDGEWARD_PURGE_DATA=yes", "dpkg", "--purge", "edgeward-edge")
+    assert not cache.parent.exists()
+    assert (root.root / "var/lib/edgeward").exists()  # the hub's data dir is still there
