@@ -81,12 +81,12 @@ def is_ready(node: dict[str, Any]) -> bool:
 
 
 #: The parts of a node/status report the hub keeps, each a free-form object.
-STATUS_PARTS = ("usage", "capacity", "nodeInfo")
+STATUS_PARTS = ("usage", "capacity", "nodeInfo", "outbox")
 
 
 def _status_parts(body: dict[str, Any]) -> dict[str, Any]:
-    """The usage, capacity and nodeInfo of a status report; ReportRefused when one is not
-    an object of storable JSON within MAX_NODE_INFO_BYTES."""
+    """The usage, capacity, nodeInfo and outbox of a status report; ReportRefused when one
+    is not an object of storable JSON within MAX_NODE_INFO_BYTES."""
     return {
         k: devicestatus.kept_object(body[k], MAX_NODE_INFO_BYTES, f"node/status: {k}")
         for k in STATUS_PARTS
@@ -103,7 +103,7 @@ def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
     if current is None:
         return
     status = dict(current.get("status", {}))
-    for field in ("capacity", "nodeInfo"):
+    for field in ("capacity", "nodeInfo", "outbox"):
         if field in parts:
             status[field] = parts[field]
     tx.replace_status(NODE, None, node, status, current=current)

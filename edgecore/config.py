@@ -126,6 +126,26 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class OutboxConfig:
+    quota_mb: float = setting(
+        256.0,
+        "Disk the outbox may take for reports not yet delivered, in MiB. Past it the oldest "
+        "events (uploads) are deleted unsent, counted; the latest state of every twin, device "
+        "and the node is always kept.",
+        positive,
+    )
+    event_ttl: float = setting(
+        7 * 24 * 3600.0,
+        "Seconds an event (an upload) waits for the hub before it expires unsent, counted.",
+        positive,
+    )
+
+    @property
+    def quota_bytes(self) -> int:
+        return int(self.quota_mb * 2**20)
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     node_name: str = setting("", "This node's name. Empty: the machine's hostname.", _node_name)
     data_dir: str = setting(
@@ -137,3 +157,6 @@ class EdgeConfig:
     log_level: str = setting("info", "One of debug, info, warning, error.", one_of(*LOG_LEVELS))
     hub: HubLinkConfig = setting(HubLinkConfig(), "The link to the hub.")
     mqtt: MqttConfig = setting(MqttConfig(), "The MQTT broker device mappers talk to.")
+    outbox: OutboxConfig = setting(
+        OutboxConfig(), "Reports waiting for the hub: what the edge keeps during an outage."
+    )

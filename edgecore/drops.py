@@ -32,19 +32,19 @@ class Drops:
         self._clock = clock
         self._logged_at: dict[str, tuple[float, int]] = {}  # reason → (when, count then)
 
-    def count(self, reason: str) -> int:
-        """Count one more refusal for ``reason`` (the caller logs it); returns the count."""
-        total = self.counts[reason] = self.counts.get(reason, 0) + 1
+    def count(self, reason: str, n: int = 1) -> int:
+        """Count ``n`` more refusals for ``reason`` (the caller logs them); returns the count."""
+        total = self.counts[reason] = self.counts.get(reason, 0) + n
         return total
 
-    def add(self, reason: str, message: str) -> None:
-        """Count one refusal and log ``message``, unless ``reason`` was logged lately."""
-        total = self.count(reason)
+    def add(self, reason: str, message: str, n: int = 1) -> None:
+        """Count ``n`` refusals and log ``message``, unless ``reason`` was logged lately."""
+        total = self.count(reason, n)
         now = self._clock()
         last = self._logged_at.get(reason)
         if last is not None and now - last[0] < self._interval:
             return
-        unlogged = 0 if last is None else total - last[1] - 1
+        unlogged = 0 if last is None else total - last[1] - n
         self._logged_at[reason] = (now, total)
         if unlogged:
             message += f" ({unlogged} more since the last such line)"

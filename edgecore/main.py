@@ -182,11 +182,12 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
     from edgecore.eventbus import EventBus
     from edgecore.hublink import HubLink
     from edgecore.nodestatus import node_info, report_forever
-    from edgecore.store import StoreThread, open_store
+    from edgecore.store import OutboxLimits, StoreThread, open_store
     from edgecore.twins import TwinService
 
     data_dir = data_directory(config.data_dir)
-    store = open_store(data_dir / "edge.db")
+    limits = OutboxLimits(config.outbox.quota_bytes, config.outbox.event_ttl)
+    store = open_store(data_dir / "edge.db", limits)
     try:
         store.claim(config.node_name)
     except ConfigError:

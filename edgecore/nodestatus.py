@@ -57,10 +57,14 @@ def node_status(data_dir: Path) -> dict[str, Any]:
 async def report_forever(
     db: StoreThread, data_dir: Path, interval: float, outbox_wake: asyncio.Event
 ) -> None:
-    """Queue a node status report every ``interval`` seconds; only the latest is kept."""
+    """Queue a node status report every ``interval`` seconds; only the latest is kept.
+    Expired events leave the outbox first, so the report counts them."""
     while True:
         try:
             status = await asyncio.to_thread(node_status, data_dir)
+            await db.call(db.store.expire_events)
+            usage, status["outbox"] = await db.call(db.store.outbox_status)
+            status["usage"].update(usage)
             await db.call(db.store.report_state, TOPIC_NODE_STATUS, NODE_STATUS_KEY, status)
             outbox_wake.set()
         except Exception:

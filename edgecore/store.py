@@ -37,6 +37,21 @@ from edgeward.protocol import MAX_FRAME_BYTES, Change, ReportItem
 
 T = TypeVar("T")
 
+#: A row's share of the outbox quota: the bytes of its topic, key and body as stored.
+ROW_BYTES = (
+    "length(CAST(topic AS BLOB)) + coalesce(length(CAST(key AS BLOB)), 0) "
+    "+ length(CAST(body AS BLOB))"
+)
+
+
+@dataclass(frozen=True)
+class OutboxLimits:
+    """How much the outbox keeps for the hub (edgecore.config.OutboxConfig)."""
+
+    quota_bytes: int = 256 * 2**20
+    event_ttl: float = 7 * 24 * 3600.0
+
+
 log = logging.getLogger(__name__)
 
 #: Rows checked when they were written, parsed as they are read (json.loads builds a
@@ -138,9 +153,15 @@ Observer = Callable[[list[Applied]], Any]
 class EdgeStore:
     """Synchronous access to edge.db; use it from one thread (see :class:`StoreThread`)."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        limits: OutboxLimits = OutboxLimits(),
+    ) -> None:
         self.path = path
         self.clock = clock
+        self.limits = limits
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -151,6 +172,10 @@ class EdgeStore:
         #: (quarantined), by reason: see the outbox section.
         self.outbox_drops = Drops(log)
         self._migrate()
+        #: Bytes the outbox's rows take (ROW_BYTES), kept current by every write and delete.
+        self.outbox_bytes = 0
+        self._count_outbox_bytes()
+        self._transaction.on_rollback = self._count_outbox_bytes
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -338,7 +363,7 @@ class EdgeStore:
         if text is None:
             return None
         with self._tx():
-            self.db.execute("DELETE FROM outbox WHERE key = ?", (key,))
+            self._delete("DELETE FROM outbox WHERE key = ?", (key,))
             return self._append(topic, key, text)
 
     def report_event(self, topic: str, body: dict[str, Any]) -> int | None:
@@ -356,7 +381,66 @@ class EdgeStore:
             (topic, key, text, self.clock()),
         )
         assert cur.lastrowid is not None
+        self.outbox_bytes += _row_bytes(topic, key, text)
+        self._keep_quota()
         return cur.lastrowid
+
+    def _count_outbox_bytes(self) -> None:
+        """outbox_bytes from the table itself: at start, and after a rolled-back write."""
+        try:
+            total = self.db.execute(f"SELECT total({ROW_BYTES}) FROM outbox").fetchone()[0]
+        except sqlite3.Error:
+            return  # the count stays as it was; the next rollback or start counts again
+        self.outbox_bytes = int(total)
+
+    def _delete(self, statement: str, params: tuple[Any, ...]) -> int:
+        """Run a DELETE on the outbox, keeping outbox_bytes current; the rows deleted."""
+        freed = self.db.execute(f"{statement} RETURNING {ROW_BYTES}", params).fetchall()
+        self.outbox_bytes -= sum(size for (size,) in freed)
+        return len(freed)
+
+    def _keep_quota(self) -> None:
+        """Past the quota, delete the oldest events until the outbox fits (in the caller's
+        transaction); rows with a key (the latest state of something) are never deleted."""
+        dropped = 0
+        while self.outbox_bytes > self.limits.quota_bytes:
+            excess = self.outbox_bytes - self.limits.quota_bytes
+            oldest = self.db.execute(
+                f"SELECT seq, {ROW_BYTES} FROM outbox WHERE key IS NULL ORDER BY seq LIMIT 256"
+            ).fetchall()
+            if not oldest:
+                break  # only latest states left: those are kept whatever the quota says
+            last = oldest[-1][0]
+            for seq, size in oldest:
+                excess -= size
+                if excess <= 0:
+                    last = seq
+                    break
+            dropped += self._delete("DELETE FROM outbox WHERE key IS NULL AND seq <= ?", (last,))
+        if dropped:
+            self.outbox_drops.add(
+                "quota",
+                f"outbox: over its quota of {self.limits.quota_bytes / 2**20:g} MiB; deleted "
+                f"the {dropped} oldest events unsent (outbox.quota_mb)",
+                dropped,
+            )
+
+    def expire_events(self) -> int:
+        """Delete events older than the event TTL, unsent; the number deleted (counted)."""
+        with self._tx():
+            expired = self._delete(
+                "DELETE FROM outbox WHERE key IS NULL AND created < ?",
+                (self.clock() - self.limits.event_ttl,),
+            )
+        if expired:
+            self.outbox_drops.add(
+                "expired",
+                f"outbox: {expired} events waited longer than "
+                f"{self.limits.event_ttl:g} s for the hub and were deleted unsent "
+                "(outbox.event_ttl)",
+                expired,
+            )
+        return expired
 
     def _row_text(self, topic: str, key: str | None, body: dict[str, Any]) -> str | None:
         """The body's text as stored, or None (counted and logged) when the hub could not
@@ -387,14 +471,15 @@ class EdgeStore:
             if text is not None:
                 written.append((topic, key, text, created))
         with self._tx():
-            self.db.executemany(
-                "DELETE FROM outbox WHERE key = ?",
-                [(key,) for _, key, _, _ in written if key is not None],
-            )
+            for _, key, _, _ in written:
+                if key is not None:
+                    self._delete("DELETE FROM outbox WHERE key = ?", (key,))
             self.db.executemany(
                 "INSERT INTO outbox (topic, key, body, created, checked) VALUES (?, ?, ?, ?, 1)",
                 written,
             )
+            self.outbox_bytes += sum(_row_bytes(t, k, text) for t, k, text, _ in written)
+            self._keep_quota()
 
     def pending(
         self, after: int, limit: int = 500, max_bytes: int = 256 * 1024
@@ -444,7 +529,8 @@ class EdgeStore:
         rows.close()
         if bad:
             with self._tx():
-                self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in bad])
+                for seq in bad:
+                    self._delete("DELETE FROM outbox WHERE seq = ?", (seq,))
         return items
 
     def _quarantined(self, seq: int, raw_topic: bytes, refused: outboxrows.Refused) -> None:
@@ -471,7 +557,7 @@ class EdgeStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._tx():
-                self.db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+                self._delete("DELETE FROM outbox WHERE seq <= ?", (seq,))
         finally:
             self.db.execute("PRAGMA synchronous=FULL")
 
@@ -486,7 +572,7 @@ class EdgeStore:
         with self._tx():
             high = self._high_seq()
             if hub_seq <= high:
-                self.db.execute("DELETE FROM outbox WHERE seq <= ?", (hub_seq,))
+                self._delete("DELETE FROM outbox WHERE seq <= ?", (hub_seq,))
                 return
             low = self.db.execute("SELECT min(seq) FROM outbox").fetchone()[0]
             if low is not None:
@@ -537,6 +623,18 @@ class EdgeStore:
     def outbox_size(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
+    def outbox_status(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What the node reports of its outbox: as usage (changing with every report: rows
+        and bytes waiting) and as status (changing rarely: the quota, and the rows deleted
+        unsent since edgecore started, by reason). The hub revisions the Node only for the
+        second."""
+        usage = {"outboxRows": self.outbox_size(), "outboxBytes": self.outbox_bytes}
+        status = {
+            "quotaBytes": self.limits.quota_bytes,
+            "dropped": dict(sorted(self.outbox_drops.counts.items())),
+        }
+        return usage, status
+
     def health(self) -> CacheCounts:
         """The counts the status line shows, read holding the write lock: the watchdog's
         proof that the file takes writes. Nothing is written, so it costs no disk sync."""
@@ -556,6 +654,11 @@ class EdgeStore:
         return self._transaction
 
 
+def _row_bytes(topic: str, key: str | None, text: str) -> int:
+    """ROW_BYTES of a row about to be written."""
+    return len(topic.encode()) + (0 if key is None else len(key.encode())) + len(text.encode())
+
+
 def _text(raw: bytes) -> str:
     """A topic or key as stored; Refused when it is not UTF-8 text."""
     try:
@@ -564,10 +667,10 @@ def _text(raw: bytes) -> str:
         raise outboxrows.Refused(outboxrows.UNSTORABLE, "the topic or key is not UTF-8") from None
 
 
-def open_store(path: Path) -> EdgeStore:
+def open_store(path: Path, limits: OutboxLimits = OutboxLimits()) -> EdgeStore:
     """The edge store at ``path``; ConfigError with a one-line reason when it cannot be opened."""
     try:
-        return EdgeStore(path)
+        return EdgeStore(path, limits=limits)
     except sqlite3.DatabaseError as exc:
         raise ConfigError(
             [
@@ -587,9 +690,13 @@ class _Transaction:
     ROLLBACK then, every later BEGIN would fail.
     """
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, on_rollback: Callable[[], None] | None = None
+    ) -> None:
         self.db = db
         self.depth = 0
+        #: Called after a rollback, to drop what the caller kept in memory of the transaction.
+        self.on_rollback = on_rollback
 
     def __enter__(self) -> None:
         if self.depth == 0:
@@ -612,6 +719,8 @@ class _Transaction:
     def _roll_back(self) -> None:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
+        if self.on_rollback is not None:
+            self.on_rollback()
 
 
 class StoreThread:

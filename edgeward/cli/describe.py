@@ -149,6 +149,9 @@ def _node(lines: list[str], obj: dict[str, Any], now: float) -> None:
     ]
     _indented(lines, render_table(["RESOURCE", "CAPACITY", "USED"], rows))
     _mapping(lines, "Node Info", status.get("nodeInfo"))
+    outbox = as_dict(status.get("outbox"))
+    if outbox:
+        _field(lines, "Outbox", _outbox(outbox, usage))
     sync = as_dict(status.get("sync"))
     if sync:
         _field(
@@ -157,6 +160,23 @@ def _node(lines: list[str], obj: dict[str, Any], now: float) -> None:
             f"acked revision {cell(sync.get('ackedRevision'))}, "
             f"report seq {cell(sync.get('reportSeq'))}",
         )
+
+
+def _outbox(outbox: dict[str, Any], usage: dict[str, Any]) -> str:
+    """``12 reports waiting (3.1 KiB of a 256.0 MiB quota); deleted unsent since edgecore
+    started: expired 4, quota 120``."""
+    rows = usage.get("outboxRows")
+    text = (
+        f"{rows:,} reports waiting"
+        if isinstance(rows, int) and not isinstance(rows, bool)
+        else f"{cell(rows)} reports waiting"
+    )
+    text += f" ({_bytes(usage.get('outboxBytes'))} of a {_bytes(outbox.get('quotaBytes'))} quota)"
+    dropped = {k: v for k, v in as_dict(outbox.get("dropped")).items() if v}
+    if dropped:
+        counts = ", ".join(f"{reason} {cell(n)}" for reason, n in sorted(dropped.items()))
+        return f"{text}; deleted unsent since edgecore started: {counts}"
+    return f"{text}; none deleted unsent"
 
 
 def _changed_by(value: Any, now: float) -> str:

@@ -135,6 +135,13 @@ def outbox(machine: Machine) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+HOLD_WRITE_LOCK = (
+    "import sqlite3, time; "
+    'db = sqlite3.connect("/var/lib/edgeward/edge/edge.db", isolation_level=None); '
+    'db.execute("BEGIN IMMEDIATE"); print("locked", flush=True); time.sleep(6)'
+)
+
+
 def test_joined_edge_runs_under_systemd_and_a_hung_one_is_restarted(
     machine: Machine, debs: Path, tmp_path: Path
 ) -> None:
@@ -180,6 +187,23 @@ def test_joined_edge_runs_under_systemd_and_a_hung_one_is_restarted(
         assert after["ActiveState"] == "active" and after["MainPID"] != first["MainPID"]
         journal = machine.run("journalctl", "-u", "edgecore.service", "--no-pager", check=False)
         assert "Watchdog timeout" in journal or "watchdog" in journal.lower()
+
+        # active means ready: while another process holds edge.db's write lock, edgecore
+        # cannot finish starting and the unit stays "activating"
+        machine.systemctl("stop", "edgecore.service")
+        held = machine.run(
+            "sh",
+            "-c",
+            f"runuser -u edgeward -- python3 -c '{HOLD_WRITE_LOCK}' & sleep 1; "
+            "systemctl start --no-block edgecore.service; sleep 3; "
+            "systemctl show -p ActiveState --value edgecore.service; wait",
+        )
+        assert held.split()[-1] == "activating", held
+        wait(
+            lambda: machine.show("edgecore.service", "ActiveState")["ActiveState"] == "active",
+            60,
+            "edgecore to become ready once the lock is released",
+        )
 
         reset = machine.run("edgeward", "reset", "--yes")
         assert "edgeward delete node gw-1" in reset
