@@ -66,6 +66,15 @@ class HubConfig:
     node_grace_period: float = setting(
         40.0, "Seconds without contact before a node is marked NotReady.", positive
     )
+    edge_ping_interval: float = setting(
+        20.0,
+        "Seconds between websocket pings to each connected edge: a link that stops passing "
+        "packets without closing (a NAT that forgot it, a cable pulled) is found this way.",
+        positive,
+    )
+    edge_ping_timeout: float = setting(
+        20.0, "Seconds to wait for an edge's pong before its link is closed as dead.", positive
+    )
     change_log_retention: int = setting(
         100_000,
         "Revisions kept in the change log; an edge further behind gets a full snapshot.",

@@ -46,6 +46,8 @@ FLAGS = (
     "data_dir",
     "database",
     "node_grace_period",
+    "edge_ping_interval",
+    "edge_ping_timeout",
     "change_log_retention",
     "max_watches",
     "node_certificate_days",
@@ -198,7 +200,14 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     watchdog = Watchdog(notifier, lambda: writer.submit(_nothing), status)
     stop = stop_on_signals()
     async with (
-        transport.edge_endpoint(edge.handle, edge_sock, authority, gate, handshakes) as ws_server,
+        transport.edge_endpoint(
+            edge.handle,
+            edge_sock,
+            authority,
+            gate,
+            handshakes,
+            (config.edge_ping_interval, config.edge_ping_timeout),
+        ) as ws_server,
         asyncio.TaskGroup() as tg,
     ):
         tasks = [

@@ -157,11 +157,13 @@ def edge_endpoint(
     authority: Authority | None = None,
     gate: EdgeGate | None = None,
     watch: HandshakeWatch | None = None,
+    ping: tuple[float, float] = (20.0, 20.0),
 ) -> Any:
     """The websocket server edges connect to (an async context manager yielding a Server).
 
     No permessage-deflate: frames are small JSON, and compression costs memory
-    per connection on the hub and CPU on small gateways.
+    per connection on the hub and CPU on small gateways. ``ping``: the keepalive's
+    interval and timeout, in seconds.
     """
     watch = watch or HandshakeWatch()
     tls: dict[str, Any] = {}
@@ -177,6 +179,10 @@ def edge_endpoint(
         max_size=protocol.MAX_FRAME_BYTES,
         compression=None,
         open_timeout=watch.timeout,
+        ping_interval=ping[0],
+        ping_timeout=ping[1],
+        # a link found dead by its pings cannot carry the close handshake either
+        close_timeout=min(ping[1], 10.0),
         process_request=None if gate is None else gate.process_request,
         create_connection=watch.connection_class(),
         **tls,

@@ -193,8 +193,10 @@ class HubLink:
         if closed is None:
             return Ended(Cause.UNREACHABLE, f"no welcome within {self.config.open_timeout:g}s")
         lived = 0.0 if self._live_since is None else self.clock() - self._live_since
-        rcvd = closed.rcvd
-        return core.ended(rcvd.code if rcvd else None, rcvd.reason if rcvd else "", lived)
+        rcvd, sent = closed.rcvd, closed.sent
+        # without a close frame from the hub, why this side gave up: the dead link's pings
+        reason = rcvd.reason if rcvd else (sent.reason if sent else "")
+        return core.ended(rcvd.code if rcvd else None, reason, lived)
 
     async def _renew_when_due(self, ws: ClientConnection, core: EdgeSession) -> None:
         """Ask for a new certificate two thirds into the current one's life (once per session:

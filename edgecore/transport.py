@@ -31,6 +31,8 @@ def connect_hub(url: str, config: HubLinkConfig) -> Any:
         open_timeout=config.open_timeout,
         ping_interval=config.ping_interval,
         ping_timeout=config.ping_timeout,
+        # a link found dead by its pings cannot carry the close handshake either
+        close_timeout=min(config.ping_timeout, 10.0),
         max_size=protocol.MAX_FRAME_BYTES,
         compression=None,
         proxy=None,

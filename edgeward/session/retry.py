@@ -72,7 +72,8 @@ class Ended:
 
     cause: Cause
     detail: str = ""
-    #: The close code and reason received (CLOSED), None when the link died without one.
+    #: The close code and reason received (CLOSED), None when the link died without one;
+    #: then the reason is the one this side closed with, if any ("keepalive ping timeout").
     close_code: int | None = None
     close_reason: str = ""
     #: The HTTP status of a refused upgrade (HTTP_STATUS).
@@ -119,7 +120,8 @@ def _closed(ended: Ended, node: str, url: str) -> Verdict:
             reset_backoff=True,
         )
     if code is None:
-        return Verdict(retry=True, message=f"hub {url}: connection lost")
+        why = f" ({ended.close_reason})" if ended.close_reason else ""
+        return Verdict(retry=True, message=f"hub {url}: connection lost{why}")
     detail = f"{code} {ended.close_reason}".strip()
     return Verdict(retry=True, message=f"hub {url}: connection closed ({detail})")
 

@@ -65,6 +65,10 @@ def test_what_retrying_cannot_fix_stops_with_one_line(ended: Ended, says: str) -
         (Ended(Cause.HTTP_STATUS, http_status=503), "answered HTTP 503"),
         (Ended(Cause.LOCAL_STORE, "database or disk is full"), "local database: database or"),
         (Ended(Cause.CLOSED), "connection lost"),
+        (
+            Ended(Cause.CLOSED, close_reason="keepalive ping timeout"),
+            "connection lost (keepalive ping timeout)",
+        ),
         (Ended(Cause.CLOSED, close_code=1011, close_reason="the hub failed"), "(1011 the hub"),
         (Ended(Cause.CLOSED, close_code=1001, close_reason="the hub is stopping"), "(1001 the"),
         (Ended(Cause.CLOSED, close_code=1000), "connection closed (1000)"),
