@@ -414,6 +414,9 @@ def create_app(
 
     for kind in KINDS:
         _add_kind_routes(app, api, kind)
+    from cloudhub.apievents import add_event_routes
+
+    add_event_routes(app, api)
     if join is not None:
         from cloudhub.apisecurity import add_security_routes
 

@@ -75,6 +75,12 @@ class HubConfig:
     edge_ping_timeout: float = setting(
         20.0, "Seconds to wait for an edge's pong before its link is closed as dead.", positive
     )
+    event_retention: float = setting(
+        7 * 24 * 3600.0,
+        "Seconds the hub keeps apps' uploads (edgeward events); older ones are deleted, "
+        "checked every minute.",
+        positive,
+    )
     change_log_retention: int = setting(
         100_000,
         "Revisions kept in the change log; an edge further behind gets a full snapshot.",

@@ -179,13 +179,3 @@ def superseded(items: tuple[ReportItem, ...]) -> set[int]:
             skipped.add(item.seq)
         later.add(device)
     return skipped
-
-
-def upload(tx: Tx, node: str, item: ReportItem) -> None:
-    """Apps' opaque uploads: nothing on the hub consumes them yet, so they are only logged."""
-    log.info(
-        "node %s: upload on %.100r (%d bytes)",
-        node,
-        item.body.get("topic"),
-        len(str(item.body.get("payload", ""))),
-    )

@@ -9,12 +9,13 @@ import json
 import logging
 import os
 import sys
+import time
 
 import uvicorn
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 import edgeward
-from cloudhub import credentials, transport
+from cloudhub import credentials, events, transport
 from cloudhub.api import create_app
 from cloudhub.apiauth import Authenticator
 from cloudhub.audit import AuditLog
@@ -49,6 +50,7 @@ FLAGS = (
     "edge_ping_interval",
     "edge_ping_timeout",
     "change_log_retention",
+    "event_retention",
     "max_watches",
     "node_certificate_days",
     "node_frames_per_second",
@@ -215,6 +217,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             tg.create_task(writer.run()),
             tg.create_task(nodes.run_expiry()),
             tg.create_task(_compact_forever(store, config.change_log_retention)),
+            tg.create_task(_expire_events_forever(store, config.event_retention)),
         ]
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
         await _started(api_server, api_task)
@@ -275,6 +278,17 @@ async def _flush_leases(nodes: NodeRegistry) -> None:
         await nodes.flush_async()
     except Exception:
         log.exception("writing the last heartbeats failed; nodes may show an older heartbeat")
+
+
+async def _expire_events_forever(store: Store, retention: float) -> None:
+    while True:
+        try:
+            gone = await asyncio.to_thread(events.expire, store.engine, time.time() - retention)
+            if gone:
+                log.info("deleted %d uploads older than %g s (event_retention)", gone, retention)
+        except Exception:
+            log.exception("deleting expired uploads failed; retrying")
+        await asyncio.sleep(COMPACT_INTERVAL)
 
 
 async def _compact_forever(store: Store, keep: int) -> None:

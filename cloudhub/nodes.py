@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 
-from cloudhub import devicestatus
+from cloudhub import devicestatus, events
 from cloudhub.leases import LeaseBook, write_leases
 from cloudhub.schema import node_leases, node_sync
 from cloudhub.store import Store, Tx, rfc3339
@@ -160,7 +160,7 @@ REPORT_HANDLERS: dict[str, ReportHandler] = {
     TOPIC_NODE_STATUS: _node_status_report,
     TOPIC_TWIN_REPORTED: devicestatus.twin_reported,
     TOPIC_DEVICE_STATE: devicestatus.device_state,
-    TOPIC_UPLOAD: devicestatus.upload,
+    TOPIC_UPLOAD: events.record_upload,
 }
 
 

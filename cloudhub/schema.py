@@ -119,6 +119,23 @@ node_certs = Table(
 Index("node_certs_node", node_certs.c.node)
 
 
+#: Apps' uploads ($hw/events/upload/…), kept once per (node, seq) for ``event_retention``
+#: (cloudhub/events.py). ``id`` orders them for readers and watches across nodes.
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("node", String(253), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("device", String(512), nullable=True),  # the topic after $hw/events/upload/
+    Column("received", Float, nullable=False),  # seconds since the epoch, hub clock
+    Column("body", Text, nullable=False),  # {"topic", "payload"[, "encoding"]} as JSON
+    sqlite_autoincrement=True,  # ids never reused: watches resume from one
+)
+Index("events_node_seq", events.c.node, events.c.seq, unique=True)
+Index("events_received", events.c.received)
+
+
 def _v1(conn: Connection) -> None:
     metadata.create_all(
         conn, tables=[revision, objects, changes, node_leases, node_sync], checkfirst=True
@@ -130,9 +147,13 @@ def _v2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[tokens, node_certs], checkfirst=True)
 
 
+def _v3(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[events], checkfirst=True)
+
+
 #: Ordered schema steps; step i brings the schema from version i to i + 1.
 #: Append only: an installed hub runs the steps it has not run yet.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 
 
 def migrate(engine: Engine) -> int:

@@ -17,7 +17,19 @@ from collections.abc import Callable
 from typing import Any
 
 import edgeward
-from edgeward.cli import apply, delete, demo, describe, get, join, reset, token, twin, version
+from edgeward.cli import (
+    apply,
+    delete,
+    demo,
+    describe,
+    events,
+    get,
+    join,
+    reset,
+    token,
+    twin,
+    version,
+)
 from edgeward.cli.common import PROG, Parser, add_hub_flags, error_line
 from edgeward.cli.errors import (
     EXIT_BROKEN_PIPE,
@@ -36,6 +48,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     apply.register,
     delete.register,
     twin.register,
+    events.register,
     token.register,
     join.register,
     reset.register,
