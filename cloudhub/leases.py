@@ -40,9 +40,11 @@ class LiveLease:
     report_seq: int
     acked_revision: int = 0
     usage: dict[str, Any] | None = None
-    #: The capacity and nodeInfo the stored Node holds, as last written by this process.
+    #: The capacity, nodeInfo and outbox counts the stored Node holds, as last written by
+    #: this process.
     capacity: Any = None
     node_info: Any = None
+    outbox: Any = None
     dirty: bool = False
 
 

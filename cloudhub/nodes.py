@@ -179,6 +179,8 @@ class Registration(NamedTuple):
     report_seq: int
     #: The capacity its Node holds (None for a new node).
     capacity: Any
+    #: The outbox counts its Node holds (None for a new node).
+    outbox: Any = None
 
 
 class NodeRegistry:
@@ -220,13 +222,13 @@ class NodeRegistry:
                     "status": _mark_ready({"nodeInfo": node_info}, tx.now),
                 },
             )
-            capacity = None
+            capacity = outbox = None
         else:
             status = _mark_ready({**node.get("status", {}), "nodeInfo": node_info}, tx.now)
             tx.replace_status(NODE, None, name, status, current=node)
-            capacity = status.get("capacity")
+            capacity, outbox = status.get("capacity"), status.get("outbox")
         self._touch_lease(tx, name)
-        return Registration(self._report_seq(tx, name, register=True), capacity)
+        return Registration(self._report_seq(tx, name, register=True), capacity, outbox)
 
     def registered(self, name: str, node_info: dict[str, Any], registration: Registration) -> int:
         """:meth:`register_in`'s transaction has committed: later heartbeats need none.
@@ -239,6 +241,7 @@ class NodeRegistry:
             registration.report_seq,
             node_info=node_info,
             capacity=registration.capacity,
+            outbox=registration.outbox,
         )
         lease = self.leases.get(name)
         return registration.report_seq if lease is None else lease.report_seq
@@ -265,7 +268,8 @@ class NodeRegistry:
 
         None when the frame needs a transaction (:meth:`record_reports_in`, then
         :meth:`reports_written`): rows other than node status, a changed capacity or
-        nodeInfo, a row the hub may refuse, or a node not known Ready. The contact is
+        nodeInfo or outbox counts, a row the hub may refuse, or a node not known Ready. The
+        contact is
         noted either way.
         """
         _check_positions(items, acked_revision)
@@ -283,6 +287,7 @@ class NodeRegistry:
                 item.topic != TOPIC_NODE_STATUS
                 or body.get("capacity", lease.capacity) != lease.capacity
                 or body.get("nodeInfo", lease.node_info) != lease.node_info
+                or body.get("outbox", lease.outbox) != lease.outbox
             ):
                 self.leases.touch(name, now)
                 return None
@@ -310,7 +315,11 @@ class NodeRegistry:
         fields: dict[str, Any] = {}
         for item in items:
             if item.topic == TOPIC_NODE_STATUS and item.seq not in refused:
-                for key, field in (("capacity", "capacity"), ("nodeInfo", "node_info")):
+                for key, field in (
+                    ("capacity", "capacity"),
+                    ("nodeInfo", "node_info"),
+                    ("outbox", "outbox"),
+                ):
                     if key in item.body:
                         fields[field] = item.body[key]
                 if "usage" in item.body:

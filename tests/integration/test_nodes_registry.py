@@ -134,6 +134,38 @@ def test_reports_store_capacity_usage_and_heartbeat(
     assert node["status"]["sync"] == {"ackedRevision": 8, "reportSeq": 3}
 
 
+def test_changed_outbox_counts_are_written_while_heartbeats_are_absorbed(
+    store: Store, registry: NodeRegistry, clock: ManualClock
+) -> None:
+    """A connected node's outbox drop counts change rarely and are kept on the Node: a report
+    that changes them is written even when the node is Ready, and its repeats are absorbed;
+    after the node registers again, the stored counts are what its heartbeats are held to."""
+
+    def with_outbox(seq: int, dropped: dict[str, int]) -> ReportItem:
+        item = status_item(seq, CAPACITY)
+        body = {**item.body, "outbox": {"quotaBytes": 1, "dropped": dropped}}
+        return ReportItem(seq=seq, topic=item.topic, key=item.key, body=body)
+
+    registry.register("edge-a", INFO)
+    registry.record_reports("edge-a", (with_outbox(1, {}),), 0)
+    head = store.head()
+    registry.record_reports("edge-a", (with_outbox(2, {}),), 0)
+    assert store.head() == head  # the same counts: absorbed
+    registry.record_reports("edge-a", (with_outbox(3, {"expired": 4}),), 0)
+    assert store.head() == head + 1
+    assert get_node(store)["status"]["outbox"]["dropped"] == {"expired": 4}
+    registry.record_reports("edge-a", (with_outbox(4, {"expired": 4}),), 0)
+    assert store.head() == head + 1
+
+    registry.forget("edge-a")  # another process, or a restart: only the stored Node remains
+    registry.register("edge-a", INFO)
+    head = store.head()
+    registry.record_reports("edge-a", (with_outbox(5, {"expired": 4}),), 0)
+    assert store.head() == head
+    registry.record_reports("edge-a", (with_outbox(6, {"expired": 5}),), 0)
+    assert get_node(store)["status"]["outbox"]["dropped"] == {"expired": 5}
+
+
 def test_replayed_reports_are_deduplicated(store: Store, registry: NodeRegistry) -> None:
     """An edge that resends rows the hub already holds gets the same ack and changes nothing."""
     registry.register("edge-a", INFO)
