@@ -349,13 +349,16 @@ def create_app(
     join: JoinService | None = None,
     audit: AuditLog | None = None,
     edge_stats: Callable[[], dict[str, int]] | None = None,
+    on_resync: Callable[[str], tuple[bool, bool]] | None = None,
 ) -> FastAPI:
     """The REST API app over ``store``; ``feed`` serves watches, at most ``max_watches``
     at once. Writes go through ``writer`` (group commit) when given, else each in a
     transaction of its own. ``on_node_deleted(name)`` is called once a Node's deletion
     has committed. Without ``auth`` every caller is an admin (a hub run --insecure);
     ``join`` serves node joins and the token API. ``edge_stats()`` gives the edge
-    port's counters, shown by /healthz under ``edge``."""
+    port's counters, shown by /healthz under ``edge``. ``on_resync(name)`` records an
+    operator's resync of a node: (whether the hub knows the node, whether it is connected
+    here)."""
     app = FastAPI(
         title="Edgeward cloudhub",
         version=edgeward.__version__,
@@ -417,12 +420,39 @@ def create_app(
     from cloudhub.apievents import add_event_routes
 
     add_event_routes(app, api)
+    if on_resync is not None:
+        _add_resync_route(app, store, on_resync)
     if join is not None:
         from cloudhub.apisecurity import add_security_routes
 
         add_security_routes(app, store, join, auth)
     app.add_middleware(AuthMiddleware, auth=auth, audit=audit or AuditLog(None))
     return app
+
+
+def _add_resync_route(
+    app: FastAPI, store: Store, on_resync: Callable[[str], tuple[bool, bool]]
+) -> None:
+    @app.post(
+        "/api/v1/nodes/{name}/resync",
+        tags=["nodes"],
+        status_code=202,
+        summary="Make a node take a full snapshot of its desired state",
+        operation_id="resync_node",
+    )
+    async def resync(name: str, request: Request) -> Any:
+        identity = identity_of(request)
+        if identity.role == "node" and identity.node != name:
+            raise Forbidden(f"{identity} may resync its own node only")
+        await run_in_threadpool(store.get, NODE, None, name)  # NotFound: 404
+        known, connected = await run_in_threadpool(on_resync, name)
+        if connected:
+            message = f"node {name} is reconnecting and takes a snapshot now"
+        elif known:
+            message = f"node {name} is not connected here: it takes a snapshot when it connects"
+        else:
+            message = f"node {name} has never connected: it takes a snapshot when it does"
+        return status_body(202, "Accepted", message) | {"status": "Success"}
 
 
 def _add_kind_routes(app: FastAPI, api: Api, kind: Kind) -> None:

@@ -75,6 +75,12 @@ class HubConfig:
     edge_ping_timeout: float = setting(
         20.0, "Seconds to wait for an edge's pong before its link is closed as dead.", positive
     )
+    drift_check_interval: float = setting(
+        30.0,
+        "Seconds between checks that each connected node's cache holds what the hub routed "
+        "to it (Synced or Drift on the Node).",
+        positive,
+    )
     event_retention: float = setting(
         7 * 24 * 3600.0,
         "Seconds the hub keeps apps' uploads (edgeward events); older ones are deleted, "

@@ -102,6 +102,14 @@ class EdgeServer:
         if shell is not None:
             shell.request(shell.core.node_deleted)
 
+    def resync(self, name: str) -> bool:
+        """An operator asked for a resync: close the node's session, if it is connected here,
+        so it reconnects at once and takes a snapshot. Whether it was connected here."""
+        shell = self.sessions.get(name)
+        if shell is not None:
+            shell.request(shell.core.resync_requested)
+        return shell is not None
+
 
 class SessionShell:
     """The I/O around one HubSession."""
@@ -250,7 +258,7 @@ class SessionShell:
             lambda tx: server.nodes.register_in(tx, job.node, job.node_info)
         )
         report_seq = server.nodes.registered(job.node, job.node_info, registration)
-        return self.core.registered(report_seq)
+        return self.core.registered(report_seq, resync=registration.resync)
 
     async def _persist(
         self, items: tuple[ReportItem, ...], acked: int

@@ -58,6 +58,11 @@ class LeaseBook:
     def get(self, name: str) -> LiveLease | None:
         return self._leases.get(name)
 
+    def usages(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """Each node's last reported usage, as this process heard it."""
+        with self._lock:
+            return [(name, lease.usage) for name, lease in self._leases.items()]
+
     def record_contact(
         self,
         name: str,

@@ -23,6 +23,7 @@ from cloudhub.changefeed import ChangeFeed
 from cloudhub.config import HubConfig
 from cloudhub.credentials import Identity
 from cloudhub.db import open_engine
+from cloudhub.drift import DriftChecker
 from cloudhub.edgegate import EdgeGate
 from cloudhub.edgeserver import EdgeServer
 from cloudhub.groupwriter import GroupWriter
@@ -51,6 +52,7 @@ FLAGS = (
     "edge_ping_timeout",
     "change_log_retention",
     "event_retention",
+    "drift_check_interval",
     "max_watches",
     "node_certificate_days",
     "node_frames_per_second",
@@ -135,6 +137,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     store.on_commit(feed.notify)
     writer = GroupWriter(store)
     nodes = NodeRegistry(store, config.node_grace_period, writer)
+    drift = DriftChecker(store, nodes.leases, config.drift_check_interval)
     audit = AuditLog(data_dir / "audit.log")
     authority = None if config.insecure else Authority(pki_paths(data_dir))
     gate = None if authority is None else EdgeGate(store, audit)
@@ -152,7 +155,14 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
 
     def node_deleted(name: str) -> None:
         nodes.forget(name)
+        drift.forget(name)
         edge.node_deleted(name)
+
+    def resync(name: str) -> tuple[bool, bool]:
+        """Record a resync for ``name``; (known to the hub, connected here)."""
+        known = nodes.request_resync(name)
+        drift.forget(name)
+        return known, edge.resync(name)
 
     api_sock = transport.listen(config.api_address(), config.api_port)
     edge_sock = transport.listen(config.edge_address(), config.edge_port)
@@ -191,6 +201,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         join=join,
         audit=audit,
         edge_stats=edge_stats,
+        on_resync=resync,
     )
     api_server = transport.api_server(app, None if authority is None else authority)
 
@@ -218,6 +229,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             tg.create_task(nodes.run_expiry()),
             tg.create_task(_compact_forever(store, config.change_log_retention)),
             tg.create_task(_expire_events_forever(store, config.event_retention)),
+            tg.create_task(drift.run()),
         ]
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
         await _started(api_server, api_task)

@@ -148,6 +148,10 @@ _SET_CONTACT = (
 )
 _GET_READY = select(node_leases.c.ready).where(node_leases.c.node == _NODE)
 _GET_SEQ = select(node_sync.c.report_seq).where(node_sync.c.node == _NODE)
+_GET_RESYNC = select(node_sync.c.resync).where(node_sync.c.node == _NODE)
+_SET_RESYNC = (
+    update(node_sync).where(node_sync.c.node == _NODE).values(resync=bindparam("b_resync"))
+)
 _SET_SYNC = (
     update(node_sync)
     .where(node_sync.c.node == _NODE)
@@ -181,6 +185,9 @@ class Registration(NamedTuple):
     capacity: Any
     #: The outbox counts its Node holds (None for a new node).
     outbox: Any = None
+    #: An operator asked for a resync: this session starts with a snapshot (the request is
+    #: cleared in the same transaction).
+    resync: bool = False
 
 
 class NodeRegistry:
@@ -228,7 +235,11 @@ class NodeRegistry:
             tx.replace_status(NODE, None, name, status, current=node)
             capacity, outbox = status.get("capacity"), status.get("outbox")
         self._touch_lease(tx, name)
-        return Registration(self._report_seq(tx, name, register=True), capacity, outbox)
+        report_seq = self._report_seq(tx, name, register=True)
+        resync = bool(tx.conn.execute(_GET_RESYNC, {"b_node": name}).scalar_one())
+        if resync:
+            tx.conn.execute(_SET_RESYNC, {"b_node": name, "b_resync": False})
+        return Registration(report_seq, capacity, outbox, resync)
 
     def registered(self, name: str, node_info: dict[str, Any], registration: Registration) -> int:
         """:meth:`register_in`'s transaction has committed: later heartbeats need none.
@@ -245,6 +256,13 @@ class NodeRegistry:
         )
         lease = self.leases.get(name)
         return registration.report_seq if lease is None else lease.report_seq
+
+    def request_resync(self, name: str) -> bool:
+        """Ask that ``name``'s next session start with a snapshot; False when the hub has
+        never heard from it (it will get a snapshot on its first hello anyway)."""
+        with self.store.writing() as tx:
+            changed = tx.conn.execute(_SET_RESYNC, {"b_node": name, "b_resync": True}).rowcount
+        return bool(changed)
 
     def forget(self, name: str) -> None:
         """The Node was deleted (its stored positions with it): drop its live lease too."""
@@ -387,7 +405,9 @@ class NodeRegistry:
             return int(seq)
         if not register:
             raise NotFound(NODE.name, "", name)
-        tx.conn.execute(insert(node_sync).values(node=name, report_seq=0, acked_revision=0))
+        tx.conn.execute(
+            insert(node_sync).values(node=name, report_seq=0, acked_revision=0, resync=False)
+        )
         return 0
 
     def _touch_lease(self, tx: Tx, name: str) -> None:

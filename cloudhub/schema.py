@@ -24,9 +24,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     insert,
     inspect,
     select,
+    text,
     update,
 )
 
@@ -89,6 +91,8 @@ node_sync = Table(
     Column("node", String(253), primary_key=True),
     Column("report_seq", BigInteger, nullable=False),  # highest outbox seq persisted
     Column("acked_revision", BigInteger, nullable=False),  # highest revision the edge acked
+    # an operator asked that the node's next session start with a snapshot (schema v4)
+    Column("resync", Boolean, nullable=False, server_default=false()),
 )
 
 
@@ -151,9 +155,17 @@ def _v3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[events], checkfirst=True)
 
 
+def _v4(conn: Connection) -> None:
+    if "resync" not in {c["name"] for c in inspect(conn).get_columns("node_sync")}:
+        default = "false" if conn.dialect.name == "postgresql" else "0"
+        conn.execute(
+            text(f"ALTER TABLE node_sync ADD COLUMN resync BOOLEAN NOT NULL DEFAULT {default}")
+        )
+
+
 #: Ordered schema steps; step i brings the schema from version i to i + 1.
 #: Append only: an installed hub runs the steps it has not run yet.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 
 
 def migrate(engine: Engine) -> int:

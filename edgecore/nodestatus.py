@@ -65,6 +65,9 @@ async def report_forever(
             await db.call(db.store.expire_events)
             usage, status["outbox"] = await db.call(db.store.outbox_status)
             status["usage"].update(usage)
+            # the hub compares it with what it routed to this node (drift detection)
+            revision, digest = await db.call(db.store.cache_digest)
+            status["usage"].update(cacheRevision=revision, cacheDigest=digest)
             await db.call(db.store.report_state, TOPIC_NODE_STATUS, NODE_STATUS_KEY, status)
             outbox_wake.set()
         except Exception:

@@ -620,6 +620,16 @@ class EdgeStore:
         with self._tx():
             self.db.executemany("DELETE FROM twins WHERE device_id = ?", [(d,) for d in device_ids])
 
+    def cache_digest(self) -> tuple[int, str]:
+        """The revision the cache is at and the digest of what it holds (edgeward.sync)."""
+        from edgeward.sync import cache_digest
+
+        with self._tx():  # one snapshot: the revision and the objects agree
+            keys = sorted(
+                self.db.execute("SELECT kind, namespace, name, resource_version FROM objects")
+            )
+            return self.revision(), cache_digest(keys)
+
     def outbox_size(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 

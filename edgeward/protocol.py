@@ -62,6 +62,7 @@ CLOSE_TOO_BIG = 1009  # a frame over MAX_FRAME_BYTES
 CLOSE_INTERNAL = 1011  # the hub failed to serve the session; try again later
 CLOSE_REPLACED = 4000  # a newer connection of the same node took over
 CLOSE_NODE_DELETED = 4001  # an operator deleted the Node: register again
+CLOSE_RESYNC = 4002  # an operator asked for a resync: reconnect and take a snapshot
 
 Op = Literal["put", "delete"]
 

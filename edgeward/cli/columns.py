@@ -162,7 +162,14 @@ def _node_wide(obj: dict[str, Any], now: float) -> list[str]:
         cpu_summary(obj),
         usage_summary(obj, "memoryBytes"),
         usage_summary(obj, "diskBytes"),
+        cache_state(obj),
     ]
+
+
+def cache_state(node: dict[str, Any]) -> str:
+    """``Synced`` or ``Drift`` as the hub last judged the node's cache; ``<none>`` before."""
+    state = dig(node, "status", "cache", "state")
+    return state if isinstance(state, str) and state else NONE
 
 
 def _is_number(value: Any) -> bool:
@@ -188,7 +195,7 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Row, tuple[str, ...], Row]] = {
     NODE.name: (
         ("NAME", "STATUS", "AGE", "VERSION"),
         _node,
-        ("LAST-HEARTBEAT", "CPU", "MEMORY", "DISK"),
+        ("LAST-HEARTBEAT", "CPU", "MEMORY", "DISK", "CACHE"),
         _node_wide,
     ),
 }

@@ -149,6 +149,14 @@ def _node(lines: list[str], obj: dict[str, Any], now: float) -> None:
     ]
     _indented(lines, render_table(["RESOURCE", "CAPACITY", "USED"], rows))
     _mapping(lines, "Node Info", status.get("nodeInfo"))
+    cache = as_dict(status.get("cache"))
+    if cache:
+        _field(
+            lines,
+            "Cache",
+            f"{cell(cache.get('state'))} at revision {cell(cache.get('revision'))} "
+            f"(checked {_when(cache.get('checkedTime'), now)})",
+        )
     outbox = as_dict(status.get("outbox"))
     if outbox:
         _field(lines, "Outbox", _outbox(outbox, usage))

@@ -9,9 +9,10 @@ States (``HubState``) and what moves between them::
 
     AWAITING_HELLO ──hello──▶ REGISTERING ──registered──▶ RESUMING ──log_read──┬─▶ CATCHING_UP
           │ anything else, a bad name,          (Register)          (ReadLog)   └─▶ SNAPSHOTTING
+          │                                                        (or an operator's resync)
           │ another protocol, another identity,                                         │
           ▼ no hello in time                    CATCHING_UP ──last page──▶ LIVE ◀──last page
-        CLOSED ◀── close: replaced, node deleted, hub stopping, a job failed,    │  ▲
+        CLOSED ◀── close: replaced, node deleted, resync, hub stopping, a job failed,│  ▲
                    a report it cannot read, too many bad frames                 ▼  │
                                               feed overflowed: re-read from `sent` (CATCHING_UP,
                                               or SNAPSHOTTING when the log was compacted past it)
@@ -113,6 +114,7 @@ class HubSession:
         "_live_overflowed",
         "_read_after",
         "_reports",
+        "_resync",
         "_snapshot_head",
         "acked",
         "bad_frames",
@@ -151,6 +153,7 @@ class HubSession:
         self._read_after = 0
         self._catch_up = NodeBacklog("")
         self._snapshot_head = 0
+        self._resync = False
         self._reports: list[protocol.Report] = []
 
     @property
@@ -296,6 +299,13 @@ class HubSession:
             return []
         return [self._close(protocol.CLOSE_NODE_DELETED, "the Node was deleted; register again")]
 
+    def resync_requested(self) -> list[Command]:
+        """An operator asked for a resync (it is recorded for the next hello): close, so the
+        edge reconnects at once."""
+        if self.closed:
+            return []
+        return [self._close(protocol.CLOSE_RESYNC, "resync requested; reconnect for a snapshot")]
+
     def stopping(self) -> list[Command]:
         if self.closed:
             return []
@@ -344,11 +354,13 @@ class HubSession:
             self._close(protocol.CLOSE_INTERNAL, f"the hub failed: {what}"),
         ]
 
-    def registered(self, report_seq: int) -> list[Command]:
-        """Register committed; the hub holds the node's outbox up to ``report_seq``."""
+    def registered(self, report_seq: int, resync: bool = False) -> list[Command]:
+        """Register committed; the hub holds the node's outbox up to ``report_seq``.
+        ``resync``: an operator asked for one, so the node gets a snapshot whatever it holds."""
         if self.state is not HubState.REGISTERING:
             return []
         self.report_seq = report_seq
+        self._resync = resync
         self.state = HubState.RESUMING
         assert self.hello is not None
         return [ReadLog(self.hello.revision, self.page)]
@@ -366,8 +378,14 @@ class HubSession:
     def _resume(self, rows: Sequence[ChangeRow], compacted: int, head: int) -> list[Command]:
         assert self.hello is not None
         revision = self.hello.revision
-        if revision < compacted or revision > head:
-            why = "older than the change log" if revision < compacted else "ahead of the hub"
+        if self._resync or revision < compacted or revision > head:
+            why = (
+                "an operator asked for a resync"
+                if self._resync
+                else "older than the change log"
+                if revision < compacted
+                else "ahead of the hub"
+            )
             return [
                 Log(INFO, f"resuming at revision {revision} (hub at {head}): snapshot, {why}"),
                 Send(protocol.Welcome("snapshot", head, self.report_seq)),

@@ -113,6 +113,12 @@ def _closed(ended: Ended, node: str, url: str) -> Verdict:
             message=f"another connection for node {node} replaced this one: is a second "
             "edgecore using this node name? Backing off",
         )
+    if code == protocol.CLOSE_RESYNC:
+        return Verdict(
+            retry=True,
+            message="the hub asked for a resync; reconnecting to take a snapshot",
+            reset_backoff=True,
+        )
     if code == protocol.CLOSE_NODE_DELETED:
         return Verdict(
             retry=True,

@@ -68,6 +68,18 @@ def test_a_hello_registers_the_node_then_resumes_from_its_revision() -> None:
     assert "resuming at revision 3 (hub at 9): changes" in logs(out)
 
 
+def test_a_resync_requested_by_an_operator_gives_a_snapshot_whatever_the_edge_holds() -> None:
+    """The edge holds revision 5, within the log: without the request it would get changes;
+    with it, a snapshot, and the log says why."""
+    s = HubSession()
+    s.receive(hello(revision=5))
+    assert s.registered(2, resync=True) == [ReadLog(5, PAGE)]
+    out = s.log_read([], 0, 9)
+    assert sent(out)[0] == protocol.Welcome("snapshot", 9, 2)
+    assert s.state is HubState.SNAPSHOTTING
+    assert "snapshot, an operator asked for a resync" in logs(out)
+
+
 @pytest.mark.parametrize(
     ("first", "code"),
     [
@@ -367,10 +379,11 @@ def test_too_many_bad_frames_close_the_session() -> None:
     [
         (lambda s: s.replaced("10.0.0.2:5000"), protocol.CLOSE_REPLACED),
         (lambda s: s.node_deleted(), protocol.CLOSE_NODE_DELETED),
+        (lambda s: s.resync_requested(), protocol.CLOSE_RESYNC),
         (lambda s: s.stopping(), protocol.CLOSE_GOING_AWAY),
         (lambda s: s.job_failed(ReadLog(0, PAGE), "database is locked"), protocol.CLOSE_INTERNAL),
     ],
-    ids=["replaced", "node-deleted", "stopping", "job-failed"],
+    ids=["replaced", "node-deleted", "resync", "stopping", "job-failed"],
 )
 def test_a_session_ends_with_a_close_code_that_says_why(event, code: int) -> None:
     """Each ending closes with its own code (the edge's reconnect policy reads it); once

@@ -103,6 +103,12 @@ def test_a_deleted_node_registers_again_at_once() -> None:
     assert "deleted on the hub" in result.message
 
 
+def test_a_resync_request_reconnects_at_once() -> None:
+    result = verdict(Ended(Cause.CLOSED, close_code=protocol.CLOSE_RESYNC, welcomed=True))
+    assert result.retry and result.reset_backoff
+    assert "asked for a resync" in result.message
+
+
 def test_tls_refusals_stop_the_link_with_what_to_do() -> None:
     """A hub whose certificate does not verify, or a hub refusing ours: no retry can help."""
     untrusted = classify(Ended(Cause.HUB_NOT_TRUSTED, "self-signed certificate"), "edge-1", URL)
