@@ -33,6 +33,7 @@ from edgeward.protocol import (
     MAX_NODE_INFO_BYTES,
     MAX_SEQ,
     TOPIC_DEVICE_STATE,
+    TOPIC_NODE_OUTAGE,
     TOPIC_NODE_STATUS,
     TOPIC_TWIN_REPORTED,
     TOPIC_UPLOAD,
@@ -109,6 +110,41 @@ def _node_status_report(tx: Tx, node: str, item: ReportItem) -> None:
     tx.replace_status(NODE, None, node, status, current=current)
 
 
+#: Outage reports kept on a Node, newest first.
+KEPT_OUTAGES = 5
+_OUTAGE_COUNTERS = ("restarts", "buffered", "coalesced", "expired", "dropped", "servedLocally")
+
+
+def _node_outage_report(tx: Tx, node: str, item: ReportItem) -> None:
+    """A node's time alone (edgecore/outage.py): kept on its Node, the last few."""
+    body = item.body
+    start, end = body.get("start"), body.get("end")
+    if (
+        not all(
+            isinstance(t, int | float) and not isinstance(t, bool) and 0 < t < 1e11
+            for t in (start, end)
+        )
+        or end < start
+    ):
+        raise ReportRefused("node/outage: start and end must be times, start before end")
+    outage: dict[str, Any] = {"start": rfc3339(start), "end": rfc3339(end)}
+    for counter in _OUTAGE_COUNTERS:
+        value = body.get(counter, 0)
+        if type(value) is not int or not 0 <= value <= storable.INT64_MAX:
+            raise ReportRefused(f"node/outage: {counter} must be a count")
+        outage[counter] = value
+    outage["durationSeconds"] = round(end - start, 3)
+    current = tx.get(NODE, None, node)
+    if current is None:
+        return
+    status = dict(current.get("status", {}))
+    kept = [o for o in status.get("outages") or [] if o.get("start") != outage["start"]]
+    status["outages"] = sorted([outage, *kept], key=lambda o: o["start"], reverse=True)[
+        :KEPT_OUTAGES
+    ]
+    tx.replace_status(NODE, None, node, status, current=current)
+
+
 def _check_positions(items: tuple[ReportItem, ...], acked_revision: int) -> None:
     """Refuse seqs and revisions no column may hold (the session checks them first; this is
     the last line: one stored position past them poisons the node for good)."""
@@ -165,6 +201,7 @@ REPORT_HANDLERS: dict[str, ReportHandler] = {
     TOPIC_TWIN_REPORTED: devicestatus.twin_reported,
     TOPIC_DEVICE_STATE: devicestatus.device_state,
     TOPIC_UPLOAD: events.record_upload,
+    TOPIC_NODE_OUTAGE: _node_outage_report,
 }
 
 

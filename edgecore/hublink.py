@@ -122,6 +122,8 @@ class HubLink:
                 if expired is not None:
                     raise LinkStopped(expired)
             verdict, welcomed = await self._attempt(url)
+            if welcomed:  # the link was live: the node is alone from now
+                await self.db.call(self.db.store.outage_lost)
             self.retrying = True
             if not verdict.retry:
                 raise LinkStopped(verdict.message)
@@ -289,6 +291,7 @@ class HubLink:
         try:
             if isinstance(job, AlignOutbox):
                 await db.call(db.store.align_outbox, job.report_seq)
+                await db.call(db.store.outage_closed)
                 commands = core.aligned()
                 self._live_since = self.clock()
                 self.connected.set()

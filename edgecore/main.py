@@ -193,6 +193,7 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
     except ConfigError:
         store.close()
         raise
+    store.outage_started()  # alone until the hub welcomes it (edgecore.outage)
     db = StoreThread(store)
     outbox_wake = asyncio.Event()
     twins = TwinService(store, config.node_name)

@@ -32,10 +32,15 @@ from typing import Any, NamedTuple, TypeVar
 
 from edgecore import outboxrows
 from edgecore.drops import Drops
+from edgecore.outage import TOPIC as OUTAGE_TOPIC
+from edgecore.outage import OutageLog
 from edgeward.errors import ConfigError
-from edgeward.protocol import MAX_FRAME_BYTES, Change, ReportItem
+from edgeward.protocol import MAX_FRAME_BYTES, TOPIC_NODE_STATUS, Change, ReportItem
 
 T = TypeVar("T")
+
+#: The node's own rows, which an outage report does not count as reports it buffered.
+UNCOUNTED = frozenset({TOPIC_NODE_STATUS, OUTAGE_TOPIC})
 
 #: A row's share of the outbox quota: the bytes of its topic, key and body as stored.
 ROW_BYTES = (
@@ -176,6 +181,8 @@ class EdgeStore:
         self.outbox_bytes = 0
         self._count_outbox_bytes()
         self._transaction.on_rollback = self._count_outbox_bytes
+        #: The open outage, counting what the node does alone (edgecore.outage).
+        self.outages = OutageLog(self._meta, self._set_meta, clock)
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -363,7 +370,9 @@ class EdgeStore:
         if text is None:
             return None
         with self._tx():
-            self._delete("DELETE FROM outbox WHERE key = ?", (key,))
+            self.outages.count(
+                "coalesced", self._delete("DELETE FROM outbox WHERE key = ?", (key,))
+            )
             return self._append(topic, key, text)
 
     def report_event(self, topic: str, body: dict[str, Any]) -> int | None:
@@ -382,6 +391,8 @@ class EdgeStore:
         )
         assert cur.lastrowid is not None
         self.outbox_bytes += _row_bytes(topic, key, text)
+        if topic not in UNCOUNTED:
+            self.outages.count("buffered")
         self._keep_quota()
         return cur.lastrowid
 
@@ -418,6 +429,7 @@ class EdgeStore:
                     break
             dropped += self._delete("DELETE FROM outbox WHERE key IS NULL AND seq <= ?", (last,))
         if dropped:
+            self.outages.count("dropped", dropped)
             self.outbox_drops.add(
                 "quota",
                 f"outbox: over its quota of {self.limits.quota_bytes / 2**20:g} MiB; deleted "
@@ -432,6 +444,7 @@ class EdgeStore:
                 "DELETE FROM outbox WHERE key IS NULL AND created < ?",
                 (self.clock() - self.limits.event_ttl,),
             )
+            self.outages.count("expired", expired)
         if expired:
             self.outbox_drops.add(
                 "expired",
@@ -471,14 +484,17 @@ class EdgeStore:
             if text is not None:
                 written.append((topic, key, text, created))
         with self._tx():
-            for _, key, _, _ in written:
+            for topic, key, _, _ in written:
                 if key is not None:
-                    self._delete("DELETE FROM outbox WHERE key = ?", (key,))
+                    replaced = self._delete("DELETE FROM outbox WHERE key = ?", (key,))
+                    if topic not in UNCOUNTED:
+                        self.outages.count("coalesced", replaced)
             self.db.executemany(
                 "INSERT INTO outbox (topic, key, body, created, checked) VALUES (?, ?, ?, ?, 1)",
                 written,
             )
             self.outbox_bytes += sum(_row_bytes(t, k, text) for t, k, text, _ in written)
+            self.outages.count("buffered", sum(t not in UNCOUNTED for t, _, _, _ in written))
             self._keep_quota()
 
     def pending(
@@ -558,6 +574,7 @@ class EdgeStore:
         try:
             with self._tx():
                 self._delete("DELETE FROM outbox WHERE seq <= ?", (seq,))
+                self.outages.live()
         finally:
             self.db.execute("PRAGMA synchronous=FULL")
 
@@ -619,6 +636,24 @@ class EdgeStore:
     def delete_twins(self, device_ids: Iterable[str]) -> None:
         with self._tx():
             self.db.executemany("DELETE FROM twins WHERE device_id = ?", [(d,) for d in device_ids])
+
+    # -- outages (edgecore.outage) ------------------------------------------------
+
+    def outage_started(self) -> None:
+        with self._tx():
+            self.outages.started()
+
+    def outage_lost(self) -> None:
+        with self._tx():
+            self.outages.lost()
+
+    def outage_closed(self) -> dict[str, Any] | None:
+        """The link is live: close the open outage, queuing its report when it has one."""
+        with self._tx():
+            report = self.outages.close()
+            if report is not None:
+                self.report_state(OUTAGE_TOPIC, f"outage/{report['start']!r}", report)
+        return report
 
     def cache_digest(self) -> tuple[int, str]:
         """The revision the cache is at and the digest of what it holds (edgeward.sync)."""

@@ -103,6 +103,7 @@ class TwinService:
                     log.info("refused %s: %s", msg.topic, outcome.error)
                 _absorb(outcome, batch)
             self._write(batch)
+            self.store.outages.count("servedLocally", len(batch.publish))
         self.adopt(batch)
         return batch.publish
 

@@ -73,6 +73,7 @@ TOPIC_NODE_STATUS = "node/status"
 TOPIC_TWIN_REPORTED = "twin/reported"
 TOPIC_DEVICE_STATE = "device/state"
 TOPIC_UPLOAD = "upload"
+TOPIC_NODE_OUTAGE = "node/outage"
 
 
 def _want(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:

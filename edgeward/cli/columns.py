@@ -18,6 +18,7 @@ from edgeward.cli.output import (
     cell,
     dig,
     human_bytes,
+    long_duration,
     truncate,
 )
 from edgeward.cli.twin import sync_state
@@ -163,7 +164,19 @@ def _node_wide(obj: dict[str, Any], now: float) -> list[str]:
         usage_summary(obj, "memoryBytes"),
         usage_summary(obj, "diskBytes"),
         cache_state(obj),
+        last_outage(obj, now),
     ]
+
+
+def last_outage(node: dict[str, Any], now: float) -> str:
+    """``3h12m, 2d ago``: how long the node's last outage lasted and when it ended."""
+    outages = as_list(dig(node, "status", "outages"))
+    if not outages or not isinstance(outages[0], dict):
+        return NONE
+    last = outages[0]
+    duration = last.get("durationSeconds")
+    lasted = long_duration(duration) if isinstance(duration, int | float) else DASH
+    return f"{lasted}, {age(last.get('end'), now, DASH)} ago"
 
 
 def cache_state(node: dict[str, Any]) -> str:
@@ -195,7 +208,7 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], Row, tuple[str, ...], Row]] = {
     NODE.name: (
         ("NAME", "STATUS", "AGE", "VERSION"),
         _node,
-        ("LAST-HEARTBEAT", "CPU", "MEMORY", "DISK", "CACHE"),
+        ("LAST-HEARTBEAT", "CPU", "MEMORY", "DISK", "CACHE", "LAST-OUTAGE"),
         _node_wide,
     ),
 }

@@ -17,6 +17,7 @@ from edgeward.cli.output import (
     cell,
     dig,
     human_bytes,
+    outage_summary,
     parse_time,
     render_table,
 )
@@ -157,6 +158,11 @@ def _node(lines: list[str], obj: dict[str, Any], now: float) -> None:
             f"{cell(cache.get('state'))} at revision {cell(cache.get('revision'))} "
             f"(checked {_when(cache.get('checkedTime'), now)})",
         )
+    outages = [o for o in as_list(status.get("outages")) if isinstance(o, dict)]
+    if outages:
+        lines.append("Outages:")
+        for outage in outages:
+            lines.append(f"{INDENT}{cell(outage.get('start'))}  {outage_summary(outage)}")
     outbox = as_dict(status.get("outbox"))
     if outbox:
         _field(lines, "Outbox", _outbox(outbox, usage))

@@ -32,6 +32,40 @@ def short_duration(seconds: float) -> str:
     return f"{s // (365 * 86400)}y"
 
 
+def long_duration(seconds: float) -> str:
+    """How long something lasted, to the minute: ``45s``, ``3m``, ``3h12m``, ``2d4h``."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def outage_summary(outage: dict[str, Any]) -> str:
+    """``offline 3h12m, 2 restarts, 41,220 reports, 0 dropped`` (a node's outage report)."""
+
+    def n(key: str) -> int:
+        value = outage.get(key)
+        return value if type(value) is int else 0
+
+    duration = outage.get("durationSeconds")
+    lasted = long_duration(duration) if isinstance(duration, int | float) else "?"
+    restarts = n("restarts")
+    text = (
+        f"offline {lasted}, {restarts} restart{'' if restarts == 1 else 's'}, "
+        f"{n('buffered'):,} reports, {n('dropped') + n('expired'):,} dropped"
+    )
+    extra = [
+        f"{n(key):,} {what}"
+        for key, what in (("coalesced", "coalesced"), ("servedLocally", "served locally"))
+        if n(key)
+    ]
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
 def parse_time(value: Any) -> float | None:
     """Epoch seconds of an RFC 3339 timestamp, or None when it is missing or unreadable."""
     if not isinstance(value, str) or not value:

@@ -253,8 +253,8 @@ def test_get_nodes_with_missing_status(hub: Hub) -> None:
     assert table[0] == ["NAME", "STATUS", "AGE", "VERSION"]
     assert [table[1][0], table[1][1], table[1][3]] == ["edge-9", "Unknown", "<none>"]
     wide = lines_of(run("get", "nodes", "-o", "wide", hub=hub).stdout)
-    assert wide[0][-5:] == ["LAST-HEARTBEAT", "CPU", "MEMORY", "DISK", "CACHE"]
-    assert wide[1][-5:] == ["<none>"] * 5
+    assert wide[0][-6:] == ["LAST-HEARTBEAT", "CPU", "MEMORY", "DISK", "CACHE", "LAST-OUTAGE"]
+    assert wide[1][-6:] == ["<none>"] * 6
 
 
 # -- describe ------------------------------------------------------------------------

@@ -721,3 +721,58 @@ def test_the_flush_shares_a_group_batch(store: Store, registry: NodeRegistry) ->
     assert asyncio.run(scenario()) == 1
     assert len(commits) == before + 1  # edge-b's revision and the flush: one commit
     assert stored_lease(store)[1:3] == (77.0, 2)
+
+
+def outage_item(seq: int, at: float, **fields: Any) -> ReportItem:
+    body = {"start": at, "end": at + 600, "restarts": 1, "buffered": 41_220, **fields}
+    return ReportItem(seq=seq, topic="node/outage", key=f"outage/{at}", body=body)
+
+
+def test_outage_reports_are_kept_on_the_node_newest_first(
+    store: Store, registry: NodeRegistry
+) -> None:
+    registry.register("edge-a", INFO)
+    items = tuple(outage_item(seq, T0 + 1000 * seq) for seq in range(1, 8))
+    assert registry.record_reports("edge-a", items, 0) == (7, ())
+    outages = get_node(store)["status"]["outages"]
+    assert len(outages) == 5
+    assert [o["start"] for o in outages] == [rfc3339(T0 + 1000 * s) for s in (7, 6, 5, 4, 3)]
+    assert outages[0] == {
+        "start": rfc3339(T0 + 7000),
+        "end": rfc3339(T0 + 7600),
+        "restarts": 1,
+        "buffered": 41_220,
+        "coalesced": 0,
+        "expired": 0,
+        "dropped": 0,
+        "servedLocally": 0,
+        "durationSeconds": 600.0,
+    }
+    # the same outage again (a replay under a new seq) replaces itself, nothing more
+    registry.record_reports("edge-a", (outage_item(8, T0 + 7000, buffered=5),), 0)
+    outages = get_node(store)["status"]["outages"]
+    assert len(outages) == 5 and outages[0]["buffered"] == 5
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"start": "yesterday"},
+        {"end": T0 - 1},  # before its start
+        {"start": True},
+        {"start": float("inf")},
+        {"restarts": -1},
+        {"buffered": 2**63},
+        {"dropped": 1.5},
+        {"coalesced": "many"},
+    ],
+)
+def test_an_outage_report_that_cannot_be_kept_is_refused_and_the_rest_go_on(
+    store: Store, registry: NodeRegistry, fields: dict[str, Any]
+) -> None:
+    registry.register("edge-a", INFO)
+    bad = outage_item(1, T0, **fields)
+    high, rejected = registry.record_reports("edge-a", (bad, outage_item(2, T0 + 5)), 0)
+    assert high == 2 and [r.seq for r in rejected] == [1]
+    assert "node/outage" in rejected[0].reason
+    assert [o["start"] for o in get_node(store)["status"]["outages"]] == [rfc3339(T0 + 5)]
