@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from devicetwin import Publish
 from edgecore import credentials
 from edgecore.config import HubLinkConfig
+from edgecore.drops import Drops
 from edgecore.store import StoreThread
 from edgecore.transport import connect_hub
 from edgecore.twins import TwinService
@@ -96,6 +97,8 @@ class HubLink:
         self.endpoint = config.endpoints[0]
         self.retrying = False
         self._live_since: float | None = None
+        #: Local failures the link rides over, logged at a limited rate.
+        self._problems = Drops(log)
 
     def summary(self) -> str:
         """The link's state in a few words, for the daemon's status line."""
@@ -309,7 +312,12 @@ class HubLink:
             if isinstance(job, ReadOutbox):
                 return core.outbox_read(await db.call(db.store.pending, job.after))
             assert isinstance(job, DeleteAcked)
-            await db.call(db.store.acknowledge, job.seq)
+            try:
+                await db.call(db.store.acknowledge, job.seq)
+            except sqlite3.OperationalError as exc:
+                # Rows the hub holds that cannot be deleted now (a full disk): harmless, they
+                # are deleted when the session next aligns the outbox; the link stays up.
+                self._problems.add("delete-acked", f"could not delete acknowledged rows: {exc}")
             if job.rejected:
                 await db.call(db.store.count_rejected, len(job.rejected))
             self.outbox_wake.set()

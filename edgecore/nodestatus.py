@@ -6,12 +6,14 @@ import asyncio
 import logging
 import platform
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 import edgeward
+from edgecore.drops import Drops
 from edgecore.store import StoreThread
 from edgeward.protocol import TOPIC_NODE_STATUS
 
@@ -59,6 +61,7 @@ async def report_forever(
 ) -> None:
     """Queue a node status report every ``interval`` seconds; only the latest is kept.
     Expired events leave the outbox first, so the report counts them."""
+    problems = Drops(log)
     while True:
         try:
             status = await asyncio.to_thread(node_status, data_dir)
@@ -70,6 +73,8 @@ async def report_forever(
             status["usage"].update(cacheRevision=revision, cacheDigest=digest)
             await db.call(db.store.report_state, TOPIC_NODE_STATUS, NODE_STATUS_KEY, status)
             outbox_wake.set()
+        except sqlite3.OperationalError as exc:  # a full disk: one line a minute, not a trace
+            problems.add("store", f"node status: could not queue a report ({exc}); trying again")
         except Exception:
             log.exception("node status: could not queue a report; trying again next interval")
         await asyncio.sleep(interval)

@@ -176,6 +176,8 @@ class EdgeStore:
         #: Outbox rows refused when written (too_large, unstorable) or deleted unsent
         #: (quarantined), by reason: see the outbox section.
         self.outbox_drops = Drops(log)
+        #: Failures logged at a limited rate that drop nothing (outage bookkeeping).
+        self._problems = Drops(log)
         self._migrate()
         #: Bytes the outbox's rows take (ROW_BYTES), kept current by every write and delete.
         self.outbox_bytes = 0
@@ -639,21 +641,35 @@ class EdgeStore:
 
     # -- outages (edgecore.outage) ------------------------------------------------
 
+    # Outage bookkeeping is best effort: a full disk must not stop the hub link or the
+    # daemon over it. A failed write leaves memory as the disk has it.
+
     def outage_started(self) -> None:
-        with self._tx():
-            self.outages.started()
+        self._outage_step(self.outages.started)
 
     def outage_lost(self) -> None:
-        with self._tx():
-            self.outages.lost()
+        self._outage_step(self.outages.lost)
 
     def outage_closed(self) -> dict[str, Any] | None:
         """The link is live: close the open outage, queuing its report when it has one."""
-        with self._tx():
+
+        def close() -> dict[str, Any] | None:
             report = self.outages.close()
             if report is not None:
                 self.report_state(OUTAGE_TOPIC, f"outage/{report['start']!r}", report)
-        return report
+            return report
+
+        return self._outage_step(close)
+
+    def _outage_step(self, step: Callable[[], T]) -> T | None:
+        before = None if self.outages.open is None else dict(self.outages.open)
+        try:
+            with self._tx():
+                return step()
+        except sqlite3.OperationalError as exc:
+            self.outages.open = before
+            self._problems.add("outage", f"could not record the node's outage: {exc}")
+            return None
 
     def cache_digest(self) -> tuple[int, str]:
         """The revision the cache is at and the digest of what it holds (edgeward.sync)."""

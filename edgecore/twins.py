@@ -15,14 +15,18 @@ would leave, for a fraction of the JSON encoding and SQL.
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from devicetwin import Context, DeviceTwin, Outcome, Publish, apply_cloud, handle_message
+from devicetwin import Context, DeviceTwin, Outcome, Publish, apply_cloud, handle_message, topics
+from devicetwin.payloads import ErrorResult
+from edgecore.drops import Drops
 from edgecore.store import Applied, EdgeStore
 from edgeward.kinds import DEVICE, DEVICE_MODEL
 
@@ -71,6 +75,10 @@ class TwinService:
         self._twins: dict[str, DeviceTwin] = {
             k: DeviceTwin.from_dict(v) for k, v in store.iter_twins()
         }
+        #: Mapper updates refused because edge.db could not store them, by reason.
+        self.unstored = Drops(log)
+        self._unstored_since: int | None = None
+        self._unstored_count = 0
 
     def _context(self) -> Context:
         return Context(node=self.node, now_ms=self._clock_ms(), new_id=self._new_id)
@@ -93,7 +101,57 @@ class TwinService:
         return members
 
     def handle_messages(self, messages: Iterable[Inbound]) -> list[Publish]:
-        """Apply mapper messages in one transaction; returns the replies to publish."""
+        """Apply mapper messages in one transaction; returns the replies to publish.
+
+        When edge.db cannot take the batch (a full disk, an I/O error), every message is
+        still answered from memory: reads (twin get, membership) as always, and whatever
+        would have been stored with an error result where the protocol has one; counted
+        and logged once a minute (:meth:`_answer_unstored`). Each batch tries the disk
+        first, so the edge takes updates again by itself once space returns.
+        """
+        messages = list(messages)
+        try:
+            replies = self._apply_messages(messages)
+        except sqlite3.OperationalError as exc:
+            if not _is_storage_failure(exc):
+                raise
+            return self._answer_unstored(messages, str(exc))
+        if self._unstored_since is not None:
+            log.warning(
+                "edge.db takes mapper updates again (after %d refused)", self._unstored_count
+            )
+            self._unstored_since = None
+            self._unstored_count = 0
+        return replies
+
+    def _answer_unstored(self, messages: list[Inbound], reason: str) -> list[Publish]:
+        batch = TwinBatch()
+        lookup, members = self._lookup(batch), self._members(batch)
+        replies: list[Publish] = []
+        refused = 0
+        for msg in messages:
+            outcome = handle_message(msg.topic, msg.payload, self._context(), lookup, members)
+            if not (outcome.updated or outcome.removed or outcome.reports):
+                replies.extend(outcome.publish)  # a read, or a refusal: nothing to store
+                continue
+            refused += 1
+            reply = _not_stored(msg, self._clock_ms())
+            if reply is not None:
+                replies.append(reply)
+        if refused:
+            if self._unstored_since is None:
+                self._unstored_since = self._clock_ms()
+            self._unstored_count += refused
+            self.unstored.add(
+                "storage",
+                f"edge.db cannot store mapper updates ({reason}): {refused} answered with an "
+                "error and not applied; twins and membership are still served from the "
+                "cache, and updates are taken again once the disk has room",
+                refused,
+            )
+        return replies
+
+    def _apply_messages(self, messages: list[Inbound]) -> list[Publish]:
         batch = TwinBatch()
         lookup, members = self._lookup(batch), self._members(batch)
         with self.store.transaction():
@@ -177,6 +235,36 @@ def _absorb(outcome: Outcome, batch: TwinBatch) -> None:
         batch.twins[device_id] = None
     batch.reports.extend((r.topic, r.key, r.body) for r in outcome.reports)
     batch.publish.extend(outcome.publish)
+
+
+#: What a mapper is told when an update could not be stored (ours: KubeEdge has none).
+NOT_STORED = (
+    "the edge could not store this update (its disk is full or failing); it was not "
+    "applied: send it again later"
+)
+
+
+def _not_stored(msg: Inbound, now_ms: int) -> Publish | None:
+    """The error result for an update that was not stored, on the reply topic the protocol
+    has for it (twin updates); None for messages KubeEdge answers with nothing."""
+    route = topics.match(msg.topic)
+    if route is None or route.action is not topics.Action.TWIN_UPDATE:
+        return None
+    try:
+        event_id = json.loads(msg.payload).get("event_id", "")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        event_id = ""
+    result = ErrorResult(event_id if isinstance(event_id, str) else "", now_ms, 500, NOT_STORED)
+    return Publish(topics.device_topic(route.device_id, "twin/update/result"), result.to_wire())
+
+
+def _is_storage_failure(exc: sqlite3.OperationalError) -> bool:
+    """SQLite could not write: a full disk, or an I/O error (not a bug, not a lock)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+    text = str(exc)
+    return "disk is full" in text or "disk I/O error" in text
 
 
 def _model_ref(device: dict) -> str | None:

@@ -247,6 +247,10 @@ FULL_NODE_STATUS = {
         "memoryBytes": int(1.2 * 1024**3),
         "diskBytes": int(20.5 * 1024**3),
     },
+    "cache": {"state": "Synced", "revision": 12},
+    "outages": [
+        {"start": "2027-01-14T04:00:00Z", "end": "2027-01-15T07:12:00Z", "durationSeconds": 11520}
+    ],
 }
 
 
@@ -262,6 +266,8 @@ def test_node_columns_with_everything() -> None:
         "CPU",
         "MEMORY",
         "DISK",
+        "CACHE",
+        "LAST-OUTAGE",
     ]
     assert columns.row(NODE, n, NOW, wide=True) == [
         "edge-1",
@@ -272,6 +278,8 @@ def test_node_columns_with_everything() -> None:
         "12%/4",
         "1.2Gi/7.6Gi",
         "20.5Gi/64Gi",
+        "Synced",
+        "3h12m, 48m ago",
     ]
 
 
@@ -301,6 +309,8 @@ def test_node_columns_with_partial_status() -> None:
         "<none>",
         "-/2",
         "-/1Gi",
+        "<none>",
+        "<none>",
         "<none>",
     ]
 

@@ -1,0 +1,109 @@
+"""A gateway whose disk fills up: edgecore keeps answering mappers from its cache, refuses
+what it cannot store with an error result (one log line, not one per message), keeps its
+MQTT session, and takes updates again by itself once there is room. Real edgecore, hub and
+Mosquitto; edge.db on a small tmpfs of its own, filled to the last byte."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_twins import NS, D, device, model, reported, twins_of, update
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import FakeMapper
+from tests.support.procs import Hub, wait_for
+
+RESULT = f"{D}/full/twin/update/result"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs (mounting one needs root, as CI runs)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where = tmp_path / "disk"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of ``disk``: the file to delete to give them back."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_survived_and_recovered_from_without_help(
+    hub: Hub, start_edge: Any, mqtt_broker: Mosquitto, small_disk: Path, tmp_path: Path
+) -> None:
+    assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
+    assert hub.request("POST", f"{NS}/devices", device("full", "edge-df"))[0] == 201
+    edge = start_edge("edge-df", "--data-dir", str(small_disk / "edge"), mqtt=mqtt_broker)
+    mapper = FakeMapper(
+        mqtt_broker,
+        RESULT,
+        f"{D}/full/twin/get/result",
+        "$hw/events/node/edge-df/membership/get/result",
+    )
+    try:
+        wait_for(
+            lambda: twins_of(hub, "full").get("target", {}).get("observedDesired"),
+            20,
+            "the edge to take the device",
+        )
+        mapper.publish(f"{D}/full/twin/update", update("before", temperature="20.5"))
+        assert "code" not in mapper.expect(RESULT)
+
+        filler = fill(small_disk)
+        refused = None
+        for i in range(400):  # the WAL may hold room for a few: until one is refused
+            mapper.publish(f"{D}/full/twin/update", update(f"full-{i}", temperature=f"{i}.5"))
+            answer = mapper.expect(RESULT)
+            if answer.get("code") == 500:
+                refused = answer
+                break
+        assert refused is not None, "the full disk never refused an update"
+        assert refused["event_id"].startswith("full-")
+        assert "could not store this update" in refused["reason"]
+        for i in range(20):  # more, all answered; none stored
+            mapper.publish(f"{D}/full/twin/update", update(f"more-{i}", temperature="99.5"))
+            assert mapper.expect(RESULT)["code"] == 500
+        # reads are served from the cache meanwhile
+        mapper.publish(f"{D}/full/twin/get", {"event_id": "g1", "timestamp": 0})
+        got = mapper.expect(f"{D}/full/twin/get/result")
+        assert got["event_id"] == "g1" and "temperature" in got["twin"]
+        mapper.publish("$hw/events/node/edge-df/membership/get", {"event_id": "m1"})
+        members = mapper.expect("$hw/events/node/edge-df/membership/get/result")
+        assert [d["name"] for d in members["devices"]] == ["full"]
+        log = (tmp_path / "edge-df.log").read_text()
+        assert log.count("edge.db cannot store mapper updates") == 1
+        assert "MQTT: connected" in log and log.count("MQTT: connected") == 1
+        assert "reconnecting" not in log, "the hub link must stay up"
+
+        filler.unlink()  # room again
+        wait_for(lambda: _stored(mapper, "after", "42.5"), 30, "an update to be stored again")
+        wait_for(lambda: reported(hub, "full", "temperature") == "42.5", 30, "it to reach the hub")
+        assert "edge.db takes mapper updates again" in (tmp_path / "edge-df.log").read_text()
+        assert edge.proc.poll() is None
+    finally:
+        mapper.close()
+
+
+def _stored(mapper: FakeMapper, event: str, value: str) -> bool:
+    mapper.publish(f"{D}/full/twin/update", update(event, temperature=value))
+    return "code" not in mapper.expect(RESULT)
