@@ -1,4 +1,4 @@
-# Edgeward: make demo | make test | make bench | make lint | make sim | make deb | make package-test
+# Edgeward: make demo | make test | make bench | make lint | make sim | make chaos | make deb | make package-test
 # Each target sets up what it needs on a fresh Debian machine with Python 3.11+.
 
 PYTHON ?= python3
@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench sim clean system-deps package-deps deb package-test
+.PHONY: demo test lint bench sim chaos clean system-deps package-deps deb package-test
 
 # make sim: seeds 0..SEEDS-1 of the fault simulation, or replay one with SEED=S
 SEEDS ?= 20000
@@ -63,6 +63,11 @@ package-test: $(STAMP) system-deps package-deps
 lint: $(STAMP)
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/ruff format --check .
+
+# make chaos: the long chaos run (1,000 faults, a new seed each time; SEED=S replays one)
+CHAOS_FAULTS ?= 1000
+chaos: $(STAMP) system-deps
+	$(BIN)/python -m tests.chaos --faults $(CHAOS_FAULTS) $(if $(SEED),--seed $(SEED))
 
 sim: $(STAMP)
 	$(BIN)/python -m tests.sim $(if $(SEED),--seed $(SEED) --verbose,--seeds $(SEEDS))

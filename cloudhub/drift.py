@@ -8,7 +8,9 @@ node connected to it whose (revision, digest) it has not judged yet:
   (the edge has not got everything yet: it will report again), nor when the log was
   compacted past it or the revision is ahead of the hub;
 - otherwise what the node should hold at that revision is what is routed to it now, and
-  the hub digests that: equal is ``Synced``, different is ``Drift``.
+  the hub digests that the way the edge does (bodies without their status and
+  resourceVersion: edgeward.sync.cache_digest): equal is ``Synced``, different is
+  ``Drift``.
 
 The verdict goes on the Node (``status.cache``: state, revision, checkedTime) only when
 it changes, so a steady fleet adds no revisions. ``edgeward resync NODE`` (POST
@@ -19,6 +21,7 @@ which replaces its cache; a connected node is closed so it reconnects at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -60,12 +63,12 @@ def judge(store: Store, node: str, edge_revision: int, edge_digest: str) -> str 
         ).scalar_one()
         if later:
             return None
-        keys = conn.execute(
-            select(
-                objects.c.kind, objects.c.namespace, objects.c.name, objects.c.resource_version
-            ).where(routed)
+        rows = conn.execute(
+            select(objects.c.kind, objects.c.namespace, objects.c.name, objects.c.body).where(
+                routed
+            )
         ).all()
-    ours = cache_digest(sorted((k, ns, n, int(rv)) for k, ns, n, rv in keys))
+    ours = cache_digest((k, ns, n, json.loads(body)) for k, ns, n, body in rows)
     return SYNCED if ours == edge_digest else DRIFT
 
 

@@ -183,6 +183,8 @@ class EdgeStore:
         self.outbox_bytes = 0
         self._count_outbox_bytes()
         self._transaction.on_rollback = self._count_outbox_bytes
+        #: (revision, digest) of the cache, as last computed (cache_digest).
+        self._digest: tuple[int, str] | None = None
         #: The open outage, counting what the node does alone (edgecore.outage).
         self.outages = OutageLog(self._meta, self._set_meta, clock)
 
@@ -672,14 +674,17 @@ class EdgeStore:
             return None
 
     def cache_digest(self) -> tuple[int, str]:
-        """The revision the cache is at and the digest of what it holds (edgeward.sync)."""
+        """The revision the cache is at and the digest of what it holds (edgeward.sync),
+        computed again only when the revision moved."""
         from edgeward.sync import cache_digest
 
         with self._tx():  # one snapshot: the revision and the objects agree
-            keys = sorted(
-                self.db.execute("SELECT kind, namespace, name, resource_version FROM objects")
-            )
-            return self.revision(), cache_digest(keys)
+            revision = self.revision()
+            if self._digest is None or self._digest[0] != revision:
+                rows = self.db.execute("SELECT kind, namespace, name, body FROM objects")
+                digest = cache_digest((k, ns, n, json.loads(b)) for k, ns, n, b in rows)
+                self._digest = (revision, digest)
+            return self._digest
 
     def outbox_size(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])

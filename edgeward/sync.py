@@ -200,11 +200,19 @@ class OutboxCursor:
         return True
 
 
-def cache_digest(keys: Iterable[tuple[str, str, str, int]]) -> str:
-    """The digest of a node's cache: ``kind/namespace/name@resourceVersion`` per object, in
-    (kind, namespace, name) order, hashed with SHA-256. The edge computes it over its cache,
-    the hub over the objects routed to the node; equal at one revision means in sync."""
+def cache_digest(objects: Iterable[tuple[str, str, str, dict[str, Any]]]) -> str:
+    """The digest of what a node's cache holds: per object, in (kind, namespace, name)
+    order, its key and a SHA-256 of its body as the edge acts on it — without ``status``
+    (the hub does not echo to the edge a status it reported) and without
+    ``metadata.resourceVersion`` (which such a status write moves). The edge computes it
+    over its cache, the hub over the objects it routes to the node."""
     digest = hashlib.sha256()
-    for kind, namespace, name, resource_version in keys:
-        digest.update(f"{kind}/{namespace}/{name}@{resource_version}\n".encode())
+    for kind, namespace, name, body in sorted(objects, key=lambda o: o[:3]):
+        kept = {k: v for k, v in body.items() if k != "status"}
+        meta = kept.get("metadata")
+        if isinstance(meta, dict):
+            kept["metadata"] = {k: v for k, v in meta.items() if k != "resourceVersion"}
+        text = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        body_hash = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        digest.update(f"{kind}/{namespace}/{name}@{body_hash}\n".encode())
     return digest.hexdigest()

@@ -127,3 +127,27 @@ def test_who_may_ask_for_a_resync(tmp_path: Path) -> None:
         assert hub.request("POST", "/api/v1/nodes/gw-1/resync", token="")[0] == 401
     finally:
         hub.kill()
+
+
+def test_a_status_the_edge_reported_is_not_drift_but_a_spec_it_missed_is(store: Any) -> None:
+    """The hub's judgement against its store (SQLite and PostgreSQL): a status-only write
+    (what the edge itself reported, never echoed to it) moves the object's resourceVersion
+    but not what the edge must hold; a spec write the edge has not applied is drift."""
+    from cloudhub.drift import DRIFT, SYNCED, judge
+    from edgeward.kinds import DEVICE
+    from edgeward.sync import cache_digest
+
+    created = store.create(
+        DEVICE, {**device("d1", "edge1"), "metadata": {"name": "d1", "namespace": "default"}}
+    )
+    edge_holds = [("Device", "default", "d1", created)]
+    revision = int(created["metadata"]["resourceVersion"])
+    with store.writing() as tx:
+        tx.replace_status(DEVICE, "default", "d1", {"state": "online"})
+    assert judge(store, "edge1", revision, cache_digest(edge_holds)) == SYNCED
+    changed = store.get(DEVICE, "default", "d1")
+    changed["spec"]["properties"] = [{"name": "extra"}]
+    store.replace(DEVICE, changed)
+    assert judge(store, "edge1", revision, cache_digest(edge_holds)) is None  # not caught up
+    head = store.head()
+    assert judge(store, "edge1", head, cache_digest(edge_holds)) == DRIFT

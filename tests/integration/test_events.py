@@ -42,10 +42,10 @@ def cli(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_uploads_reach_the_hub_and_are_listed_and_followed(
-    hub: Hub, start_edge: Any, mqtt_broker: Mosquitto
+    hub: Hub, start_edge: Any, own_broker: Mosquitto
 ) -> None:
-    start_edge("edge-ev", mqtt=mqtt_broker)
-    mapper = FakeMapper(mqtt_broker)
+    start_edge("edge-ev", mqtt=own_broker)
+    mapper = FakeMapper(own_broker)
     try:
         listening(hub, mapper)
         mapper.publish("$hw/events/upload/meter-7", "reading 1")
@@ -139,10 +139,10 @@ def test_a_node_token_reads_its_own_events_only(tmp_path: Path) -> None:
 
 
 def test_retention_applies_when_the_hub_starts(
-    tmp_path: Path, hub: Hub, start_edge: Any, mqtt_broker: Mosquitto
+    tmp_path: Path, hub: Hub, start_edge: Any, own_broker: Mosquitto
 ) -> None:
-    start_edge("edge-old", mqtt=mqtt_broker)
-    mapper = FakeMapper(mqtt_broker)
+    start_edge("edge-old", mqtt=own_broker)
+    mapper = FakeMapper(own_broker)
     try:
         listening(hub, mapper)
     finally:

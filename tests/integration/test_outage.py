@@ -23,10 +23,10 @@ def outages(hub: Hub, node: str) -> list[dict[str, Any]]:
 
 
 def test_an_outage_with_a_restart_is_reported_when_the_hub_is_back(
-    tmp_path: Path, hub: Hub, start_edge: Any, mqtt_broker: Mosquitto
+    tmp_path: Path, hub: Hub, start_edge: Any, own_broker: Mosquitto
 ) -> None:
-    edge = start_edge("edge-out", mqtt=mqtt_broker)
-    mapper = FakeMapper(mqtt_broker)
+    edge = start_edge("edge-out", mqtt=own_broker)
+    mapper = FakeMapper(own_broker)
     try:
 
         def listening() -> bool:

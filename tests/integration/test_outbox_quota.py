@@ -39,14 +39,14 @@ def node_outbox(hub: Hub, node: str) -> dict[str, Any]:
 
 
 def test_a_long_outage_keeps_the_newest_uploads_within_the_quota_and_counts_the_rest(
-    tmp_path: Path, hub: Hub, start_edge: Any, mqtt_broker: Mosquitto
+    tmp_path: Path, hub: Hub, start_edge: Any, own_broker: Mosquitto
 ) -> None:
     config = tmp_path / "edge-q.yaml"
     config.write_text(yaml.safe_dump({"outbox": {"quota_mb": QUOTA_MB}}))
-    edge = start_edge("edge-q", "--config", str(config), mqtt=mqtt_broker)
+    edge = start_edge("edge-q", "--config", str(config), mqtt=own_broker)
     wait_for(lambda: node_outbox(hub, "edge-q").get("quotaBytes"), 20, "the first status")
     hub.kill()  # the outage
-    mapper = FakeMapper(mqtt_broker)
+    mapper = FakeMapper(own_broker)
     try:
         for i in range(UPLOADS):
             mapper.publish("$hw/events/upload/meter-7", f"reading {i:05d} " + "x" * 300)

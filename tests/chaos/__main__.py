@@ -1,0 +1,48 @@
+"""``python -m tests.chaos [--seed S] [--faults N] [--edges E]``: one chaos run and its
+audit line (tests/chaos/scenario.py); exit 1 when anything was lost, duplicated or drifted.
+``make chaos`` runs it long."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+
+from tests.chaos.scenario import Scenario
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
+    parser.add_argument("--seed", type=int, help="replay this run (default: a new seed)")
+    parser.add_argument("--faults", type=int, default=1000, help="faults to inject (1000)")
+    parser.add_argument("--edges", type=int, default=2, help="edge nodes (2)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print each fault")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    scenario = Scenario(seed, args.faults, args.edges)
+    started = time.monotonic()
+    print(
+        f"chaos seed={seed}: {args.faults} faults on {args.edges} edges in {scenario.base}",
+        flush=True,
+    )
+    progress = 0
+
+    def log(line: str) -> None:
+        nonlocal progress
+        if args.verbose:
+            print(line, flush=True)
+        elif scenario.audit.faults >= progress + 50:
+            progress = scenario.audit.faults
+            print(f"  {progress} faults, {time.monotonic() - started:.0f} s", flush=True)
+
+    scenario.log = log
+    audit = scenario.run()
+    print(audit.line(), flush=True)
+    for what in (*audit.lost, *audit.duplicated, *audit.drifted):
+        print(f"  {what}", flush=True)
+    return 0 if audit.clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
