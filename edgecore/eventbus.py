@@ -49,6 +49,10 @@ MAX_BATCH = 256
 #: Replies kept for a disconnected broker before new ones are dropped.
 MAX_QUEUED_PUBLISHES = 10_000
 
+#: Mosquitto's count of messages it dropped ($SYS, every sys_interval; other brokers may
+#: not publish it, and then nothing is known).
+BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
+
 #: The largest MQTT payload edgecore reads. An upload is stored whole, and a twin update's
 #: values all land in the device's report, so nothing larger could be stored.
 MAX_PAYLOAD_BYTES = storable.MAX_REPORT_BYTES
@@ -85,6 +89,9 @@ class EventBus:
         self._inbox: asyncio.Queue[Inbound | _Unread] = asyncio.Queue()
         #: MQTT messages refused unread (too_large), counted for the node to report.
         self.refused = Drops(log)
+        #: What the broker says it dropped (BROKER_DROPPED); None until it has said.
+        self.broker_dropped: int | None = None
+        self.broker_drops = Drops(log)
         self._lost: asyncio.Event = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -165,7 +172,7 @@ class EventBus:
         if reason.is_failure:
             log.error("MQTT broker refused the connection: %s", reason)
             return
-        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
+        client.subscribe([*((topic, 1) for topic in SUBSCRIPTIONS), (BROKER_DROPPED, 0)])
         self.connected.set()
         log.info(
             "MQTT: connected to %s:%d as %s (session %s)",
@@ -186,6 +193,10 @@ class EventBus:
 
     def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         ack = partial(client.ack, message.mid, message.qos)
+        if message.topic == BROKER_DROPPED:
+            self._broker_dropped(message.payload)
+            ack()
+            return
         if len(message.payload) > MAX_PAYLOAD_BYTES:
             self.refused.add(
                 "too_large",
@@ -196,6 +207,30 @@ class EventBus:
             self._inbox.put_nowait(_Unread(ack))
         else:
             self._inbox.put_nowait(Inbound(message.topic, message.payload, ack))
+
+    def _broker_dropped(self, payload: bytes) -> None:
+        """Mosquitto's count of messages it dropped, all clients, since it started: a full
+        queue for a slow or absent client (max_queued_messages), after it acknowledged
+        them to their publisher. Nobody else would tell."""
+        try:
+            total = int(payload)
+        except ValueError:
+            return
+        if self.broker_dropped is not None and total > self.broker_dropped:
+            self.broker_drops.add(
+                "broker",
+                f"MQTT: the broker dropped {total - self.broker_dropped} messages "
+                f"({total} since it started): a client's queue was full; raise "
+                "max_queued_messages in its config (docs/KUBEEDGE-MQTT.md, 'Broker')",
+                total - self.broker_dropped,
+            )
+        elif self.broker_dropped is None and total:
+            log.warning(
+                "MQTT: the broker has dropped %d messages since it started (a client's queue "
+                "was full; see max_queued_messages)",
+                total,
+            )
+        self.broker_dropped = total
 
     def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
         # Nagle's algorithm would hold small replies back for up to 40 ms

@@ -218,7 +218,14 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
             text += f", {counted(counts.devices, 'device')}, outbox {counts.outbox:,}"
         if bus is not None and not bus.connected.is_set():
             text += ", MQTT broker not connected"
+        if bus is not None and bus.broker_dropped:
+            text += f", MQTT broker dropped {bus.broker_dropped:,}"
         return text
+
+    def broker_usage() -> dict[str, Any]:
+        """What the broker dropped, for the hub (None: it has not said, or no MQTT)."""
+        dropped = None if bus is None else bus.broker_dropped
+        return {} if dropped is None else {"brokerDropped": dropped}
 
     watchdog = Watchdog(notifier, lambda: db.call(store.health), status)
     stop = stop_on_signals()
@@ -235,7 +242,9 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
         async with asyncio.TaskGroup() as tg:
             parts = [
                 tg.create_task(link.run()),
-                tg.create_task(report_forever(db, data_dir, config.status_interval, outbox_wake)),
+                tg.create_task(
+                    report_forever(db, data_dir, config.status_interval, outbox_wake, broker_usage)
+                ),
                 tg.create_task(watchdog.run()),
             ]
             if bus is not None:

@@ -7,6 +7,7 @@ import logging
 import platform
 import socket
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,11 @@ def node_status(data_dir: Path) -> dict[str, Any]:
 
 
 async def report_forever(
-    db: StoreThread, data_dir: Path, interval: float, outbox_wake: asyncio.Event
+    db: StoreThread,
+    data_dir: Path,
+    interval: float,
+    outbox_wake: asyncio.Event,
+    more_usage: Callable[[], dict[str, Any]] = dict,
 ) -> None:
     """Queue a node status report every ``interval`` seconds; only the latest is kept.
     Expired events leave the outbox first, so the report counts them."""
@@ -71,6 +76,7 @@ async def report_forever(
             # the hub compares it with what it routed to this node (drift detection)
             revision, digest = await db.call(db.store.cache_digest)
             status["usage"].update(cacheRevision=revision, cacheDigest=digest)
+            status["usage"].update(more_usage())
             await db.call(db.store.report_state, TOPIC_NODE_STATUS, NODE_STATUS_KEY, status)
             outbox_wake.set()
         except sqlite3.OperationalError as exc:  # a full disk: one line a minute, not a trace
