@@ -256,18 +256,25 @@ class Api:
                     "(was the database restored, or is it from another hub?); "
                     "list again and watch from its revision",
                 )
-        if not self.watches.acquire():
-            message = (
-                f"too many watches: this hub serves at most {self.watches.limit} at once "
-                "(cloudhub setting max_watches); try again later"
-            )
-            return JSONResponse(
-                status_body(429, "TooManyRequests", message),
-                status_code=429,
-                headers={"Retry-After": "1"},
-            )
+        if (refused := self.take_watch_slot()) is not None:
+            return refused
         events = watch_events(self.store, self.feed, kind, namespace, name, since)
         return WatchResponse(events, on_close=self.watches.release)
+
+    def take_watch_slot(self) -> JSONResponse | None:
+        """Take one of the max_watches slots (release it when the watch ends); the 429
+        answer when every slot is taken."""
+        if self.watches.acquire():
+            return None
+        message = (
+            f"too many watches: this hub serves at most {self.watches.limit} at once "
+            "(cloudhub setting max_watches); try again later"
+        )
+        return JSONResponse(
+            status_body(429, "TooManyRequests", message),
+            status_code=429,
+            headers={"Retry-After": "1"},
+        )
 
     # -- writes ---------------------------------------------------------------
 

@@ -19,11 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
 
 from cloudhub import events
 from cloudhub.authz import Forbidden
-from cloudhub.status import status_body
 from cloudhub.watch import WatchResponse
 
 if TYPE_CHECKING:
@@ -64,17 +62,9 @@ def add_event_routes(app: FastAPI, api: Api) -> None:
         limit = _integer(query.get("limit"), "limit", 1, events.MAX_PAGE) or DEFAULT_LIMIT
         engine = api.store.engine
         if query.get("watch") in ("1", "true"):
-            if not api.watches.acquire():
-                message = (
-                    f"too many watches: this hub serves at most {api.watches.limit} at once "
-                    "(cloudhub setting max_watches); try again later"
-                )
-                return JSONResponse(
-                    status_body(429, "TooManyRequests", message),
-                    status_code=429,
-                    headers={"Retry-After": "1"},
-                )
             start = after if after is not None else await run_in_threadpool(events.head, engine)
+            if (refused := api.take_watch_slot()) is not None:
+                return refused
             return WatchResponse(_watch(engine, where, start), on_close=api.watches.release)
         if after is None:
             items = await run_in_threadpool(events.newest, engine, where, limit)

@@ -152,3 +152,27 @@ def test_retention_applies_when_the_hub_starts(
     hub.start()
     wait_for(lambda: events(hub)[1]["items"] == [], 20, "the hub to delete the old upload")
     assert "uploads older than 0.001 s (event_retention)" in (tmp_path / "hub.log").read_text()
+
+
+def test_event_watches_count_against_max_watches(tmp_path: Path) -> None:
+    """An events watch holds one of the hub's watch slots like any watch: past
+    max_watches the next is a 429, and a slot comes back when its watch ends."""
+    import http.client
+
+    hub = Hub(tmp_path / "hub", "--max-watches", "1")
+    hub.start()
+    try:
+        host, port = hub.api.removeprefix("http://").rsplit(":", 1)
+        held = http.client.HTTPConnection(host, int(port), timeout=10)
+        held.request("GET", "/api/v1/events?watch=1")
+        assert held.getresponse().status == 200
+        status, body = events(hub, "?watch=1")
+        assert status == 429 and "max_watches" in body["message"]
+        held.close()
+        wait_for(
+            lambda: hub.request("GET", "/healthz")[1]["watches"]["open"] == 0,
+            20,
+            "the slot to come back",
+        )
+    finally:
+        hub.kill()
