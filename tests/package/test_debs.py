@@ -251,7 +251,7 @@ import sys, time
 sys.path[:0] = ["/usr/lib/edgeward-edge/app", "/usr/lib/edgeward-edge/common"]
 from pathlib import Path
 from edgecore.store import EdgeStore
-start = time.time() - 7 * 24 * 3600
+start = time.time() - 7 * 24 * 3600 + 3600  # a week back, inside the 7-day event TTL
 clock = iter(start + 60 * i for i in range({n}))
 store = EdgeStore(Path("/var/lib/edgeward/edge/edge.db"), clock=lambda: next(clock))
 with store.transaction():
