@@ -206,7 +206,9 @@ class EventBus:
             )
             self._inbox.put_nowait(_Unread(ack))
         else:
-            self._inbox.put_nowait(Inbound(message.topic, message.payload, ack))
+            self._inbox.put_nowait(
+                Inbound(message.topic, message.payload, ack, message.mid, bool(message.dup))
+            )
 
     def _broker_dropped(self, payload: bytes) -> None:
         """Mosquitto's count of messages it dropped, all clients, since it started: a full

@@ -374,9 +374,9 @@ class EdgeStore:
         if text is None:
             return None
         with self._tx():
-            self.outages.count(
-                "coalesced", self._delete("DELETE FROM outbox WHERE key = ?", (key,))
-            )
+            replaced = self._delete("DELETE FROM outbox WHERE key = ?", (key,))
+            if topic not in UNCOUNTED:
+                self.outages.count("coalesced", replaced)
             return self._append(topic, key, text)
 
     def report_event(self, topic: str, body: dict[str, Any]) -> int | None:
@@ -672,6 +672,18 @@ class EdgeStore:
             self.outages.open = before
             self._problems.add("outage", f"could not record the node's outage: {exc}")
             return None
+
+    def remember_batch(self, mids: list[int]) -> None:
+        """The packet ids of the MQTT batch this transaction stores (see edgecore.twins)."""
+        self._set_meta("mqtt_batch", json.dumps(mids))
+
+    def last_batch(self) -> list[int]:
+        raw = self._meta("mqtt_batch")
+        try:
+            mids = json.loads(raw) if raw else []
+        except ValueError:
+            return []
+        return [m for m in mids if isinstance(m, int)] if isinstance(mids, list) else []
 
     def cache_digest(self) -> tuple[int, str]:
         """The revision the cache is at and the digest of what it holds (edgeward.sync),

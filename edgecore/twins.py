@@ -40,6 +40,9 @@ class Inbound:
     topic: str
     payload: bytes
     ack: Callable[[], None] = lambda: None
+    #: The broker's packet id, and whether this is a redelivery (MQTT's DUP flag).
+    mid: int = 0
+    dup: bool = False
 
 
 @dataclass
@@ -75,6 +78,8 @@ class TwinService:
         self._twins: dict[str, DeviceTwin] = {
             k: DeviceTwin.from_dict(v) for k, v in store.iter_twins()
         }
+        #: Packet ids of the batch committed last before this process started.
+        self._redelivered: set[int] = set(store.last_batch())
         #: Mapper updates refused because edge.db could not store them, by reason.
         self.unstored = Drops(log)
         self._unstored_since: int | None = None
@@ -109,7 +114,7 @@ class TwinService:
         and logged once a minute (:meth:`_answer_unstored`). Each batch tries the disk
         first, so the edge takes updates again by itself once space returns.
         """
-        messages = list(messages)
+        messages = self._not_yet_stored(list(messages))
         try:
             replies = self._apply_messages(messages)
         except sqlite3.OperationalError as exc:
@@ -123,6 +128,25 @@ class TwinService:
             self._unstored_since = None
             self._unstored_count = 0
         return replies
+
+    def _not_yet_stored(self, messages: list[Inbound]) -> list[Inbound]:
+        """Leave out what the broker redelivers after a crash between the commit of a batch
+        and its acknowledgement: MQTT QoS 1 is at-least-once, and a second copy of an
+        upload or report would reach the hub. The last committed batch's packet ids are in
+        edge.db (written with the batch); a redelivery carries the DUP flag and its old id.
+        Redeliveries come first after a reconnect, so the first new message ends the check.
+        """
+        if not self._redelivered:
+            return messages
+        fresh = []
+        for msg in messages:
+            if msg.dup and msg.mid in self._redelivered:
+                log.info("MQTT: a redelivered message (id %d) was stored before: skipped", msg.mid)
+                continue
+            if not msg.dup:
+                self._redelivered = set()
+            fresh.append(msg)
+        return fresh
 
     def _answer_unstored(self, messages: list[Inbound], reason: str) -> list[Publish]:
         batch = TwinBatch()
@@ -162,6 +186,7 @@ class TwinService:
                 _absorb(outcome, batch)
             self._write(batch)
             self.store.outages.count("servedLocally", len(batch.publish))
+            self.store.remember_batch([m.mid for m in messages if m.mid])
         self.adopt(batch)
         return batch.publish
 

@@ -121,3 +121,31 @@ def test_a_hub_batch_that_does_not_commit_leaves_the_twins_as_the_disk_has_them(
     deltas = [p.payload for p in batch.publish if p.topic.endswith("/twin/update/delta")]
     assert deltas and deltas[-1]["delta"] == {"target": "25"}
     assert service.twin("default/thermo").twins["target"].expected.value == "25"
+
+
+def test_a_batch_the_broker_redelivers_after_a_crash_is_not_stored_twice(
+    tmp_path: Path,
+) -> None:
+    """Killed between a batch's commit and its PUBACK, edgecore gets the batch again (DUP
+    set, same packet ids) when it restarts: those are acknowledged, not stored again. The
+    first new message ends the check, so a later id that happens to match is stored."""
+
+    def upload(mid: int, text: str, dup: bool = False) -> Inbound:
+        return Inbound("$hw/events/upload/meter", text.encode(), mid=mid, dup=dup)
+
+    def uploads(store: EdgeStore) -> list[str]:
+        rows = store.db.execute("SELECT body FROM outbox WHERE topic = 'upload' ORDER BY seq")
+        return [json.loads(body)["payload"] for (body,) in rows]
+
+    store = EdgeStore(tmp_path / "edge.db")
+    store.claim("edge1")
+    TwinService(store, "edge1").handle_messages([upload(7, "a"), upload(8, "b")])
+    store.close()  # the crash: no PUBACK went out
+
+    store = EdgeStore(tmp_path / "edge.db")
+    service = TwinService(store, "edge1")
+    service.handle_messages([upload(7, "a", dup=True), upload(8, "b", dup=True)])
+    assert uploads(store) == ["a", "b"]
+    service.handle_messages([upload(9, "c")])
+    service.handle_messages([upload(7, "d", dup=True)])  # a retransmission of a new message
+    assert uploads(store) == ["a", "b", "c", "d"]
