@@ -28,6 +28,8 @@ from edgeward.protocol import ReportItem
 
 #: The longest topic kept; MQTT allows 64 KiB, no mapper needs more than a few hundred.
 MAX_TOPIC_CHARS = 1024
+#: events.device is VARCHAR(512): PostgreSQL refuses longer, SQLite would not notice.
+MAX_DEVICE_CHARS = 512
 #: The most events one read returns.
 MAX_PAGE = 1000
 
@@ -63,6 +65,9 @@ def record_upload(tx: Tx, node: str, item: ReportItem) -> None:
         raise ReportRefused(
             f"upload: the topic must be at most {MAX_TOPIC_CHARS} printable characters"
         )
+    device = device_of(topic)
+    if device is not None and len(device) > MAX_DEVICE_CHARS:  # the column's width
+        raise ReportRefused(f"upload: the device part of the topic is over {MAX_DEVICE_CHARS}")
     if not isinstance(payload, str):
         raise ReportRefused("upload: payload must be a string")
     body: dict[str, Any] = {"topic": topic, "payload": payload}
@@ -75,7 +80,7 @@ def record_upload(tx: Tx, node: str, item: ReportItem) -> None:
     values = {
         "node": node,
         "seq": item.seq,
-        "device": device_of(topic),
+        "device": device,
         "received": tx.now,
         "body": storable.dumps(body),
     }
