@@ -16,12 +16,24 @@ A message larger than the largest outbox row (storable.MAX_REPORT_BYTES) could
 never be stored: it is refused unread — counted, logged at a limited rate,
 acknowledged in its turn so the broker does not send it again, and not
 answered (without reading it there is no event id to answer).
+
+What waits for the store is bounded (MAX_WAITING messages, MAX_WAITING_BYTES),
+so a mapper publishing as fast as it can cannot grow edgecore's memory. QoS 1
+needs little help: the broker sends a client at most its in-flight window
+(Mosquitto's max_inflight_messages, 20) of unacknowledged messages, and
+edgecore acknowledges only what it stored. QoS 0 has no window: past the bound
+a QoS 0 message is dropped — counted as ``overload``, logged at a limited rate,
+reported with the node's usage — unless nothing from its topic is waiting, so
+one flooding device cannot starve the others. QoS 0 means at most once: a
+mapper that needs every value sends QoS 1. Past twice the bound (a broker with
+no in-flight window, or every device flooding at once) edgecore stops reading
+the socket until the store has taken half, and the broker queues (and, past
+its own bound, drops and counts) the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import threading
@@ -33,11 +45,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from devicetwin import SUBSCRIPTIONS, Publish
+from devicetwin import SUBSCRIPTIONS
 from edgecore.config import MqttConfig
 from edgecore.drops import Drops
 from edgecore.store import StoreThread
-from edgecore.twins import Inbound, TwinService
+from edgecore.twins import Inbound, Outgoing, TwinService
 from edgeward import storable
 from edgeward.backoff import backoff
 from edgeward.errors import ConfigError
@@ -45,7 +57,11 @@ from edgeward.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: Messages handled per transaction at most (the broker's in-flight window bounds it too).
-MAX_BATCH = 256
+MAX_BATCH = 64
+#: Messages (and their payload bytes) waiting for the store before QoS 0 is dropped; past
+#: twice these, reading stops until half has been stored.
+MAX_WAITING = 1024
+MAX_WAITING_BYTES = 4 * 1024 * 1024
 #: Replies kept for a disconnected broker before new ones are dropped.
 MAX_QUEUED_PUBLISHES = 10_000
 
@@ -56,9 +72,6 @@ BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
 #: The largest MQTT payload edgecore reads. An upload is stored whole, and a twin update's
 #: values all land in the device's report, so nothing larger could be stored.
 MAX_PAYLOAD_BYTES = storable.MAX_REPORT_BYTES
-
-#: Replies as published: compact JSON (json.dumps with options builds an encoder per call).
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,11 @@ class EventBus:
         self.connected = asyncio.Event()
         self._closing = False
         self._inbox: asyncio.Queue[Inbound | _Unread] = asyncio.Queue()
-        #: MQTT messages refused unread (too_large), counted for the node to report.
+        self._waiting_bytes = 0
+        self._waiting_qos0: dict[str, int] = {}  # topic → QoS 0 messages waiting
+        self._reading_paused = False
+        #: MQTT messages not stored: refused unread (too_large), dropped past the bound
+        #: (overload); counted for the node to report.
         self.refused = Drops(log)
         #: What the broker says it dropped (BROKER_DROPPED); None until it has said.
         self.broker_dropped: int | None = None
@@ -193,22 +210,66 @@ class EventBus:
 
     def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         ack = partial(client.ack, message.mid, message.qos)
-        if message.topic == BROKER_DROPPED:
+        topic, size = message.topic, len(message.payload)
+        if topic == BROKER_DROPPED:
             self._broker_dropped(message.payload)
             ack()
             return
-        if len(message.payload) > MAX_PAYLOAD_BYTES:
+        if size > MAX_PAYLOAD_BYTES:
             self.refused.add(
                 "too_large",
-                f"MQTT: refused a {len(message.payload)} byte message on {message.topic[:200]} "
+                f"MQTT: refused a {size} byte message on {topic[:200]} "
                 f"unread and unanswered: more than {MAX_PAYLOAD_BYTES} bytes, the most "
                 "edgecore can store",
             )
             self._inbox.put_nowait(_Unread(ack))
-        else:
-            self._inbox.put_nowait(
-                Inbound(message.topic, message.payload, ack, message.mid, bool(message.dup))
-            )
+            return
+        waiting = self._inbox.qsize()
+        full = waiting >= MAX_WAITING or self._waiting_bytes >= MAX_WAITING_BYTES
+        if message.qos == 0:
+            if full and (topic in self._waiting_qos0 or waiting >= 2 * MAX_WAITING):
+                self.refused.add(
+                    "overload",
+                    f"MQTT: dropped a QoS 0 message on {topic[:200]}: {waiting} messages wait "
+                    "to be stored (a mapper publishes faster than the edge can store; QoS 1 "
+                    "messages are never dropped)",
+                )
+                return
+            self._waiting_qos0[topic] = self._waiting_qos0.get(topic, 0) + 1
+        self._waiting_bytes += size
+        self._inbox.put_nowait(
+            Inbound(topic, message.payload, ack, message.mid, bool(message.dup), message.qos)
+        )
+        if waiting + 1 >= 2 * MAX_WAITING or self._waiting_bytes >= 2 * MAX_WAITING_BYTES:
+            self._pause_reading()
+
+    def _taken(self, msg: Inbound | _Unread) -> None:
+        """``msg`` left the queue for the store."""
+        if not isinstance(msg, Inbound):
+            return
+        self._waiting_bytes -= len(msg.payload)
+        if msg.qos == 0:
+            left = self._waiting_qos0[msg.topic] - 1
+            if left:
+                self._waiting_qos0[msg.topic] = left
+            else:
+                del self._waiting_qos0[msg.topic]
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._fd >= 0:
+            self._reading_paused = True
+            self._loop.remove_reader(self._fd)
+            log.info("MQTT: %d messages wait to be stored; reading paused", self._inbox.qsize())
+
+    def _resume_reading(self) -> None:
+        if (
+            self._reading_paused
+            and self._inbox.qsize() <= MAX_WAITING // 2
+            and self._waiting_bytes <= MAX_WAITING_BYTES // 2
+        ):
+            self._reading_paused = False
+            if self._fd >= 0:
+                self._loop.add_reader(self._fd, self.client.loop_read)
 
     def _broker_dropped(self, payload: bytes) -> None:
         """Mosquitto's count of messages it dropped, all clients, since it started: a full
@@ -243,6 +304,7 @@ class EventBus:
         self._on_loop(self._watch, client, self._fd)
 
     def _watch(self, client: mqtt.Client, fd: int) -> None:
+        self._reading_paused = False
         self._loop.add_reader(fd, client.loop_read)
         self._misc = self._loop.create_task(self._misc_loop(client))
 
@@ -283,26 +345,31 @@ class EventBus:
             batch = [await self._inbox.get()]
             while len(batch) < MAX_BATCH and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
-            readable = [msg for msg in batch if isinstance(msg, Inbound)]
-            try:
-                replies = (
-                    await self.db.call(self.twins.handle_messages, readable) if readable else []
-                )
-            except Exception:
-                # Not acknowledged: drop the connection so the broker redelivers them.
-                log.exception("could not store %d MQTT messages; reconnecting", len(batch))
-                self.client.disconnect()
-                continue
             for msg in batch:
-                msg.ack()
-            self.publish(replies)
-            self.outbox_wake.set()
+                self._taken(msg)
+            self._resume_reading()
+            await self._store(batch)
+            del batch  # not held while waiting for the next one: memory is the bound
 
-    def publish(self, replies: list[Publish]) -> None:
+    async def _store(self, batch: list[Inbound | _Unread]) -> None:
+        readable = [msg for msg in batch if isinstance(msg, Inbound)]
+        try:
+            replies = await self.db.call(self.twins.handle_messages, readable) if readable else []
+        except Exception:
+            # Not acknowledged: drop the connection so the broker redelivers them.
+            log.exception("could not store %d MQTT messages; reconnecting", len(batch))
+            self.client.disconnect()
+            return
+        for msg in batch:
+            msg.ack()
+        self.publish(replies)
+        self.outbox_wake.set()
+
+    def publish(self, replies: list[Outgoing]) -> None:
         """Publish what the twin rules produced (QoS 1, not retained), and write them (with
         any acknowledgements queued before) now."""
         for reply in replies:
-            info = self.client.publish(reply.topic, _encode(reply.payload), qos=1)
+            info = self.client.publish(reply.topic, reply.payload, qos=1)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 log.warning(
                     "MQTT: dropped a reply on %s: too many queued while offline", reply.topic

@@ -28,13 +28,12 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from devicetwin import Publish
 from edgecore import credentials
 from edgecore.config import HubLinkConfig
 from edgecore.drops import Drops
 from edgecore.store import StoreThread
 from edgecore.transport import connect_hub
-from edgecore.twins import TwinService
+from edgecore.twins import Outgoing, TwinService
 from edgeward import certs
 from edgeward.backoff import backoff
 from edgeward.certs import CertificateError
@@ -78,7 +77,7 @@ class HubLink:
         node_info: dict[str, Any],
         outbox_wake: asyncio.Event,
         twins: TwinService | None = None,
-        publish: Callable[[list[Publish]], None] | None = None,
+        publish: Callable[[list[Outgoing]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``twins`` follows the Devices the hub sends (inside each batch's transaction);
@@ -329,24 +328,24 @@ class HubLink:
 
     # -- on the store's thread --------------------------------------------------------
 
-    def _apply(self, revision: int, items: Sequence[Change]) -> list[Publish]:
+    def _apply(self, revision: int, items: Sequence[Change]) -> list[Outgoing]:
         observe = self.twins.on_hub_changes if self.twins is not None else None
         batch = self.db.store.apply_changes(revision, items, observe)
         return self._adopt(batch)
 
-    def _stage(self, job: StageSnapshot) -> list[Publish]:
+    def _stage(self, job: StageSnapshot) -> list[Outgoing]:
         observe = self.twins.on_hub_changes if self.twins is not None else None
         batch = self.db.store.stage_snapshot(job.revision, job.items, job.first, job.final, observe)
         return self._adopt(batch)
 
-    def _adopt(self, batch: Any) -> list[Publish]:
+    def _adopt(self, batch: Any) -> list[Outgoing]:
         """The batch committed: the twins take it in; its messages are published next."""
         if self.twins is None or batch is None:
             return []
         self.twins.adopt(batch)
         return batch.publish
 
-    def _published(self, messages: list[Publish]) -> None:
+    def _published(self, messages: list[Outgoing]) -> None:
         if messages and self.publish is not None:
             self.publish(messages)
         self.outbox_wake.set()  # the batch may have queued reports

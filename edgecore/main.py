@@ -17,6 +17,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import edgeward
+from edgecore import memory
 from edgecore.config import EdgeConfig
 from edgecore.credentials import check_credentials
 from edgeward.addresses import parse_broker
@@ -220,12 +221,21 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
             text += ", MQTT broker not connected"
         if bus is not None and bus.broker_dropped:
             text += f", MQTT broker dropped {bus.broker_dropped:,}"
+        if bus is not None and bus.refused.counts:
+            text += f", MQTT messages dropped {sum(bus.refused.counts.values()):,}"
         return text
 
     def broker_usage() -> dict[str, Any]:
-        """What the broker dropped, for the hub (None: it has not said, or no MQTT)."""
-        dropped = None if bus is None else bus.broker_dropped
-        return {} if dropped is None else {"brokerDropped": dropped}
+        """What the broker dropped (absent: it has not said, or no MQTT) and what edgecore
+        dropped of what it sent, by reason, for the hub."""
+        if bus is None:
+            return {}
+        usage: dict[str, Any] = {}
+        if bus.broker_dropped is not None:
+            usage["brokerDropped"] = bus.broker_dropped
+        if bus.refused.counts:
+            usage["mqttDropped"] = dict(bus.refused.counts)
+        return usage
 
     watchdog = Watchdog(notifier, lambda: db.call(store.health), status)
     stop = stop_on_signals()
@@ -270,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.migrate:
         return migrate(args)
+    memory.one_arena()
     return run_daemon("edgecore", lambda: load_config(args), run_edge)
 
 

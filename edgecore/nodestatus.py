@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 
 import edgeward
+from edgecore import memory
 from edgecore.drops import Drops
 from edgecore.store import StoreThread
 from edgeward.protocol import TOPIC_NODE_STATUS
@@ -79,6 +80,7 @@ async def report_forever(
             status["usage"].update(more_usage())
             await db.call(db.store.report_state, TOPIC_NODE_STATUS, NODE_STATUS_KEY, status)
             outbox_wake.set()
+            memory.trim()  # what a burst since the last report freed
         except sqlite3.OperationalError as exc:  # a full disk: one line a minute, not a trace
             problems.add("store", f"node status: could not queue a report ({exc}); trying again")
         except Exception:

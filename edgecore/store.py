@@ -24,7 +24,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,7 +370,7 @@ class EdgeStore:
     def report_state(self, topic: str, key: str, body: dict[str, Any]) -> int | None:
         """Queue the latest value of ``key``; an older unacknowledged value is replaced.
         Returns the row's seq, None when it is refused (the older value is kept)."""
-        text = self._row_text(topic, key, body)
+        text = self.encode_row(topic, key, body)
         if text is None:
             return None
         with self._tx():
@@ -382,7 +382,7 @@ class EdgeStore:
     def report_event(self, topic: str, body: dict[str, Any]) -> int | None:
         """Queue an event; events never replace each other. Returns the row's seq, None when
         it is refused."""
-        text = self._row_text(topic, None, body)
+        text = self.encode_row(topic, None, body)
         if text is None:
             return None
         with self._tx():
@@ -459,7 +459,7 @@ class EdgeStore:
             )
         return expired
 
-    def _row_text(self, topic: str, key: str | None, body: dict[str, Any]) -> str | None:
+    def encode_row(self, topic: str, key: str | None, body: dict[str, Any]) -> str | None:
         """The body's text as stored, or None (counted and logged) when the hub could not
         take it."""
         try:
@@ -481,12 +481,18 @@ class EdgeStore:
             slot = n if row[1] is None else row[1]  # events never share a slot
             latest.pop(slot, None)
             latest[slot] = row
-        created = self.clock()
-        written = []
+        encoded = []
         for topic, key, body in latest.values():
-            text = self._row_text(topic, key, body)
+            text = self.encode_row(topic, key, body)
             if text is not None:
-                written.append((topic, key, text, created))
+                encoded.append((topic, key, text))
+        self.write_rows(encoded)
+
+    def write_rows(self, rows: Iterable[tuple[str, str | None, str]]) -> None:
+        """Queue ``(topic, key, text)`` rows, in order, encoded by :meth:`encode_row` and
+        with at most one row per key: each replaces its key's unacknowledged row."""
+        created = self.clock()
+        written = [(topic, key, text, created) for topic, key, text in rows]
         with self._tx():
             for topic, key, _, _ in written:
                 if key is not None:
@@ -628,13 +634,14 @@ class EdgeStore:
         for device_id, body in self.db.execute("SELECT device_id, body FROM twins"):
             yield device_id, json.loads(body)
 
-    def save_twins(self, bodies: Mapping[str, dict[str, Any]]) -> None:
-        """Store each device's twin state (by device id), in one transaction."""
+    def save_twins(self, bodies: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Store each ``(device id, twin state)``, in one transaction. Each is encoded as it
+        is written: a batch's states all decoded at once set edgecore's peak memory."""
         with self._tx():
             self.db.executemany(
                 "INSERT INTO twins (device_id, body) VALUES (?, ?) "
                 "ON CONFLICT (device_id) DO UPDATE SET body = excluded.body",
-                [(device_id, _encode(body)) for device_id, body in bodies.items()],
+                ((device_id, _encode(body)) for device_id, body in bodies),
             )
 
     def delete_twins(self, device_ids: Iterable[str]) -> None:

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from devicetwin import Context, DeviceTwin, Outcome, Publish, apply_cloud, handle_message, topics
 from devicetwin.payloads import ErrorResult
@@ -33,7 +33,7 @@ from edgeward.kinds import DEVICE, DEVICE_MODEL
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Inbound:
     """One MQTT message from a mapper; ``ack`` confirms it to the broker once committed."""
 
@@ -43,12 +43,28 @@ class Inbound:
     #: The broker's packet id, and whether this is a redelivery (MQTT's DUP flag).
     mid: int = 0
     dup: bool = False
+    qos: int = 1
+
+
+class Outgoing(NamedTuple):
+    """An MQTT message to publish (QoS 1, not retained), its JSON already encoded."""
+
+    topic: str
+    payload: bytes
+
+
+#: Compact JSON (json.dumps with options builds an encoder per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass
 class TwinBatch:
     """What a batch changes: each device's last state (None: removed), the outbox rows in
-    order (the store coalesces rows of one key), and the MQTT messages to publish.
+    order, and the MQTT messages to publish.
+
+    The rows of one key coalesce as they come in (latest wins, at the place of its last
+    occurrence) and messages are encoded as they come in: a batch holds one row per key
+    and bytes, not the dicts of every message, which sets the edge's peak memory.
 
     Nothing here is in :class:`TwinService`'s memory until the batch's transaction has
     committed and :meth:`TwinService.adopt` takes it in: a batch whose commit fails (a
@@ -56,9 +72,27 @@ class TwinBatch:
     same change finds the old state and produces the delta the mapper is owed.
     """
 
+    #: Encodes an outbox row; None when it is refused (EdgeStore.encode_row counts it).
+    encode_row: Callable[[str, str | None, dict[str, Any]], str | None]
     twins: dict[str, DeviceTwin | None] = field(default_factory=dict)
-    reports: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
-    publish: list[Publish] = field(default_factory=list)
+    reports: dict[object, tuple[str, str | None, str]] = field(default_factory=dict)
+    publish: list[Outgoing] = field(default_factory=list)
+    _events: int = 0
+
+    def report(self, topic: str, key: str | None, body: dict[str, Any]) -> None:
+        text = self.encode_row(topic, key, body)
+        if text is None:  # refused: an older row of its key stays
+            return
+        slot: object
+        if key is None:  # events never share a slot
+            slot, self._events = ("event", self._events), self._events + 1
+        else:
+            slot = key
+            self.reports.pop(slot, None)
+        self.reports[slot] = (topic, key, text)
+
+    def send(self, messages: Iterable[Publish]) -> None:
+        self.publish.extend(Outgoing(m.topic, _encode(m.payload).encode()) for m in messages)
 
 
 class TwinService:
@@ -105,7 +139,7 @@ class TwinService:
 
         return members
 
-    def handle_messages(self, messages: Iterable[Inbound]) -> list[Publish]:
+    def handle_messages(self, messages: Iterable[Inbound]) -> list[Outgoing]:
         """Apply mapper messages in one transaction; returns the replies to publish.
 
         When edge.db cannot take the batch (a full disk, an I/O error), every message is
@@ -148,20 +182,20 @@ class TwinService:
             fresh.append(msg)
         return fresh
 
-    def _answer_unstored(self, messages: list[Inbound], reason: str) -> list[Publish]:
-        batch = TwinBatch()
+    def _answer_unstored(self, messages: list[Inbound], reason: str) -> list[Outgoing]:
+        batch = TwinBatch(self.store.encode_row)
         lookup, members = self._lookup(batch), self._members(batch)
-        replies: list[Publish] = []
+        replies = TwinBatch(self.store.encode_row)
         refused = 0
         for msg in messages:
             outcome = handle_message(msg.topic, msg.payload, self._context(), lookup, members)
             if not (outcome.updated or outcome.removed or outcome.reports):
-                replies.extend(outcome.publish)  # a read, or a refusal: nothing to store
+                replies.send(outcome.publish)  # a read, or a refusal: nothing to store
                 continue
             refused += 1
             reply = _not_stored(msg, self._clock_ms())
             if reply is not None:
-                replies.append(reply)
+                replies.send((reply,))
         if refused:
             if self._unstored_since is None:
                 self._unstored_since = self._clock_ms()
@@ -173,10 +207,10 @@ class TwinService:
                 "cache, and updates are taken again once the disk has room",
                 refused,
             )
-        return replies
+        return replies.publish
 
-    def _apply_messages(self, messages: list[Inbound]) -> list[Publish]:
-        batch = TwinBatch()
+    def _apply_messages(self, messages: list[Inbound]) -> list[Outgoing]:
+        batch = TwinBatch(self.store.encode_row)
         lookup, members = self._lookup(batch), self._members(batch)
         with self.store.transaction():
             for msg in messages:
@@ -193,7 +227,7 @@ class TwinService:
     def on_hub_changes(self, applied: list[Applied]) -> TwinBatch:
         """Inside the transaction that applies a hub batch: the twins it touches, written in
         that transaction. Call :meth:`adopt` with the result once it has committed."""
-        batch = TwinBatch()
+        batch = TwinBatch(self.store.encode_row)
         ctx = self._context()
         for change in applied:
             for outcome in self._cloud_outcomes(change, ctx, batch):
@@ -240,10 +274,11 @@ class TwinService:
         return self.store.get_object(DEVICE_MODEL.name, device["metadata"]["namespace"], name)
 
     def _write(self, batch: TwinBatch) -> None:
-        saved = {i: twin.to_dict() for i, twin in batch.twins.items() if twin is not None}
-        self.store.save_twins(saved)
+        self.store.save_twins(
+            (i, twin.to_dict()) for i, twin in batch.twins.items() if twin is not None
+        )
         self.store.delete_twins(i for i, twin in batch.twins.items() if twin is None)
-        self.store.report_many(batch.reports)
+        self.store.write_rows(batch.reports.values())
 
     def members(self) -> list[DeviceTwin]:
         return sorted(self._twins.values(), key=lambda t: t.id)
@@ -258,8 +293,9 @@ def _absorb(outcome: Outcome, batch: TwinBatch) -> None:
         batch.twins[twin.id] = twin
     for device_id in outcome.removed:
         batch.twins[device_id] = None
-    batch.reports.extend((r.topic, r.key, r.body) for r in outcome.reports)
-    batch.publish.extend(outcome.publish)
+    for r in outcome.reports:
+        batch.report(r.topic, r.key, r.body)
+    batch.send(outcome.publish)
 
 
 #: What a mapper is told when an update could not be stored (ours: KubeEdge has none).

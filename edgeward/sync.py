@@ -205,14 +205,22 @@ def cache_digest(objects: Iterable[tuple[str, str, str, dict[str, Any]]]) -> str
     order, its key and a SHA-256 of its body as the edge acts on it — without ``status``
     (the hub does not echo to the edge a status it reported) and without
     ``metadata.resourceVersion`` (which such a status write moves). The edge computes it
-    over its cache, the hub over the objects it routes to the node."""
-    digest = hashlib.sha256()
-    for kind, namespace, name, body in sorted(objects, key=lambda o: o[:3]):
+    over its cache, the hub over the objects it routes to the node.
+
+    ``objects`` may come in any order and is read one at a time: only each object's line
+    is kept for sorting, never the bodies (all of them decoded at once were the largest
+    peak of an edge's memory)."""
+    lines = []
+    for kind, namespace, name, body in objects:
         kept = {k: v for k, v in body.items() if k != "status"}
         meta = kept.get("metadata")
         if isinstance(meta, dict):
             kept["metadata"] = {k: v for k, v in meta.items() if k != "resourceVersion"}
         text = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         body_hash = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        digest.update(f"{kind}/{namespace}/{name}@{body_hash}\n".encode())
+        lines.append(((kind, namespace, name), f"{kind}/{namespace}/{name}@{body_hash}\n"))
+    lines.sort(key=lambda line: line[0])
+    digest = hashlib.sha256()
+    for _, line in lines:
+        digest.update(line.encode())
     return digest.hexdigest()

@@ -122,8 +122,8 @@ def test_rows_queued_together_leave_what_one_by_one_would(store: EdgeStore) -> N
 
 def test_twin_states_are_saved_and_deleted_in_bulk(store: EdgeStore) -> None:
     """save_twins stores (or replaces) several devices' states at once; delete_twins drops them."""
-    store.save_twins({"default/a": {"v": 1}, "default/b": {"v": 1}})
-    store.save_twins({"default/a": {"v": 2}})
+    store.save_twins([("default/a", {"v": 1}), ("default/b", {"v": 1})])
+    store.save_twins(iter([("default/a", {"v": 2})]))
     assert store.twins() == {"default/a": {"v": 2}, "default/b": {"v": 1}}
     store.delete_twins(["default/b", "default/unknown"])
     assert store.twins() == {"default/a": {"v": 2}}

@@ -76,7 +76,11 @@ def test_a_batch_writes_each_device_once_with_its_last_state(service: TwinServic
     replies = service.handle_messages(
         [_update("e1", "1.5"), upload, _update("e2", "2.5"), _update("e3", "3.5")]
     )
-    results = [r.payload["event_id"] for r in replies if r.topic.endswith("/twin/update/result")]
+    results = [
+        json.loads(r.payload)["event_id"]
+        for r in replies
+        if r.topic.endswith("/twin/update/result")
+    ]
     assert results == ["e1", "e2", "e3"]
     twin = service.twin("default/thermo")
     assert twin is not None
@@ -118,7 +122,9 @@ def test_a_hub_batch_that_does_not_commit_leaves_the_twins_as_the_disk_has_them(
     store.db.execute("ALTER TABLE outbox_away RENAME TO outbox")
     batch = store.apply_changes(4, [change], service.on_hub_changes)
     service.adopt(batch)
-    deltas = [p.payload for p in batch.publish if p.topic.endswith("/twin/update/delta")]
+    deltas = [
+        json.loads(p.payload) for p in batch.publish if p.topic.endswith("/twin/update/delta")
+    ]
     assert deltas and deltas[-1]["delta"] == {"target": "25"}
     assert service.twin("default/thermo").twins["target"].expected.value == "25"
 
