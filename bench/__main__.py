@@ -20,6 +20,7 @@ from bench import (
     drain,
     edge_footprint,
     fanout,
+    flood,
     hub_scale,
     twin_rtt,
     twin_throughput,
@@ -42,6 +43,7 @@ SCENARIOS = [
     _scenario(edge_footprint, "5. edge footprint"),
     _scenario(drain, "6. drain after an outage"),
     _scenario(watch_memory, "7. watch memory"),
+    _scenario(flood, "8. a mapper flood"),
 ]
 
 

@@ -103,7 +103,9 @@ class MqttConfig:
         "", "File holding the broker password (kept out of this config on purpose)."
     )
     client_id: str = setting(
-        "", "MQTT client id. Empty: edgecore-<node name>. It must be unique on the broker."
+        "",
+        "MQTT client id of the subscribing session. Empty: edgecore-<node name>. Replies go "
+        "out as <client id>-pub. Both must be unique on the broker.",
     )
     keepalive: int = setting(30, "Seconds between MQTT keepalive pings.", positive)
     tls_ca_file: str = setting("", "CA bundle to verify the broker with; set to use TLS.")
