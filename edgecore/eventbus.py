@@ -327,6 +327,10 @@ class EventBus:
             return
         for msg in batch:
             msg.ack()
+        if self.client.is_connected():
+            # the acks now, before another batch commits: the broker redelivers what a crash
+            # left unacknowledged, and only the last batch is known to be stored already
+            self.client.loop_write()
         self.publish(replies)
         self.outbox_wake.set()
 
