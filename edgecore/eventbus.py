@@ -59,10 +59,11 @@ from edgeward.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: Messages handled per transaction at most (the broker's in-flight window bounds it too).
+#: Messages handled per transaction at most: a batch's peak sets edgecore's RSS.
 MAX_BATCH = 64
-#: Messages (and their payload bytes) waiting for the store before QoS 0 is dropped; past
-#: twice these, reading stops until half has been stored.
+#: Messages (and their payload bytes) waiting for the store before QoS 0 is dropped (but
+#: the first of a topic, up to twice these) and a QoS 1 message stops reading until half
+#: has been stored.
 MAX_WAITING = 1024
 MAX_WAITING_BYTES = 4 * 1024 * 1024
 #: Replies published and not yet acknowledged by the broker past which edgecore takes no
@@ -119,6 +120,7 @@ class EventBus:
         #: What the broker says it dropped (BROKER_DROPPED); None until it has said.
         self.broker_dropped: int | None = None
         self.broker_drops = Drops(log)
+        self._pauses = Drops(log)  # only for its rate-limited log
         self.client_id = config.client_id or f"edgecore-{node}"
         self.client = self._subscriber()
         self.sub = self._connection(self.client, "subscriber")
@@ -239,7 +241,11 @@ class EventBus:
         if message.qos and (waiting + 1 >= MAX_WAITING or self._waiting_bytes >= MAX_WAITING_BYTES):
             # QoS 1 waits at the broker (its queue is bounded, and what it drops is counted)
             if not self.sub.paused:
-                log.info("MQTT: %d messages wait to be stored; reading paused", waiting + 1)
+                self._pauses.add(
+                    "paused",
+                    f"MQTT: {waiting + 1} messages wait to be stored; reading paused until half "
+                    "is stored (the broker holds the rest)",
+                )
             self.sub.pause_reading()
 
     def _broker_dropped(self, payload: bytes) -> None:

@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from edgecore import credentials
 from edgecore.config import HubLinkConfig
 from edgecore.drops import Drops
-from edgecore.store import StoreThread
+from edgecore.store import StoreThread, is_storage_failure
 from edgecore.transport import connect_hub
 from edgecore.twins import Outgoing, TwinService
 from edgeward import certs
@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds an idle outbox waits after new rows arrive before reading them (see _send_outbox).
 OUTBOX_LINGER = 0.01
+#: Seconds between two tries of a hub batch edge.db could not store (a full disk).
+STORAGE_RETRY = 2.0
 #: Longest wait between looks at the node certificate's renewal time.
 RENEWAL_CHECK = 3600.0
 
@@ -301,10 +303,10 @@ class HubLink:
                 self.outbox_wake.set()
                 return commands
             if isinstance(job, ApplyChanges):
-                self._published(await db.call(self._apply, job.revision, job.items))
+                self._published(await self._until_stored(self._apply, job.revision, job.items))
                 return core.applied()
             if isinstance(job, StageSnapshot):
-                self._published(await db.call(self._stage, job))
+                self._published(await self._until_stored(self._stage, job))
                 if job.final:
                     log.info("applied a snapshot at revision %d", job.revision)
                 return core.applied()
@@ -325,6 +327,31 @@ class HubLink:
             if not isinstance(exc, sqlite3.Error):
                 log.exception("%s failed", type(job).__name__)
             return core.job_failed(job, str(exc) or type(exc).__name__)
+
+    async def _until_stored(
+        self, apply: Callable[..., list[Outgoing]], *args: Any
+    ) -> list[Outgoing]:
+        """Apply a batch from the hub; one edge.db cannot take now (a full disk, an I/O
+        error) is tried again every STORAGE_RETRY seconds with the link kept up: the hub
+        holds it (unacknowledged) meanwhile, and the edge serves from its cache."""
+        failed = False
+        while True:
+            try:
+                published = await self.db.call(apply, *args)
+            except sqlite3.OperationalError as exc:
+                if not is_storage_failure(exc):
+                    raise
+                failed = True
+                self._problems.add(
+                    "storage",
+                    f"edge.db cannot store changes from the hub ({exc}); the hub keeps them "
+                    f"and they are tried again every {STORAGE_RETRY:g}s, with the link up",
+                )
+                await asyncio.sleep(STORAGE_RETRY)
+                continue
+            if failed:
+                log.warning("edge.db takes changes from the hub again")
+            return published
 
     # -- on the store's thread --------------------------------------------------------
 

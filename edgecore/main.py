@@ -221,20 +221,25 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
             text += ", MQTT broker not connected"
         if bus is not None and bus.broker_dropped:
             text += f", MQTT broker dropped {bus.broker_dropped:,}"
-        if bus is not None and bus.refused.counts:
-            text += f", MQTT messages dropped {sum(bus.refused.counts.values()):,}"
+        if bus is not None and (bus.refused.counts or twins.unstored.counts):
+            dropped = sum(bus.refused.counts.copy().values())
+            dropped += sum(twins.unstored.counts.copy().values())
+            text += f", MQTT messages dropped {dropped:,}"
         return text
 
     def broker_usage() -> dict[str, Any]:
         """What the broker dropped (absent: it has not said, or no MQTT) and what edgecore
-        dropped of what it sent, by reason, for the hub."""
+        did not store of what it sent, by reason (``storage``: edge.db could not take it),
+        for the hub."""
         if bus is None:
             return {}
         usage: dict[str, Any] = {}
         if bus.broker_dropped is not None:
             usage["brokerDropped"] = bus.broker_dropped
-        if bus.refused.counts:
-            usage["mqttDropped"] = dict(bus.refused.counts)
+        # counted on the store's thread: dict.copy() takes them in one step
+        dropped = {**bus.refused.counts.copy(), **twins.unstored.counts.copy()}
+        if dropped:
+            usage["mqttDropped"] = dropped
         return usage
 
     watchdog = Watchdog(notifier, lambda: db.call(store.health), status)

@@ -821,3 +821,12 @@ class StoreThread:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.store.close()
+
+
+def is_storage_failure(exc: sqlite3.OperationalError) -> bool:
+    """SQLite could not write: a full disk, or an I/O error (not a bug, not a lock)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+    text = str(exc)
+    return "disk is full" in text or "disk I/O error" in text

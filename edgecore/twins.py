@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from devicetwin import Context, DeviceTwin, Outcome, Publish, apply_cloud, handle_message, topics
 from devicetwin.payloads import ErrorResult
 from edgecore.drops import Drops
-from edgecore.store import Applied, EdgeStore
+from edgecore.store import Applied, EdgeStore, is_storage_failure
 from edgeward.kinds import DEVICE, DEVICE_MODEL
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class TwinService:
         try:
             replies = self._apply_messages(messages)
         except sqlite3.OperationalError as exc:
-            if not _is_storage_failure(exc):
+            if not is_storage_failure(exc):
                 raise
             return self._answer_unstored(messages, str(exc))
         if self._unstored_since is not None:
@@ -317,15 +317,6 @@ def _not_stored(msg: Inbound, now_ms: int) -> Publish | None:
         event_id = ""
     result = ErrorResult(event_id if isinstance(event_id, str) else "", now_ms, 500, NOT_STORED)
     return Publish(topics.device_topic(route.device_id, "twin/update/result"), result.to_wire())
-
-
-def _is_storage_failure(exc: sqlite3.OperationalError) -> bool:
-    """SQLite could not write: a full disk, or an I/O error (not a bug, not a lock)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
-    text = str(exc)
-    return "disk is full" in text or "disk I/O error" in text
 
 
 def _model_ref(device: dict) -> str | None:

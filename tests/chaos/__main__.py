@@ -18,9 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", type=int, default=1000, help="faults to inject (1000)")
     parser.add_argument("--edges", type=int, default=2, help="edge nodes (2)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each fault")
+    parser.add_argument(
+        "--no-disk-full",
+        action="store_true",
+        help="leave out the full-disk fault (it needs root, to mount a tmpfs for one edge)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
-    scenario = Scenario(seed, args.faults, args.edges)
+    scenario = Scenario(seed, args.faults, args.edges, disk_full=not args.no_disk_full)
     started = time.monotonic()
     print(
         f"chaos seed={seed}: {args.faults} faults on {args.edges} edges in {scenario.base}",

@@ -4,7 +4,9 @@ each edge's link, random faults during a steady load, then an audit.
 The load, all the time: operators set desired values through the REST API, mappers report
 values and publish uploads over MQTT. The faults, one after another (the seed decides which,
 where and for how long): a link blackholed, delayed, throttled, reset or dropped; the hub
-killed with SIGKILL and restarted; an edgecore killed and restarted. Then everything heals,
+killed with SIGKILL and restarted; an edgecore killed and restarted; the disk of one edge
+filled to the last byte and freed (run as root: that edge's data is on a tmpfs of its own).
+Then everything heals,
 the fleet is given time to converge, and the audit compares what each side acknowledged
 with what the others hold:
 
@@ -12,6 +14,9 @@ with what the others hold:
   end with; a reported value edgecore acknowledged to the mapper that the hub does not end
   with; an upload the broker took that the hub does not hold;
 - **duplicated**: an upload the hub holds more than once;
+- **refused**: uploads made while an edge's disk was full that the hub does not hold, which
+  that edge counted and reported as refused (``usage.mqttDropped.storage``); more missing
+  than it counted are lost;
 - **drifted**: an edge whose cache digest differs from what the hub routes to it.
 
 One line says it all, with the seed to replay a failing run: ``python -m tests.chaos --seed S``.
@@ -22,8 +27,10 @@ of order shows up as a final value other than the last acknowledged one.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
+import subprocess
 import tempfile
 import threading
 import time
@@ -44,6 +51,8 @@ NS = "/api/v1/namespaces/default"
 D = "$hw/events/device/default"
 DEVICES_PER_EDGE = 3
 FAULTS = ("blackhole", "delay", "throttle", "reset", "drop", "kill-hub", "kill-edge")
+#: Only where a tmpfs can be mounted (root): the disk of the first edge fills up.
+DISK_FULL = "disk-full"
 
 
 @dataclass
@@ -53,6 +62,7 @@ class Audit:
     reports: int = 0
     uploads: int = 0
     faults: int = 0
+    refused: int = 0
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
@@ -65,7 +75,8 @@ class Audit:
         return (
             f"chaos seed={self.seed}: {self.writes} writes, {self.reports} reports, "
             f"{self.uploads} uploads, {self.faults} faults injected; "
-            f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
+            f"refused {self.refused} (counted), lost {len(self.lost)}, "
+            f"duplicated {len(self.duplicated)}, "
             f"drifted {len(self.drifted)}"
         )
 
@@ -80,6 +91,8 @@ class Mapper:
         self.acked: dict[str, int] = {}  # device → last value edgecore said it stored
         self.maybe: dict[str, list[int]] = {d: [] for d in devices}  # sent, no answer seen
         self.uploads: list[str] = []  # taken by the broker (PUBACK)
+        self.refusable: list[str] = []  # taken by the broker while the edge's disk was full
+        self.disk_full = False
         self._waiting: dict[str, tuple[str, int]] = {}  # event id → (device, value)
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"chaos-{edge}")
@@ -121,7 +134,7 @@ class Mapper:
         except (RuntimeError, ValueError):
             return
         if info.is_published():
-            self.uploads.append(payload)
+            (self.refusable if self.disk_full else self.uploads).append(payload)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -129,10 +142,18 @@ class Mapper:
 
 
 class Scenario:
-    def __init__(self, seed: int, faults: int, edges: int = 2, base: Path | None = None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        faults: int,
+        edges: int = 2,
+        base: Path | None = None,
+        disk_full: bool = False,
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.fault_budget = faults
+        self.disk_full = disk_full  # and run as root: a tmpfs is mounted for the first edge
         self.n_edges = edges
         self.base = base or Path(tempfile.mkdtemp(prefix=f"edgeward-chaos-{seed}-"))
         self.audit = Audit(seed)
@@ -176,6 +197,13 @@ class Scenario:
             "  reconnect_initial_delay: 0.1\n  reconnect_max_delay: 1\n"
         )
         self.edges: dict[str, Edge] = {}
+        self.disk: Path | None = None
+        if self.disk_full and os.geteuid() == 0:
+            self.disk = self.base / "disk"
+            self.disk.mkdir()
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(self.disk)], check=True
+            )
         self.proxies: dict[str, FaultProxy] = {}
         self.mappers: dict[str, Mapper] = {}
         for e in range(self.n_edges):
@@ -198,8 +226,9 @@ class Scenario:
             broker = self.brokers[name] = Mosquitto()
             broker.start()
             proxy = FaultProxy("127.0.0.1", self.hub.edge_port)
+            on_disk = self.disk is not None and e == 0
             edge = Edge(
-                self.base / name,
+                (self.disk if on_disk else self.base) / name,  # type: ignore[operator]
                 name,
                 f"ws://127.0.0.1:{proxy.port}",
                 "--mqtt",
@@ -207,6 +236,7 @@ class Scenario:
                 "--config",
                 str(config),
             )
+            edge.log_path = self.base / f"{name}.log"  # off the disk that fills up
             edge.start()
             self.proxies[name], self.edges[name] = proxy, edge
         for name in self.edges:
@@ -235,6 +265,8 @@ class Scenario:
             self.hub.kill()
         for broker in getattr(self, "brokers", {}).values():
             broker.cleanup()
+        if getattr(self, "disk", None) is not None:
+            subprocess.run(["umount", "-l", str(self.disk)], check=False)
 
     # -- load -----------------------------------------------------------------------------
 
@@ -274,9 +306,11 @@ class Scenario:
     # -- faults -----------------------------------------------------------------------------
 
     def inject(self) -> None:
-        fault = self.rng.choice(FAULTS)
+        fault = self.rng.choice(FAULTS + ((DISK_FULL,) if self.disk is not None else ()))
         edge = self.rng.choice(sorted(self.edges))
         seconds = self.rng.uniform(0.3, 2.5)
+        if fault == DISK_FULL:  # long enough to outlast the room left in SQLite's WAL
+            edge, seconds = min(self.edges), seconds + 3
         self.audit.faults += 1
         self.log(
             f"fault {self.audit.faults}: {fault} {edge if 'hub' not in fault else ''}"
@@ -293,6 +327,8 @@ class Scenario:
         elif fault == "drop":
             proxy.drop()
             self.load(seconds)
+        elif fault == DISK_FULL:
+            self.fill_disk(seconds)
         elif fault == "kill-hub":
             self.hub.kill()
             self.load(seconds)
@@ -302,6 +338,27 @@ class Scenario:
             self.load(seconds)
             self.edges[edge].start()
         self.load(self.rng.uniform(0.2, 1.0))
+
+    def fill_disk(self, seconds: float) -> None:
+        """Take every free byte of the first edge's disk for ``seconds`` of load, then give
+        them back."""
+        assert self.disk is not None
+        mapper = self.mappers[min(self.edges)]
+        filler = self.disk / "filler"
+        out = filler.open("wb", buffering=0)  # unbuffered: nothing left to flush at close
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+        except OSError:
+            pass
+        finally:
+            out.close()
+        mapper.disk_full = True
+        try:
+            self.load(seconds)
+        finally:
+            filler.unlink()
+            mapper.disk_full = False
 
     def run(self) -> Audit:
         self.start()
@@ -372,11 +429,24 @@ class Scenario:
             for item in page["items"]:
                 held[item["payload"]] = held.get(item["payload"], 0) + 1
             after = page["metadata"]["last"]
-        for mapper in self.mappers.values():
+        for name, mapper in self.mappers.items():
             for payload in mapper.uploads:
                 if payload not in held:
                     audit.lost.append(f"upload {payload}")
+            missing = [p for p in mapper.refusable if p not in held]
+            counted = self._refused_count(name)
+            audit.refused += min(len(missing), counted)
+            audit.lost.extend(
+                f"upload {p} (made on a full disk; {counted} refusals counted)"
+                for p in missing[counted:]
+            )
         audit.duplicated.extend(f"upload {p} x{n}" for p, n in held.items() if n > 1)
+
+    def _refused_count(self, node: str) -> int:
+        """What ``node`` reported it refused because edge.db could not store it."""
+        _status, body = self.hub.request("GET", f"/api/v1/nodes/{node}")
+        usage = body.get("status", {}).get("usage", {})
+        return int(usage.get("mqttDropped", {}).get("storage", 0))
 
     @staticmethod
     def _check_final(

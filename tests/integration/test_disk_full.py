@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
         mqtt_broker,
         RESULT,
         f"{D}/full/twin/get/result",
+        f"{D}/full/twin/update/delta",
         "$hw/events/node/edge-df/membership/get/result",
     )
     try:
@@ -90,12 +92,29 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
         mapper.publish("$hw/events/node/edge-df/membership/get", {"event_id": "m1"})
         members = mapper.expect("$hw/events/node/edge-df/membership/get/result")
         assert [d["name"] for d in members["devices"]] == ["full"]
+        # a desired value from the hub cannot be stored either: the hub keeps it, the edge
+        # tries it again, and the link stays up meanwhile
+        patch = {"spec": {"properties": [{"name": "target", "desired": {"value": "25"}},
+                                         {"name": "temperature"}]}}  # fmt: skip
+        assert (
+            hub.request("PATCH", f"{NS}/devices/full", patch, "application/merge-patch+json")[0]
+            == 200
+        )
+        wait_for(lambda: "edge.db cannot store changes from the hub" in edge.log(), 20, "the try")
+        time.sleep(3)  # a retry or two
         log = (tmp_path / "edge-df.log").read_text()
         assert log.count("edge.db cannot store mapper updates") == 1
+        assert log.count("edge.db cannot store changes from the hub") == 1, "logged once"
         assert "MQTT: connected" in log and log.count("MQTT: connected") == 1
         assert "reconnecting" not in log, "the hub link must stay up"
 
         filler.unlink()  # room again
+        delta = mapper.expect(
+            f"{D}/full/twin/update/delta", 30, where=lambda b: b["delta"].get("target") == "25"
+        )
+        assert delta["delta"]["target"] == "25"
+        assert "edge.db takes changes from the hub again" in edge.log()
+        wait_for(lambda: _refused_at_hub(hub) >= 21, 20, "the refusals to be reported")
         wait_for(lambda: _stored(mapper, "after", "42.5"), 30, "an update to be stored again")
         wait_for(lambda: reported(hub, "full", "temperature") == "42.5", 30, "it to reach the hub")
         assert "edge.db takes mapper updates again" in (tmp_path / "edge-df.log").read_text()
@@ -107,3 +126,8 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
 def _stored(mapper: FakeMapper, event: str, value: str) -> bool:
     mapper.publish(f"{D}/full/twin/update", update(event, temperature=value))
     return "code" not in mapper.expect(RESULT)
+
+
+def _refused_at_hub(hub: Hub) -> int:
+    _status, node = hub.request("GET", "/api/v1/nodes/edge-df")
+    return int(node.get("status", {}).get("usage", {}).get("mqttDropped", {}).get("storage", 0))
