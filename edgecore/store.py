@@ -684,6 +684,17 @@ class EdgeStore:
         """The packet ids of the MQTT batch this transaction stores (see edgecore.twins)."""
         self._set_meta("mqtt_batch", json.dumps(mids))
 
+    def unstored(self) -> int:
+        """MQTT messages refused since this cache was made because edge.db could not store
+        them (edgecore.twins), as last recorded."""
+        raw = self._meta("unstored")
+        return int(raw) if raw and raw.isdigit() else 0
+
+    def remember_unstored(self, count: int) -> None:
+        """Record the refusal count in the transaction under way (the first one that could
+        be stored after them): a restart then still reports them."""
+        self._set_meta("unstored", str(count))
+
     def last_batch(self) -> list[int]:
         raw = self._meta("mqtt_batch")
         try:

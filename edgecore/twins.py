@@ -114,8 +114,12 @@ class TwinService:
         }
         #: Packet ids of the batch committed last before this process started.
         self._redelivered: set[int] = set(store.last_batch())
-        #: Mapper updates refused because edge.db could not store them, by reason.
+        #: Mapper updates refused because edge.db could not store them, by reason; kept in
+        #: edge.db once it can store again, so a restart still reports them.
         self.unstored = Drops(log)
+        self._unstored_recorded = store.unstored()
+        if self._unstored_recorded:
+            self.unstored.count("storage", self._unstored_recorded)
         self._unstored_since: int | None = None
         self._unstored_count = 0
 
@@ -221,6 +225,10 @@ class TwinService:
             self._write(batch)
             self.store.outages.count("servedLocally", len(batch.publish))
             self.store.remember_batch([m.mid for m in messages if m.mid])
+            refused = self.unstored.counts.get("storage", 0)
+            if refused != self._unstored_recorded:
+                self.store.remember_unstored(refused)
+        self._unstored_recorded = self.unstored.counts.get("storage", 0)
         self.adopt(batch)
         return batch.publish
 

@@ -116,6 +116,14 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
         assert "edge.db takes changes from the hub again" in edge.log()
         wait_for(lambda: _refused_at_hub(hub) >= 21, 20, "the refusals to be reported")
         wait_for(lambda: _stored(mapper, "after", "42.5"), 30, "an update to be stored again")
+        # kept in edge.db with that update: a restarted edgecore still reports them
+        edge.kill()
+        connections = edge.log().count("connected at revision")
+        edge.start()
+        wait_for(lambda: edge.log().count("connected at revision") > connections, 20, "back")
+        time.sleep(2)  # status reports every 0.5 s, each replacing the node's usage
+        assert _refused_at_hub(hub) >= 21, "the count survived the restart"
+        wait_for(lambda: _stored(mapper, "after", "42.5"), 30, "an update to be stored again")
         wait_for(lambda: reported(hub, "full", "temperature") == "42.5", 30, "it to reach the hub")
         assert "edge.db takes mapper updates again" in (tmp_path / "edge-df.log").read_text()
         assert edge.proc.poll() is None
