@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from cloudhub.db import open_engine
 from cloudhub.store import Store
 from tests.support.clock import ManualClock
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, running
 from tests.support.postgres import PostgresCluster
 from tests.support.procs import Edge, Hub
 
@@ -44,12 +44,8 @@ def mqtt_broker() -> Iterator[Mosquitto]:
 @pytest.fixture
 def own_broker() -> Iterator[Mosquitto]:
     """A Mosquitto for one test, which the test may stop and restart."""
-    broker = Mosquitto()
-    broker.start()
-    try:
+    with running() as broker:
         yield broker
-    finally:
-        broker.cleanup()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

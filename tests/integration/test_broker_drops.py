@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import running
 from tests.support.mqtt import FakeMapper
 from tests.support.procs import Hub, wait_for
 
@@ -20,9 +20,7 @@ def usage(hub: Hub, node: str) -> dict[str, Any]:
 def test_messages_the_broker_dropped_for_an_absent_edgecore_are_reported(
     tmp_path: Path, hub: Hub, start_edge: Any
 ) -> None:
-    broker = Mosquitto(extra_config="max_queued_messages 10\nsys_interval 1\n")
-    broker.start()
-    try:
+    with running("max_queued_messages 10\nsys_interval 1\n") as broker:
         edge = start_edge("edge-q", mqtt=broker)
         mapper = FakeMapper(broker)
         try:
@@ -47,5 +45,3 @@ def test_messages_the_broker_dropped_for_an_absent_edgecore_are_reported(
         # said as it grew, or, when the restarted edgecore first hears of it, as a total
         log = (tmp_path / "edge-q.log").read_text()
         assert "dropped 50 messages" in log and "max_queued_messages" in log
-    finally:
-        broker.cleanup()

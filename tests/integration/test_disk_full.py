@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_broker_drops import usage
 from tests.integration.test_twins import NS, D, device, model, reported, twins_of, update
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import FakeMapper
@@ -137,5 +138,4 @@ def _stored(mapper: FakeMapper, event: str, value: str) -> bool:
 
 
 def _refused_at_hub(hub: Hub) -> int:
-    _status, node = hub.request("GET", "/api/v1/nodes/edge-df")
-    return int(node.get("status", {}).get("usage", {}).get("mqttDropped", {}).get("storage", 0))
+    return int(usage(hub, "edge-df").get("mqttDropped", {}).get("storage", 0))

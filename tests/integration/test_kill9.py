@@ -14,7 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, running
 from tests.support.procs import Edge, Hub, wait_for
 
 KILLS = 6
@@ -55,12 +55,8 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(
     tmp_path: Path, hub: Hub, start_edge: Any
 ) -> None:
     # the broker queues what the mapper sends while edgecore is down (as shipped: 100,000)
-    broker = Mosquitto(extra_config="max_queued_messages 100000\n")
-    broker.start()
-    try:
+    with running("max_queued_messages 100000\n") as broker:
         run_with_kills(tmp_path, hub, start_edge("edge1", mqtt=broker), broker)
-    finally:
-        broker.cleanup()
 
 
 def run_with_kills(tmp_path: Path, hub: Hub, edge: Edge, broker: Mosquitto) -> None:

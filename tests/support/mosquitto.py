@@ -8,6 +8,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.postgres import free_port
@@ -78,3 +80,14 @@ class Mosquitto:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def running(extra_config: str = "") -> Iterator[Mosquitto]:
+    """A Mosquitto of its own (``extra_config`` appended to its config) for a block."""
+    broker = Mosquitto(extra_config=extra_config)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
