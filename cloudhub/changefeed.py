@@ -63,9 +63,15 @@ class Subscription:
             self._bytes += row.size
         self._ready.set()
 
+    @property
+    def has_news(self) -> bool:
+        """Rows, an overflow, a close or a poke wait to be handled."""
+        return bool(self._rows) or self.overflowed or self.closed or self.poked
+
     async def wait(self, timeout: float | None = None) -> bool:
-        """Wait until rows (or an overflow, a close, a poke) are ready; False on timeout."""
-        if self._rows or self.overflowed or self.closed or self.poked:
+        """Wait until rows (or an overflow, a close, a poke) are ready; False on timeout
+        (news may have come as it ran out: check ``has_news``)."""
+        if self.has_news:
             return True
         self._ready.clear()
         try:

@@ -182,7 +182,9 @@ class SessionShell:
                 events, self._requests = self._requests, []
                 for event in events:
                     await self._execute(event())
-            elif not await sub.wait(timeout=PROGRESS_INTERVAL):
+            elif not await sub.wait(timeout=PROGRESS_INTERVAL) and not sub.has_news:
+                # (rows the feed pushed as the wait timed out come first: the progress mark
+                # reaches past them, and rows below it would be taken for replays)
                 await self._execute(self.core.idle(feed.last))
             elif sub.closed:  # the hub is stopping
                 await self._execute(self.core.stopping())

@@ -5,7 +5,10 @@ take the proxy's ``new_fault``. Faults:
 
 - ``pass``: bytes flow both ways;
 - ``blackhole``: bytes are read and thrown away, nothing is closed: a half-open link,
-  as a NAT that forgot the flow or a pulled cable makes it;
+  as a NAT that forgot the flow makes it. A link that has thrown bytes away stays that
+  way until an end closes it, whatever fault it is given later: TCP never delivers a
+  stream with a hole in it, and passing bytes again after a hole would hand the ends
+  a stream no network can produce (a frame missing between two that arrive);
 - ``delay``: each chunk is held ``delay`` seconds before it is passed on;
 - ``throttle``: at most ``rate`` bytes a second each way;
 - ``refuse`` (new connections only): accepted and closed at once;
@@ -38,6 +41,11 @@ class Link:
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
     bytes_passed: int = 0
     bytes_dropped: int = 0
+
+    @property
+    def dead(self) -> bool:
+        """Blackholed now, or since: bytes were thrown away (see the module's docstring)."""
+        return self.fault == "blackhole" or self.bytes_dropped > 0
 
 
 class FaultProxy:
@@ -147,7 +155,7 @@ class FaultProxy:
         window_start, window_bytes = time.monotonic(), 0
         try:
             while data := await reader.read(65536):
-                if link.fault == "blackhole":
+                if link.dead:
                     link.bytes_dropped += len(data)
                     continue
                 if link.fault == "delay":
@@ -157,7 +165,7 @@ class FaultProxy:
                     ahead = window_bytes / link.rate - (time.monotonic() - window_start)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
-                if link.fault == "blackhole":  # it became one while this chunk waited
+                if link.dead:  # it became one while this chunk waited
                     link.bytes_dropped += len(data)
                     continue
                 writer.write(data)
@@ -166,6 +174,6 @@ class FaultProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            if link.fault != "blackhole":
+            if not link.dead:
                 with contextlib.suppress(ConnectionError, OSError, RuntimeError):
                     writer.close()

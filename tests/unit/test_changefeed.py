@@ -55,3 +55,53 @@ def test_a_gap_before_the_feed_read_resyncs_every_subscriber() -> None:
         assert feed.last == 9
 
     asyncio.run(run())
+
+
+def test_rows_that_arrive_as_an_idle_wait_runs_out_go_before_any_progress_mark() -> None:
+    """A session told "nothing for a while" marks the edge's progress up to the feed's
+    position. Rows the feed pushed just as the wait ran out are below that position: sent
+    after the mark, they would be taken for replays and never applied, so they go first."""
+    from cloudhub.edgeserver import SessionShell
+
+    class Core:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, object]] = []
+
+        @property
+        def closed(self) -> bool:
+            return len(self.calls) >= 2
+
+        def idle(self, head: int) -> list:
+            self.calls.append(("idle", head))
+            return []
+
+        def rows_published(self, rows: list[ChangeRow]) -> list:
+            self.calls.append(("rows", [r.revision for r in rows]))
+            return []
+
+    async def run() -> None:
+        feed = ChangeFeed(lambda after, limit: LogPage([], 0, 0), start=0)
+        sub = feed.subscribe_node("edge-1")
+        waited = sub.wait
+
+        async def runs_out(timeout: float | None = None) -> bool:
+            if sub.has_news:
+                return await waited(timeout)
+            if feed.last < 7:
+                feed._dispatch(row(7, 10))  # pushed as the timeout fired
+                feed.last = 7
+            return False
+
+        sub.wait = runs_out  # type: ignore[method-assign]
+
+        class Shell(SessionShell):
+            async def _execute(self, commands: list, audit: bool = True) -> None:
+                return None
+
+        shell = object.__new__(Shell)
+        shell.sub, shell.core, shell._requests = sub, Core(), []  # type: ignore[assignment]
+        shell.server = type("Server", (), {"feed": feed})()
+        await shell._follow()
+        assert shell.core.calls == [("rows", [7]), ("idle", 7)]
+
+    asyncio.run(run())
