@@ -240,6 +240,9 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
         dropped = {**bus.refused.counts.copy(), **twins.unstored.counts.copy()}
         if dropped:
             usage["mqttDropped"] = dropped
+        unstored = twins.unstored_kinds.copy()
+        if unstored:  # mqttDropped.storage, by what was refused
+            usage["mqttUnstored"] = unstored
         return usage
 
     watchdog = Watchdog(notifier, lambda: db.call(store.health), status)

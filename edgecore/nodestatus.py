@@ -16,7 +16,7 @@ import psutil
 import edgeward
 from edgecore import memory
 from edgecore.drops import Drops
-from edgecore.store import StoreThread
+from edgecore.store import StoreThread, is_storage_failure
 from edgeward.protocol import TOPIC_NODE_STATUS
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,32 @@ async def report_forever(
     while True:
         try:
             status = await asyncio.to_thread(node_status, data_dir)
-            await db.call(db.store.expire_events)
+            try:
+                await db.call(db.store.expire_events)
+            except sqlite3.OperationalError as exc:  # they expire at the next report
+                problems.add("expire", f"node status: could not delete expired events ({exc})")
             usage, status["outbox"] = await db.call(db.store.outbox_status)
             status["usage"].update(usage)
             # the hub compares it with what it routed to this node (drift detection)
             revision, digest = await db.call(db.store.cache_digest)
             status["usage"].update(cacheRevision=revision, cacheDigest=digest)
             status["usage"].update(more_usage())
-            await db.call(db.store.report_state, TOPIC_NODE_STATUS, NODE_STATUS_KEY, status)
+            try:
+                await db.call(db.store.report_state, TOPIC_NODE_STATUS, NODE_STATUS_KEY, status)
+            except sqlite3.OperationalError as exc:
+                if not is_storage_failure(exc):
+                    raise
+                # a full disk: the report goes from memory, so the hub still hears the node
+                # (and sees its disk); one line a minute, not one per report
+                await db.call(db.store.hold_state, TOPIC_NODE_STATUS, NODE_STATUS_KEY, status)
+                problems.add(
+                    "store",
+                    f"node status: edge.db cannot store reports ({exc}); they are sent from "
+                    "memory meanwhile",
+                )
             outbox_wake.set()
             memory.trim()  # what a burst since the last report freed
-        except sqlite3.OperationalError as exc:  # a full disk: one line a minute, not a trace
+        except sqlite3.OperationalError as exc:  # one line a minute, not a trace
             problems.add("store", f"node status: could not queue a report ({exc}); trying again")
         except Exception:
             log.exception("node status: could not queue a report; trying again next interval")

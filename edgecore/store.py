@@ -42,6 +42,11 @@ T = TypeVar("T")
 #: The node's own rows, which an outage report does not count as reports it buffered.
 UNCOUNTED = frozenset({TOPIC_NODE_STATUS, OUTAGE_TOPIC})
 
+SQLITE_MAX_INT = 2**63 - 1
+
+#: Meta key present once the file has been aligned with the hub's seq (align_outbox).
+ALIGNED = "outbox_aligned"
+
 #: A row's share of the outbox quota: the bytes of its topic, key and body as stored.
 ROW_BYTES = (
     "length(CAST(topic AS BLOB)) + coalesce(length(CAST(key AS BLOB)), 0) "
@@ -187,6 +192,10 @@ class EdgeStore:
         self._digest: tuple[int, str] | None = None
         #: The open outage, counting what the node does alone (edgecore.outage).
         self.outages = OutageLog(self._meta, self._set_meta, clock)
+        #: A state row edge.db could not take (a full disk), sent from memory (hold_state),
+        #: and the seq it took: rows written later take seqs above it.
+        self._held: ReportItem | None = None
+        self._reserved_seq = 0
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -377,7 +386,33 @@ class EdgeStore:
             replaced = self._delete("DELETE FROM outbox WHERE key = ?", (key,))
             if topic not in UNCOUNTED:
                 self.outages.count("coalesced", replaced)
-            return self._append(topic, key, text)
+            seq = self._append(topic, key, text)
+        if self._held is not None and self._held.key == key:
+            self._held = None  # the stored row is newer
+        return seq
+
+    def hold_state(self, topic: str, key: str, body: dict[str, Any]) -> int | None:
+        """Keep in memory, to be sent with the outbox's rows, the latest value of ``key``
+        when edge.db cannot take it (a full disk): the node's status then still reaches
+        the hub, which would otherwise see a connected node go silent and mark it NotReady
+        just when it most needs to see its disk. The row takes a seq above every row
+        issued so far, reserved in memory: rows written later are numbered above it (see
+        _follow_reserved), and after a restart the hub's higher seq is followed by
+        :meth:`align_outbox`. A later value of ``key`` replaces it, in memory or stored.
+        Returns its seq, None when the row is refused."""
+        text = self.encode_row(topic, key, body)
+        if text is None:
+            return None
+        seq = max(self._high_seq(), self._reserved_seq) + 1  # a read works on a full disk
+        self._reserved_seq = seq
+        self._held = ReportItem(seq=seq, topic=topic, key=key, body=json.loads(text))
+        return seq
+
+    def _follow_reserved(self) -> None:
+        """In a transaction about to insert outbox rows: number them above any seq a held
+        row took (hold_state)."""
+        if self._reserved_seq and self._high_seq() < self._reserved_seq:
+            self._set_high_seq(self._reserved_seq)
 
     def report_event(self, topic: str, body: dict[str, Any]) -> int | None:
         """Queue an event; events never replace each other. Returns the row's seq, None when
@@ -389,6 +424,7 @@ class EdgeStore:
             return self._append(topic, None, text)
 
     def _append(self, topic: str, key: str | None, text: str) -> int:
+        self._follow_reserved()
         cur = self.db.execute(
             "INSERT INTO outbox (topic, key, body, created, checked) VALUES (?, ?, ?, ?, 1)",
             (topic, key, text, self.clock()),
@@ -499,6 +535,7 @@ class EdgeStore:
                     replaced = self._delete("DELETE FROM outbox WHERE key = ?", (key,))
                     if topic not in UNCOUNTED:
                         self.outages.count("coalesced", replaced)
+            self._follow_reserved()
             self.db.executemany(
                 "INSERT INTO outbox (topic, key, body, created, checked) VALUES (?, ?, ?, ?, 1)",
                 written,
@@ -506,6 +543,8 @@ class EdgeStore:
             self.outbox_bytes += sum(_row_bytes(t, k, text) for t, k, text, _ in written)
             self.outages.count("buffered", sum(t not in UNCOUNTED for t, _, _, _ in written))
             self._keep_quota()
+        if self._held is not None and any(key == self._held.key for _, key, _, _ in written):
+            self._held = None  # the stored row is newer
 
     def pending(
         self, after: int, limit: int = 500, max_bytes: int = 256 * 1024
@@ -517,11 +556,14 @@ class EdgeStore:
         budget = MAX_FRAME_BYTES - outboxrows.FRAME_OVERHEAD
         items: list[ReportItem] = []
         size = frame = 0
+        # a held row (hold_state) goes alone, once every stored row below it has gone
+        held = self._held if self._held is not None and self._held.seq > after else None
+        below = held.seq if held is not None else SQLITE_MAX_INT
         # Bytes, not text: a row's text may not even be UTF-8.
         rows = self.db.execute(
             "SELECT seq, checked, CAST(topic AS BLOB), CAST(key AS BLOB), CAST(body AS BLOB) "
-            "FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
+            "FROM outbox WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+            (after, below, limit),
         )
         bad: list[int] = []
         for seq, checked, raw_topic, raw_key, raw_body in rows:
@@ -557,6 +599,8 @@ class EdgeStore:
             with self._tx():
                 for seq in bad:
                     self._delete("DELETE FROM outbox WHERE seq = ?", (seq,))
+        if not items and held is not None:
+            return [held]
         return items
 
     def _quarantined(self, seq: int, raw_topic: bytes, refused: outboxrows.Refused) -> None:
@@ -580,6 +624,8 @@ class EdgeStore:
         the rows are sent again and the hub, which dedupes by seq, ignores them. The sync
         would otherwise delay the next twin update queued behind it.
         """
+        if self._held is not None and self._held.seq <= seq:
+            self._held = None
         self.db.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._tx():
@@ -591,23 +637,46 @@ class EdgeStore:
     def align_outbox(self, hub_seq: int) -> None:
         """Reconcile with the highest seq the hub says it persisted for this node.
 
-        Normally that acknowledges rows. If the hub has seen seqs this file never
-        issued (the edge's data was wiped, or restored from an older backup, and the
-        node came back under the same name), pending rows are renumbered to follow
-        ``hub_seq``, in order, so the hub does not take them for replays and drop them.
+        Normally that acknowledges rows. The hub may hold seqs above any this file
+        recorded issuing: a status sent from memory on a full disk (:meth:`hold_state`)
+        took one, and rows below it the hub had acknowledged may still be here, undeleted;
+        they are deleted like any acknowledged row. But a file that has never been aligned
+        with the hub is a new one (the edge's data was wiped and the node came back under
+        the same name): its rows are renumbered to follow ``hub_seq``, in order, so the hub
+        does not take them for replays and drop them.
+
+        On a full disk nothing is deleted (the next alignment or acknowledgement does it)
+        and rows written later are numbered above ``hub_seq``: the link comes up anyway.
         """
-        with self._tx():
-            high = self._high_seq()
-            if hub_seq <= high:
-                self._delete("DELETE FROM outbox WHERE seq <= ?", (hub_seq,))
-                return
-            low = self.db.execute("SELECT min(seq) FROM outbox").fetchone()[0]
-            if low is not None:
-                # every new seq is above every old one (hub_seq > high): no clash on the way
-                shift = hub_seq + 1 - int(low)
-                self.db.execute("UPDATE outbox SET seq = seq + ?", (shift,))
-                high += shift
-            self._set_high_seq(max(high, hub_seq))
+        if self._held is not None and self._held.seq <= hub_seq:
+            self._held = None
+        try:
+            with self._tx():
+                high = self._high_seq()
+                if hub_seq > high and self._meta(ALIGNED) is None:
+                    self._renumber_after(hub_seq, high)
+                else:
+                    self._delete("DELETE FROM outbox WHERE seq <= ?", (hub_seq,))
+                    if hub_seq > high:
+                        self._set_high_seq(hub_seq)
+                if self._meta(ALIGNED) is None:
+                    self._set_meta(ALIGNED, "1")
+        except sqlite3.OperationalError as exc:
+            if not is_storage_failure(exc):
+                raise
+            self._reserved_seq = max(self._reserved_seq, hub_seq)
+            self._problems.add(
+                "align", f"outbox: could not delete the rows the hub holds ({exc}); later"
+            )
+
+    def _renumber_after(self, hub_seq: int, high: int) -> None:
+        low = self.db.execute("SELECT min(seq) FROM outbox").fetchone()[0]
+        if low is not None:
+            # every new seq is above every old one (hub_seq > high): no clash on the way
+            shift = hub_seq + 1 - int(low)
+            self.db.execute("UPDATE outbox SET seq = seq + ?", (shift,))
+            high += shift
+        self._set_high_seq(max(high, hub_seq))
 
     def _high_seq(self) -> int:
         row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
@@ -684,16 +753,26 @@ class EdgeStore:
         """The packet ids of the MQTT batch this transaction stores (see edgecore.twins)."""
         self._set_meta("mqtt_batch", json.dumps(mids))
 
-    def unstored(self) -> int:
+    def unstored(self) -> dict[str, int]:
         """MQTT messages refused since this cache was made because edge.db could not store
-        them (edgecore.twins), as last recorded."""
+        them (edgecore.twins), by kind, as last recorded."""
         raw = self._meta("unstored")
-        return int(raw) if raw and raw.isdigit() else 0
+        if not raw:
+            return {}
+        if raw.isdigit():  # recorded before the count was split by kind
+            return {"updates": int(raw)}
+        try:
+            kinds = json.loads(raw)
+        except ValueError:
+            return {}
+        if not isinstance(kinds, dict):
+            return {}
+        return {k: v for k, v in kinds.items() if isinstance(k, str) and type(v) is int}
 
-    def remember_unstored(self, count: int) -> None:
-        """Record the refusal count in the transaction under way (the first one that could
+    def remember_unstored(self, kinds: dict[str, int]) -> None:
+        """Record the refusal counts in the transaction under way (the first one that could
         be stored after them): a restart then still reports them."""
-        self._set_meta("unstored", str(count))
+        self._set_meta("unstored", json.dumps(kinds, sort_keys=True))
 
     def last_batch(self) -> list[int]:
         raw = self._meta("mqtt_batch")

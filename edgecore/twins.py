@@ -77,6 +77,8 @@ class TwinBatch:
     twins: dict[str, DeviceTwin | None] = field(default_factory=dict)
     reports: dict[object, tuple[str, str | None, str]] = field(default_factory=dict)
     publish: list[Outgoing] = field(default_factory=list)
+    #: The refusal counts this batch's transaction records (None: unchanged).
+    unstored: dict[str, int] | None = None
     _events: int = 0
 
     def report(self, topic: str, key: str | None, body: dict[str, Any]) -> None:
@@ -114,12 +116,15 @@ class TwinService:
         }
         #: Packet ids of the batch committed last before this process started.
         self._redelivered: set[int] = set(store.last_batch())
-        #: Mapper updates refused because edge.db could not store them, by reason; kept in
-        #: edge.db once it can store again, so a restart still reports them.
+        #: Mapper messages refused because edge.db could not store them: ``counts`` has
+        #: them by reason (``storage``) for the log, ``kinds`` by what they were (uploads,
+        #: updates) for the hub. Kept in edge.db by the first transaction that can store
+        #: again, mapper batch or hub batch, so a restart still reports them.
         self.unstored = Drops(log)
-        self._unstored_recorded = store.unstored()
-        if self._unstored_recorded:
-            self.unstored.count("storage", self._unstored_recorded)
+        self.unstored_kinds: dict[str, int] = store.unstored()
+        self._unstored_recorded = dict(self.unstored_kinds)
+        if self.unstored_kinds:
+            self.unstored.count("storage", sum(self.unstored_kinds.values()))
         self._unstored_since: int | None = None
         self._unstored_count = 0
 
@@ -197,6 +202,8 @@ class TwinService:
                 replies.send(outcome.publish)  # a read, or a refusal: nothing to store
                 continue
             refused += 1
+            kind = _unstored_kind(msg.topic)
+            self.unstored_kinds[kind] = self.unstored_kinds.get(kind, 0) + 1
             reply = _not_stored(msg, self._clock_ms())
             if reply is not None:
                 replies.send((reply,))
@@ -225,10 +232,6 @@ class TwinService:
             self._write(batch)
             self.store.outages.count("servedLocally", len(batch.publish))
             self.store.remember_batch([m.mid for m in messages if m.mid])
-            refused = self.unstored.counts.get("storage", 0)
-            if refused != self._unstored_recorded:
-                self.store.remember_unstored(refused)
-        self._unstored_recorded = self.unstored.counts.get("storage", 0)
         self.adopt(batch)
         return batch.publish
 
@@ -249,6 +252,8 @@ class TwinService:
 
     def adopt(self, batch: TwinBatch) -> None:
         """``batch`` has committed: memory now holds what the disk holds."""
+        if batch.unstored is not None:
+            self._unstored_recorded = batch.unstored
         for device_id, twin in batch.twins.items():
             if twin is None:
                 self._twins.pop(device_id, None)
@@ -287,6 +292,9 @@ class TwinService:
         )
         self.store.delete_twins(i for i, twin in batch.twins.items() if twin is None)
         self.store.write_rows(batch.reports.values())
+        if self.unstored_kinds != self._unstored_recorded:
+            batch.unstored = dict(self.unstored_kinds)
+            self.store.remember_unstored(batch.unstored)
 
     def members(self) -> list[DeviceTwin]:
         return sorted(self._twins.values(), key=lambda t: t.id)
@@ -311,6 +319,13 @@ NOT_STORED = (
     "the edge could not store this update (its disk is full or failing); it was not "
     "applied: send it again later"
 )
+
+
+def _unstored_kind(topic: str) -> str:
+    """What a message edge.db could not store was, as the hub is told: ``uploads`` (apps'
+    events, which the mapper cannot be asked to send again) or ``updates`` (the rest)."""
+    route = topics.match(topic)
+    return "uploads" if route is not None and route.action is topics.Action.UPLOAD else "updates"
 
 
 def _not_stored(msg: Inbound, now_ms: int) -> Publish | None:

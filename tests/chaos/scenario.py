@@ -15,8 +15,8 @@ with what the others hold:
   with; an upload the broker took that the hub does not hold;
 - **duplicated**: an upload the hub holds more than once;
 - **refused**: uploads made while an edge's disk was full that the hub does not hold, which
-  that edge counted and reported as refused (``usage.mqttDropped.storage``); more missing
-  than it counted are lost;
+  that edge counted and reported as refused (``usage.mqttUnstored.uploads``); more
+  missing than it counted are lost;
 - **drifted**: an edge whose cache digest differs from what the hub routes to it.
 
 One line says it all, with the seed to replay a failing run: ``python -m tests.chaos --seed S``.
@@ -151,7 +151,10 @@ class Scenario:
         disk_full: bool = False,
     ) -> None:
         self.seed = seed
+        # Faults draw from their own generator, so a seed replays the same faults in the same
+        # order however much load the timing let through between them.
         self.rng = random.Random(seed)
+        self.load_rng = random.Random(f"load-{seed}")
         self.fault_budget = faults
         self.disk_full = disk_full  # and run as root: a tmpfs is mounted for the first edge
         self.n_edges = edges
@@ -275,9 +278,9 @@ class Scenario:
         until = time.monotonic() + seconds
         while time.monotonic() < until:
             self.counter += 1
-            edge = self.rng.choice(sorted(self.edges))
-            device = f"{edge}-d{self.rng.randrange(DEVICES_PER_EDGE)}"
-            what = self.rng.random()
+            edge = self.load_rng.choice(sorted(self.edges))
+            device = f"{edge}-d{self.load_rng.randrange(DEVICES_PER_EDGE)}"
+            what = self.load_rng.random()
             if what < 0.4:
                 self._write(device, self.counter)
             elif what < 0.8:
@@ -443,10 +446,10 @@ class Scenario:
         audit.duplicated.extend(f"upload {p} x{n}" for p, n in held.items() if n > 1)
 
     def _refused_count(self, node: str) -> int:
-        """What ``node`` reported it refused because edge.db could not store it."""
+        """The uploads ``node`` reported it refused because edge.db could not store them."""
         _status, body = self.hub.request("GET", f"/api/v1/nodes/{node}")
         usage = body.get("status", {}).get("usage", {})
-        return int(usage.get("mqttDropped", {}).get("storage", 0))
+        return int(usage.get("mqttUnstored", {}).get("uploads", 0))
 
     @staticmethod
     def _check_final(

@@ -1,6 +1,7 @@
 """The chaos suite's short form, in `make test`: a fixed seed, a dozen faults (hub and
-edge crashes, blackholed, delayed, throttled, reset and dropped links) under load, then the
-audit: nothing lost, nothing duplicated, no cache drifted. `make chaos` runs 1,000 faults."""
+edge crashes, blackholed, delayed, throttled, reset and dropped links, and, as root, a full
+disk) under load, then the audit: nothing lost, nothing duplicated, no cache drifted.
+`make chaos` runs 1,000 faults."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ FAULTS = int(os.environ.get("CHAOS_FAULTS", "12"))
 
 def test_nothing_is_lost_duplicated_or_drifted_under_random_faults(tmp_path: Path) -> None:
     lines: list[str] = []
-    scenario = Scenario(SEED, FAULTS, edges=2, base=tmp_path)
+    scenario = Scenario(SEED, FAULTS, edges=2, base=tmp_path, disk_full=True)  # as root
     scenario.log = lines.append
     audit = scenario.run()
     print(audit.line())

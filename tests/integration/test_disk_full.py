@@ -5,7 +5,9 @@ Mosquitto; edge.db on a small tmpfs of its own, filled to the last byte."""
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -93,6 +95,11 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
         mapper.publish("$hw/events/node/edge-df/membership/get", {"event_id": "m1"})
         members = mapper.expect("$hw/events/node/edge-df/membership/get/result")
         assert [d["name"] for d in members["devices"]] == ["full"]
+        # an app's upload cannot be stored either: no reply exists for it, so it is counted;
+        # the node's status still reaches the hub (from memory), with the count and the disk
+        mapper.publish("$hw/events/upload/app", {"reading": 1})
+        wait_for(lambda: _unstored_at_hub(hub).get("uploads") == 1, 20, "the upload counted")
+        assert usage(hub, "edge-df")["diskPercent"] == 100
         # a desired value from the hub cannot be stored either: the hub keeps it, the edge
         # tries it again, and the link stays up meanwhile
         patch = {"spec": {"properties": [{"name": "target", "desired": {"value": "25"}},
@@ -106,6 +113,7 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
         log = (tmp_path / "edge-df.log").read_text()
         assert log.count("edge.db cannot store mapper updates") == 1
         assert log.count("edge.db cannot store changes from the hub") == 1, "logged once"
+        assert log.count("node status: edge.db cannot store reports") == 1, "logged once"
         assert "MQTT: connected" in log and log.count("MQTT: connected") == 1
         assert "reconnecting" not in log, "the hub link must stay up"
 
@@ -115,15 +123,20 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
         )
         assert delta["delta"]["target"] == "25"
         assert "edge.db takes changes from the hub again" in edge.log()
-        wait_for(lambda: _refused_at_hub(hub) >= 21, 20, "the refusals to be reported")
+        # the hub's batch is the first transaction stored after the refusals: their counts
+        # are kept in edge.db with it, before any mapper batch is
+        assert _recorded_in(small_disk / "edge") == {"updates": 21, "uploads": 1}
+        wait_for(lambda: _refused_at_hub(hub) == 22, 20, "the refusals to be reported")
+        assert _unstored_at_hub(hub) == {"updates": 21, "uploads": 1}
         wait_for(lambda: _stored(mapper, "after", "42.5"), 30, "an update to be stored again")
-        # kept in edge.db with that update: a restarted edgecore still reports them
+        # a restarted edgecore still reports them
         edge.kill()
         connections = edge.log().count("connected at revision")
         edge.start()
         wait_for(lambda: edge.log().count("connected at revision") > connections, 20, "back")
         time.sleep(2)  # status reports every 0.5 s, each replacing the node's usage
-        assert _refused_at_hub(hub) >= 21, "the count survived the restart"
+        assert _refused_at_hub(hub) == 22, "the count survived the restart"
+        assert _unstored_at_hub(hub) == {"updates": 21, "uploads": 1}
         wait_for(lambda: _stored(mapper, "after", "42.5"), 30, "an update to be stored again")
         wait_for(lambda: reported(hub, "full", "temperature") == "42.5", 30, "it to reach the hub")
         assert "edge.db takes mapper updates again" in (tmp_path / "edge-df.log").read_text()
@@ -139,3 +152,73 @@ def _stored(mapper: FakeMapper, event: str, value: str) -> bool:
 
 def _refused_at_hub(hub: Hub) -> int:
     return int(usage(hub, "edge-df").get("mqttDropped", {}).get("storage", 0))
+
+
+def _recorded_in(data_dir: Path) -> dict[str, int]:
+    """The refusal counts edge.db holds (what a restarted edgecore reports)."""
+    db = sqlite3.connect(f"file:{data_dir / 'edge.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'unstored'").fetchone()
+    finally:
+        db.close()
+    return json.loads(row[0]) if row else {}
+
+
+def _unstored_at_hub(hub: Hub) -> dict[str, int]:
+    return dict(usage(hub, "edge-df").get("mqttUnstored", {}))
+
+
+def test_links_come_up_again_on_a_full_disk_and_the_hub_keeps_hearing_the_node(
+    hub: Hub, start_edge: Any, mqtt_broker: Mosquitto, small_disk: Path
+) -> None:
+    """While the disk is full, the hub restarts and then edgecore does: each time the link
+    comes up again (nothing needs storing to align with the hub) and the node's status goes
+    on reaching the hub from memory; once there is room, nothing was lost or sent twice."""
+    assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
+    assert hub.request("POST", f"{NS}/devices", device("full", "edge-df"))[0] == 201
+    edge = start_edge("edge-df", "--data-dir", str(small_disk / "edge"), mqtt=mqtt_broker)
+    mapper = FakeMapper(mqtt_broker, RESULT)
+    try:
+        wait_for(lambda: twins_of(hub, "full").get("target"), 20, "the edge to take the device")
+        for i in range(3):  # stored before the disk fills, acknowledged by the hub
+            mapper.publish("$hw/events/upload/app", f"before-{i}")
+        wait_for(lambda: len(_uploads(hub)) == 3, 20, "the uploads to reach the hub")
+        filler = fill(small_disk)
+        # until the WAL has no room left either
+        assert any(not _stored(mapper, f"probe-{i}", "1.5") for i in range(400))
+
+        def heard_since(moment: float) -> bool:
+            body = hub.request("GET", "/api/v1/nodes/edge-df")[1]
+            beat = body["status"].get("lastHeartbeatTime") or ""
+            return beat > _iso(moment) and usage(hub, "edge-df").get("diskPercent") == 100
+
+        connections = edge.log().count("connected at revision")
+        hub.restart()
+        wait_for(lambda: edge.log().count("connected at revision") > connections, 30, "relink")
+        moment = time.time() + 1
+        wait_for(lambda: heard_since(moment), 20, "the status after the hub restarted")
+        edge.kill()
+        edge.start()
+        wait_for(lambda: edge.log().count("connected at revision") > connections + 1, 30, "back")
+        moment = time.time() + 1
+        wait_for(lambda: heard_since(moment), 20, "the status after edgecore restarted")
+        assert edge.proc.poll() is None
+
+        filler.unlink()
+        wait_for(lambda: _stored(mapper, "after", "42.5"), 30, "an update to be stored again")
+        mapper.publish("$hw/events/upload/app", "after")
+        wait_for(lambda: "after" in _uploads(hub), 20, "a new upload to reach the hub")
+        time.sleep(2)  # any row sent twice would have arrived by now
+        assert sorted(_uploads(hub)) == ["after", "before-0", "before-1", "before-2"]
+        wait_for(lambda: reported(hub, "full", "temperature") == "42.5", 30, "the report")
+    finally:
+        mapper.close()
+
+
+def _uploads(hub: Hub) -> list[str]:
+    page = hub.request("GET", "/api/v1/events?limit=1000")[1]
+    return [str(item["payload"]) for item in page["items"]]
+
+
+def _iso(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))

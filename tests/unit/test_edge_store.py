@@ -188,6 +188,73 @@ def test_renumbered_rows_follow_the_hub_seq_without_a_gap_or_an_overflow(
     assert store.pending(0) == []
 
 
+def test_a_file_aligned_before_takes_a_higher_hub_seq_as_an_acknowledgement(
+    store: EdgeStore,
+) -> None:
+    """Once a file has been aligned, a hub seq above anything it recorded issuing means the
+    hub took a row sent from memory (hold_state) after acknowledging the rows below it:
+    those rows are deleted, not renumbered and sent a second time."""
+    store.align_outbox(0)
+    store.report_event("e", {"i": 1})
+    store.report_event("e", {"i": 2})
+    store.align_outbox(1000)
+    assert store.pending(0) == []
+    assert store.report_event("e", {"i": 3}) == 1001
+
+
+def full_disk(*_args: object) -> None:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_a_status_edge_db_cannot_take_is_sent_from_memory_in_seq_order(
+    store: EdgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the node's status is held in memory and sent after every stored row,
+    at a seq above them; rows stored later follow it, and its key's next stored value or
+    the hub's acknowledgement replaces it."""
+    first = store.report_event("e", {"i": 1})
+    with monkeypatch.context() as m:
+        m.setattr(store, "_append", full_disk)
+        with pytest.raises(sqlite3.OperationalError):
+            store.report_state("node/status", "node-status", {"disk": 100})
+    held = store.hold_state("node/status", "node-status", {"disk": 100})
+    assert held == first + 1
+    assert [i.seq for i in store.pending(0)] == [first], "stored rows go first"
+    assert [(i.seq, i.body) for i in store.pending(first)] == [(held, {"disk": 100})]
+    again = store.hold_state("node/status", "node-status", {"disk": 99})
+    assert again == held + 1 and [i.body for i in store.pending(first)] == [{"disk": 99}]
+    later = store.report_event("e", {"i": 2})
+    assert later > again, "a row stored later is numbered above the held one"
+    assert [i.seq for i in store.pending(first)] == [again]
+    assert [i.seq for i in store.pending(again)] == [later]
+    store.acknowledge(again)
+    assert [i.seq for i in store.pending(0)] == [later]
+    store.hold_state("node/status", "node-status", {"disk": 98})
+    store.report_state("node/status", "node-status", {"disk": 50})
+    assert [i.body for i in store.pending(later)] == [{"disk": 50}], "the stored value wins"
+
+
+def test_a_refused_status_is_not_held(store: EdgeStore) -> None:
+    assert store.hold_state("node/status", "node-status", {"x": "\ud800"}) is None
+    assert store.pending(0) == []
+
+
+def test_alignment_on_a_full_disk_keeps_the_link_and_numbers_new_rows_above_the_hub(
+    store: EdgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub's seq cannot be recorded on a full disk: the session goes on, the rows the
+    hub holds are deleted at the next alignment, and no new row takes a seq the hub has."""
+    store.align_outbox(0)
+    store.report_event("e", {"i": 1})
+    with monkeypatch.context() as m:
+        m.setattr(store, "_delete", full_disk)
+        store.align_outbox(500)  # no exception: the link comes up
+    assert store.hold_state("node/status", "node-status", {"disk": 100}) == 501
+    assert store.report_event("e", {"i": 2}) == 502
+    store.align_outbox(501)
+    assert [i.seq for i in store.pending(0)] == [502]
+
+
 def test_a_snapshot_is_staged_and_replaces_the_cache_on_its_final_frame(store: EdgeStore) -> None:
     """Snapshot frames are kept aside until the final one; then the cache becomes exactly
     the snapshot, with its revision, in one transaction; a new snapshot drops what an

@@ -155,3 +155,52 @@ def test_a_batch_the_broker_redelivers_after_a_crash_is_not_stored_twice(
     service.handle_messages([upload(9, "c")])
     service.handle_messages([upload(7, "d", dup=True)])  # a retransmission of a new message
     assert uploads(store) == ["a", "b", "c", "d"]
+
+
+def test_refusals_on_a_full_disk_are_counted_by_kind_and_kept_by_the_next_hub_batch(
+    service: TwinService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a full disk refused is counted by kind (an upload is not an update: nothing
+    asks the app again), and the first transaction stored afterwards keeps the counts, even
+    when it is a batch from the hub, so a restart goes on reporting them."""
+    upload = Inbound("$hw/events/upload/app", b'{"reading": 1}')
+    get = Inbound("$hw/events/device/default/thermo/twin/get", b'{"event_id": "g"}')
+
+    def full(_messages: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as m:
+        m.setattr(service, "_apply_messages", full)
+        replies = service.handle_messages([Inbound(*UPDATE), upload, Inbound(*UPDATE), get])
+    assert [r.topic.rsplit("/", 2)[-2:] for r in replies] == [
+        ["update", "result"],
+        ["update", "result"],
+        ["get", "result"],
+    ]
+    assert service.unstored_kinds == {"updates": 2, "uploads": 1}
+    assert service.unstored.counts == {"storage": 3}
+    assert TwinService(service.store, "edge1").unstored_kinds == {}, "not stored yet"
+
+    changed = {**DEVICE, "metadata": {**DEVICE["metadata"], "resourceVersion": "4"}}
+    with service.store.transaction():
+        batch = service.on_hub_changes([Applied("Device", "default", "thermo", DEVICE, changed)])
+    service.adopt(batch)
+    again = TwinService(service.store, "edge1")
+    assert again.unstored_kinds == {"updates": 2, "uploads": 1}
+    assert again.unstored.counts == {"storage": 3}
+
+
+def test_a_refusal_count_recorded_before_the_split_by_kind_still_loads(tmp_path: Path) -> None:
+    store = EdgeStore(tmp_path / "edge.db")
+    store.claim("edge1")
+    with store.transaction():
+        store._set_meta("unstored", "7")
+    assert TwinService(store, "edge1").unstored_kinds == {"updates": 7}
+    for garbage, loaded in (
+        ("[1, 2]", {}),
+        ("{not json", {}),
+        ('{"uploads": "x", "updates": 2}', {"updates": 2}),
+    ):
+        with store.transaction():
+            store._set_meta("unstored", garbage)
+        assert TwinService(store, "edge1").unstored_kinds == loaded
