@@ -10,7 +10,9 @@ protocol — raises :class:`LinkStopped`, and edgecore exits with that line.
 
 Per connection, two tasks: ``_receive`` hands frames over one at a time and
 awaits each one's store job before reading the next (a burst from the hub
-waits in the socket, not in memory); ``_send_outbox`` drains the outbox
+waits in the socket, not in memory, except up to READ_AHEAD_BYTES read ahead while a
+batch edge.db cannot store is held, to keep the link's pings flowing); ``_send_outbox``
+drains the outbox
 within the session's window. Nothing else on the edge waits for the link:
 the cache and the outbox are in edge.db.
 """
@@ -22,6 +24,7 @@ import logging
 import sqlite3
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -62,6 +65,8 @@ OUTBOX_LINGER = 0.01
 STORAGE_RETRY = 2.0
 #: Longest wait between looks at the node certificate's renewal time.
 RENEWAL_CHECK = 3600.0
+#: Bytes of the hub's frames read ahead while one of its batches is held (a full disk).
+READ_AHEAD_BYTES = 1024 * 1024
 
 
 class LinkStopped(FatalError):
@@ -100,6 +105,11 @@ class HubLink:
         self._live_since: float | None = None
         #: Local failures the link rides over, logged at a limited rate.
         self._problems = Drops(log)
+        #: The connection being served, and frames read from it ahead of their turn while
+        #: a batch is held (_read_ahead): handled first, in order, once it is stored.
+        self._ws: ClientConnection | None = None
+        self._ahead: deque[str | bytes] = deque()
+        self._ahead_bytes = 0
 
     def summary(self) -> str:
         """The link's state in a few words, for the daemon's status line."""
@@ -185,6 +195,7 @@ class HubLink:
 
     async def _serve(self, ws: ClientConnection, core: EdgeSession, url: str = "") -> Ended:
         closed: ConnectionClosed | None = None
+        self._ws, self._ahead, self._ahead_bytes = ws, deque(), 0
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive(ws, core))
@@ -235,11 +246,15 @@ class HubLink:
 
     async def _receive(self, ws: ClientConnection, core: EdgeSession) -> None:
         await self._execute(ws, core, core.start())
-        async for frame in ws:
+        while True:
+            if self._ahead:
+                frame = self._ahead.popleft()
+                self._ahead_bytes -= len(frame)
+            else:
+                # raises ConnectionClosed when the link ends, cleanly or not, which ends the
+                # sender task too
+                frame = await ws.recv()
             await self._execute(ws, core, core.receive(frame))
-        # a clean close just ends the iteration; recv() raises its ConnectionClosed, which
-        # ends the sender task too
-        await ws.recv()
 
     async def _send_outbox(self, ws: ClientConnection, core: EdgeSession) -> None:
         while True:
@@ -323,6 +338,8 @@ class HubLink:
                 await db.call(db.store.count_rejected, len(job.rejected))
             self.outbox_wake.set()
             return core.deleted()
+        except ConnectionClosed:
+            raise  # the link ended while the job waited (_read_ahead): not the job's failure
         except Exception as exc:
             if not isinstance(exc, sqlite3.Error):
                 log.exception("%s failed", type(job).__name__)
@@ -347,11 +364,31 @@ class HubLink:
                     f"edge.db cannot store changes from the hub ({exc}); the hub keeps them "
                     f"and they are tried again every {STORAGE_RETRY:g}s, with the link up",
                 )
-                await asyncio.sleep(STORAGE_RETRY)
+                await self._read_ahead(STORAGE_RETRY)
                 continue
             if failed:
                 log.warning("edge.db takes changes from the hub again")
             return published
+
+    async def _read_ahead(self, seconds: float) -> None:
+        """Wait ``seconds``, reading the hub's next frames meanwhile (up to READ_AHEAD_BYTES;
+        _receive handles them in order once the held batch is stored). websockets answers
+        pings and takes pongs only while frames are read: without this, a few more frames
+        from the hub fill its queue, reading stops, and the keepalive ends a healthy link."""
+        ws, loop = self._ws, asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while ws is not None and self._ahead_bytes < READ_AHEAD_BYTES:
+            left = until - loop.time()
+            if left <= 0:
+                return
+            try:
+                async with asyncio.timeout(left):
+                    frame = await ws.recv()  # cancelling recv() loses nothing
+            except TimeoutError:
+                return
+            self._ahead.append(frame)
+            self._ahead_bytes += len(frame)
+        await asyncio.sleep(max(0.0, until - loop.time()))
 
     # -- on the store's thread --------------------------------------------------------
 

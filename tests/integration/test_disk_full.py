@@ -57,7 +57,12 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
 ) -> None:
     assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
     assert hub.request("POST", f"{NS}/devices", device("full", "edge-df"))[0] == 201
-    edge = start_edge("edge-df", "--data-dir", str(small_disk / "edge"), mqtt=mqtt_broker)
+    # pings every second, 2 s to answer: a link whose frames stop being read ends quickly
+    config = tmp_path / "edge.yaml"
+    config.write_text("hub:\n  ping_interval: 1\n  ping_timeout: 2\n")
+    edge = start_edge(
+        "edge-df", "--data-dir", str(small_disk / "edge"), "--config", str(config), mqtt=mqtt_broker
+    )
     mapper = FakeMapper(
         mqtt_broker,
         RESULT,
@@ -109,7 +114,13 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
             == 200
         )
         wait_for(lambda: "edge.db cannot store changes from the hub" in edge.log(), 20, "the try")
-        time.sleep(3)  # a retry or two
+        for value in range(26, 56):  # more frames than websockets queues unread (16)
+            patch["spec"]["properties"][0]["desired"]["value"] = str(value)
+            status, _ = hub.request(
+                "PATCH", f"{NS}/devices/full", patch, "application/merge-patch+json"
+            )
+            assert status == 200
+        time.sleep(6)  # retries, and three times the ping timeout
         log = (tmp_path / "edge-df.log").read_text()
         assert log.count("edge.db cannot store mapper updates") == 1
         assert log.count("edge.db cannot store changes from the hub") == 1, "logged once"
@@ -119,9 +130,10 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
 
         filler.unlink()  # room again
         delta = mapper.expect(
-            f"{D}/full/twin/update/delta", 30, where=lambda b: b["delta"].get("target") == "25"
+            f"{D}/full/twin/update/delta", 30, where=lambda b: b["delta"].get("target") == "55"
         )
-        assert delta["delta"]["target"] == "25"
+        assert delta["delta"]["target"] == "55", "every held change is applied, in order"
+        assert "reconnecting" not in edge.log(), "the hub link stayed up throughout"
         assert "edge.db takes changes from the hub again" in edge.log()
         # the hub's batch is the first transaction stored after the refusals: their counts
         # are kept in edge.db with it, before any mapper batch is
