@@ -18,6 +18,29 @@ from tests.support.procs import Edge, Hub
 
 _db_names = itertools.count()
 
+#: Tests whose premise is a timing or a load: a flood outrunning edgecore, a ping timeout,
+#: a watchdog, random kills. `make test` runs them alone, after the rest has run two at a
+#: time (pytest-xdist), so another test's load never decides their outcome.
+SERIAL = {
+    "test_chaos.py",
+    "test_mqtt_flood.py",
+    "test_kill9.py",
+    "test_hostile_crowds.py",
+    "test_hostile_peers.py",
+    "test_systemd_notify.py",
+    "test_disk_full.py",
+    "test_half_open.py",
+    "test_outage.py",
+    "test_broker_drops.py",
+    "test_watchdog.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SERIAL:
+            item.add_marker(pytest.mark.serial)
+
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:

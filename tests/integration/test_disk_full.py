@@ -53,7 +53,7 @@ def fill(disk: Path) -> Path:
 
 
 def test_a_full_disk_is_survived_and_recovered_from_without_help(
-    hub: Hub, start_edge: Any, mqtt_broker: Mosquitto, small_disk: Path, tmp_path: Path
+    hub: Hub, start_edge: Any, own_broker: Mosquitto, small_disk: Path, tmp_path: Path
 ) -> None:
     assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
     assert hub.request("POST", f"{NS}/devices", device("full", "edge-df"))[0] == 201
@@ -61,10 +61,10 @@ def test_a_full_disk_is_survived_and_recovered_from_without_help(
     config = tmp_path / "edge.yaml"
     config.write_text("hub:\n  ping_interval: 1\n  ping_timeout: 2\n")
     edge = start_edge(
-        "edge-df", "--data-dir", str(small_disk / "edge"), "--config", str(config), mqtt=mqtt_broker
+        "edge-df", "--data-dir", str(small_disk / "edge"), "--config", str(config), mqtt=own_broker
     )
     mapper = FakeMapper(
-        mqtt_broker,
+        own_broker,
         RESULT,
         f"{D}/full/twin/get/result",
         f"{D}/full/twin/update/delta",
@@ -181,15 +181,15 @@ def _unstored_at_hub(hub: Hub) -> dict[str, int]:
 
 
 def test_links_come_up_again_on_a_full_disk_and_the_hub_keeps_hearing_the_node(
-    hub: Hub, start_edge: Any, mqtt_broker: Mosquitto, small_disk: Path
+    hub: Hub, start_edge: Any, own_broker: Mosquitto, small_disk: Path
 ) -> None:
     """While the disk is full, the hub restarts and then edgecore does: each time the link
     comes up again (nothing needs storing to align with the hub) and the node's status goes
     on reaching the hub from memory; once there is room, nothing was lost or sent twice."""
     assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
     assert hub.request("POST", f"{NS}/devices", device("full", "edge-df"))[0] == 201
-    edge = start_edge("edge-df", "--data-dir", str(small_disk / "edge"), mqtt=mqtt_broker)
-    mapper = FakeMapper(mqtt_broker, RESULT)
+    edge = start_edge("edge-df", "--data-dir", str(small_disk / "edge"), mqtt=own_broker)
+    mapper = FakeMapper(own_broker, RESULT)
     try:
         wait_for(lambda: twins_of(hub, "full").get("target"), 20, "the edge to take the device")
         for i in range(3):  # stored before the disk fills, acknowledged by the hub

@@ -71,13 +71,14 @@ def test_hub_is_ready_once_it_serves_and_keeps_its_status_current(
 
 
 def test_edge_is_ready_with_its_cache_open_and_says_when_the_hub_comes(
-    tmp_path: Path, listener: NotifySocket, mqtt_broker: Mosquitto
+    tmp_path: Path, listener: NotifySocket, own_broker: Mosquitto
 ) -> None:
     """READY=1 once the cache is open and the link and MQTT bridge started, while the hub is
     still down; the status line goes from unreachable to connected and counts devices."""
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
-    edge = edge_for(tmp_path, url, listener, "--mqtt", f"{mqtt_broker.host}:{mqtt_broker.port}")
+    # a broker of its own: the shared one holds messages queued for earlier tests' sessions
+    edge = edge_for(tmp_path, url, listener, "--mqtt", f"{own_broker.host}:{own_broker.port}")
     edge.start()
     hub = Hub(tmp_path / "hub")
     hub.edge_port = port
