@@ -42,6 +42,7 @@ T = TypeVar("T")
 #: The node's own rows, which an outage report does not count as reports it buffered.
 UNCOUNTED = frozenset({TOPIC_NODE_STATUS, OUTAGE_TOPIC})
 
+#: The largest integer SQLite stores (a seq bound no row reaches).
 SQLITE_MAX_INT = 2**63 - 1
 
 #: Meta key present once the file has been aligned with the hub's seq (align_outbox).
@@ -647,22 +648,25 @@ class EdgeStore:
 
         On a full disk nothing is deleted (the next alignment or acknowledgement does it)
         and rows written later are numbered above ``hub_seq``: the link comes up anyway.
+        Not for a file never aligned: its rows must be renumbered before any is sent, so
+        the failure ends the session, which tries again.
         """
         if self._held is not None and self._held.seq <= hub_seq:
             self._held = None
+        aligned_before = self._meta(ALIGNED) is not None
         try:
             with self._tx():
                 high = self._high_seq()
-                if hub_seq > high and self._meta(ALIGNED) is None:
+                if hub_seq > high and not aligned_before:
                     self._renumber_after(hub_seq, high)
                 else:
                     self._delete("DELETE FROM outbox WHERE seq <= ?", (hub_seq,))
                     if hub_seq > high:
                         self._set_high_seq(hub_seq)
-                if self._meta(ALIGNED) is None:
+                if not aligned_before:
                     self._set_meta(ALIGNED, "1")
         except sqlite3.OperationalError as exc:
-            if not is_storage_failure(exc):
+            if not (aligned_before and is_storage_failure(exc)):
                 raise
             self._reserved_seq = max(self._reserved_seq, hub_seq)
             self._problems.add(

@@ -255,6 +255,21 @@ def test_alignment_on_a_full_disk_keeps_the_link_and_numbers_new_rows_above_the_
     assert [i.seq for i in store.pending(0)] == [502]
 
 
+def test_a_file_never_aligned_is_not_numbered_past_on_a_full_disk(
+    store: EdgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new file's rows must be renumbered above the hub's seq before any is sent: when
+    the disk is full that fails the session (it tries again) rather than leave them below
+    the rows that would be sent meanwhile, where a later alignment would delete them."""
+    store.report_event("e", {"i": 1})
+    with monkeypatch.context() as m:
+        m.setattr(store, "_renumber_after", full_disk)
+        with pytest.raises(sqlite3.OperationalError):
+            store.align_outbox(500)
+    store.align_outbox(500)
+    assert [(i.seq, i.body) for i in store.pending(500)] == [(501, {"i": 1})]
+
+
 def test_a_snapshot_is_staged_and_replaces_the_cache_on_its_final_frame(store: EdgeStore) -> None:
     """Snapshot frames are kept aside until the final one; then the cache becomes exactly
     the snapshot, with its revision, in one transaction; a new snapshot drops what an
