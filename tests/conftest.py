@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,13 @@ SERIAL = {
     "test_broker_drops.py",
     "test_watchdog.py",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started in the background of a script inherits SIGINT ignored and would pass
+    that on to every process a test starts: the tests that press Ctrl-C need it heard."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
