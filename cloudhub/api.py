@@ -39,6 +39,7 @@ from cloudhub.changefeed import ChangeFeed
 from cloudhub.credentials import Identity
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.mergepatch import merge_patch
+from cloudhub.metrics import HubMetrics, MetricsMiddleware
 from cloudhub.status import status_body
 from cloudhub.store import CHANGED_BY, Store, Tx
 from cloudhub.watch import WatchResponse, WatchSlots, watch_events
@@ -357,6 +358,7 @@ def create_app(
     audit: AuditLog | None = None,
     edge_stats: Callable[[], dict[str, int]] | None = None,
     on_resync: Callable[[str], tuple[bool, bool]] | None = None,
+    metrics: HubMetrics | None = None,
 ) -> FastAPI:
     """The REST API app over ``store``; ``feed`` serves watches, at most ``max_watches``
     at once. Writes go through ``writer`` (group commit) when given, else each in a
@@ -365,7 +367,7 @@ def create_app(
     ``join`` serves node joins and the token API. ``edge_stats()`` gives the edge
     port's counters, shown by /healthz under ``edge``. ``on_resync(name)`` records an
     operator's resync of a node: (whether the hub knows the node, whether it is connected
-    here)."""
+    here). ``metrics`` are served at /metrics (to admins and viewers) and count requests."""
     app = FastAPI(
         title="Edgeward cloudhub",
         version=edgeward.__version__,
@@ -433,8 +435,25 @@ def create_app(
         from cloudhub.apisecurity import add_security_routes
 
         add_security_routes(app, store, join, auth)
+    if metrics is not None:
+        _add_metrics_route(app, metrics)
     app.add_middleware(AuthMiddleware, auth=auth, audit=audit or AuditLog(None))
+    if metrics is not None:  # outside authentication, so its refusals are counted too
+        app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _add_metrics_route(app: FastAPI, metrics: HubMetrics) -> None:
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def prometheus_metrics(request: Request) -> Response:
+        """The hub's metrics in Prometheus' text format (docs/metrics.md)."""
+        identity = identity_of(request)
+        if identity.role == "node":
+            raise Forbidden(f"{identity} may not read the fleet's metrics: they need a viewer")
+        body, content_type = await run_in_threadpool(
+            metrics.render, request.headers.get("accept", "")
+        )
+        return Response(body, headers={"Content-Type": content_type})
 
 
 def _add_resync_route(

@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from cloudhub.changefeed import ChangeFeed, Subscription
 from cloudhub.edgegate import EdgeGate, node_identity
 from cloudhub.groupwriter import GroupWriter
+from cloudhub.metrics import HubMetrics
 from cloudhub.nodes import NodeRegistry
 from cloudhub.store import Store
 from edgeward.certs import CertificateError
@@ -74,8 +75,10 @@ class EdgeServer:
         gate: EdgeGate | None = None,
         frames_per_second: float = DEFAULT_FRAMES_PER_SECOND,
         signer: Callable[[str, str], str] | None = None,
+        metrics: HubMetrics | None = None,
     ) -> None:
-        """``signer(node, csr)`` signs and records a node's renewed certificate (PEM)."""
+        """``signer(node, csr)`` signs and records a node's renewed certificate (PEM);
+        ``metrics`` counts frames and report rows."""
         self.store = store
         self.feed = feed
         self.nodes = nodes
@@ -83,6 +86,7 @@ class EdgeServer:
         self.gate = gate
         self.frames_per_second = frames_per_second
         self.signer = signer
+        self.metrics = metrics
         self.sessions: dict[str, SessionShell] = {}
         self.hello_timeouts = 0
 
@@ -166,7 +170,10 @@ class SessionShell:
         return not self.core.closed
 
     async def _receive(self) -> None:
+        metrics = self.server.metrics
         async for frame in self.ws:
+            if metrics is not None:
+                metrics.edge_frames.inc()
             await self._bucket.take()  # a node sending faster than its rate waits here
             await self._execute(self.core.receive(frame))
         # The connection is over, even when it closed cleanly (iteration then just stops):
@@ -266,6 +273,8 @@ class SessionShell:
         self, items: tuple[ReportItem, ...], acked: int
     ) -> tuple[int, tuple[Rejected, ...]]:
         nodes, node = self.server.nodes, self.core.node
+        if self.server.metrics is not None:
+            self.server.metrics.edge_reports.inc(len(items))
         high = nodes.absorb(node, items, acked)
         if high is not None:
             return high, ()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,9 +38,17 @@ MAX_BATCH = 500
 
 
 class GroupWriter:
-    def __init__(self, store: Store, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_batch: int = MAX_BATCH,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        """``on_commit(jobs, started)`` hears of each group commit once it has ended
+        (``started``: its time.perf_counter()), for the hub's metrics."""
         self.store = store
         self.max_batch = max_batch
+        self.on_commit = on_commit
         self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any]]] = asyncio.Queue()
 
     async def submit(self, job: Callable[[Tx], T]) -> T:
@@ -90,6 +99,7 @@ class GroupWriter:
                 future.set_exception(value)
 
     def _commit(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
+        started = time.perf_counter()
         try:
             return self._commit_together(jobs)
         except Exception as exc:
@@ -99,6 +109,9 @@ class GroupWriter:
                 _one_line(exc),
                 exc_info=exc,
             )
+        finally:
+            if self.on_commit is not None:
+                self.on_commit(len(jobs), started)
         return [self._commit_alone(job) for job in jobs]
 
     def _commit_together(self, jobs: list[Job]) -> list[tuple[bool, Any]]:

@@ -28,6 +28,7 @@ from cloudhub.edgegate import EdgeGate
 from cloudhub.edgeserver import EdgeServer
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.joining import JoinService, JoinSettings
+from cloudhub.metrics import HubMetrics
 from cloudhub.nodes import NodeRegistry
 from cloudhub.pki import Authority, pki_paths
 from cloudhub.store import Store
@@ -135,13 +136,16 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         ) from None
     feed = ChangeFeed(store.log_page, start=await asyncio.to_thread(store.head))
     store.on_commit(feed.notify)
-    writer = GroupWriter(store)
+    metrics = HubMetrics(store, sessions=lambda: len(edge.sessions))
+    writer = GroupWriter(store, on_commit=metrics.committed)
     nodes = NodeRegistry(store, config.node_grace_period, writer)
     drift = DriftChecker(store, nodes.leases, config.drift_check_interval)
     audit = AuditLog(data_dir / "audit.log")
     authority = None if config.insecure else Authority(pki_paths(data_dir))
     gate = None if authority is None else EdgeGate(store, audit)
-    edge = EdgeServer(store, feed, nodes, writer, gate, config.node_frames_per_second)
+    edge = EdgeServer(
+        store, feed, nodes, writer, gate, config.node_frames_per_second, metrics=metrics
+    )
     handshakes = transport.HandshakeWatch()
 
     def edge_stats() -> dict[str, int]:
@@ -202,6 +206,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         audit=audit,
         edge_stats=edge_stats,
         on_resync=resync,
+        metrics=metrics,
     )
     api_server = transport.api_server(app, None if authority is None else authority)
 

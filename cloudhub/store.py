@@ -24,6 +24,7 @@ from sqlalchemy import (
     Engine,
     bindparam,
     delete,
+    func,
     insert,
     literal,
     or_,
@@ -569,6 +570,23 @@ class Store:
     def head(self) -> int:
         with self.reading() as conn:
             return conn.execute(_HEAD).scalar_one()
+
+    def node_conditions(self) -> dict[str, int]:
+        """Nodes by their Ready condition as the database holds it: ``Ready``,
+        ``NotReady``, and ``Unknown`` for a Node without a lease (it never connected)."""
+        joined = objects.outerjoin(node_leases, node_leases.c.node == objects.c.name)
+        query = (
+            select(node_leases.c.ready, func.count())
+            .select_from(joined)
+            .where(objects.c.kind == NODE.name)
+            .group_by(node_leases.c.ready)
+        )
+        counts = {"Ready": 0, "NotReady": 0, "Unknown": 0}
+        with self.reading() as conn:
+            for ready, count in conn.execute(query):
+                name = "Unknown" if ready is None else "Ready" if ready else "NotReady"
+                counts[name] += int(count)
+        return counts
 
     def log_bounds(self) -> tuple[int, int]:
         """(compacted, head): the change log holds every revision after ``compacted``."""

@@ -39,7 +39,7 @@ ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}
 #: The oldest glibc among the releases above is Debian 12's, 2.36.
 GLIBC_MINOR = 36
 #: Requirements of pyproject.toml only the hub uses: the edge package leaves them out.
-HUB_ONLY = {"sqlalchemy", "fastapi", "uvicorn", "psycopg"}
+HUB_ONLY = {"sqlalchemy", "fastapi", "uvicorn", "psycopg", "prometheus_client"}
 #: Requirements Debian 12 and 13 both ship at a version we support, taken from Debian
 #: (its libyaml gets Debian's security updates; a bundled one would not).
 FROM_DEBIAN = {"pyyaml": "python3-yaml (>= 6.0)"}

@@ -1,0 +1,153 @@
+"""The hub's Prometheus metrics, served at ``/metrics`` (same port, TLS and tokens as the API).
+
+Counted as things happen: REST API requests by method and status code, frames and
+report rows from edges, group commits (jobs per batch and seconds per transaction).
+Read from the database at each scrape, so every replica tells the same truth: nodes by
+condition (``Ready``, ``NotReady``, ``Unknown`` for a Node that never connected) and the
+change log's depth (revisions it holds). Read from this process: edge sessions open.
+
+Names follow Prometheus' conventions (``edgeward_`` prefix, ``_total`` on counters,
+base units); docs/metrics.md lists them with the Grafana dashboard that uses them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from cloudhub.store import Store
+
+#: Jobs per group commit: powers of two up to the writer's largest batch.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: Seconds per group commit's transaction, and per API request.
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class HubMetrics:
+    """One hub process's metrics, in a registry of its own (not the library's global one,
+    so several hubs in one process, as the tests run them, never share counts)."""
+
+    def __init__(self, store: Store, sessions: Callable[[], int] = lambda: 0) -> None:
+        self.registry = CollectorRegistry()
+        self.api_requests = Counter(
+            "edgeward_api_requests",
+            "REST API requests answered, by method and HTTP status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.api_seconds = Histogram(
+            "edgeward_api_request_duration_seconds",
+            "Time until a REST API answer starts (a watch: until it opens).",
+            ["method"],
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.edge_frames = Counter(
+            "edgeward_edge_frames_received",
+            "Frames received from edges on the edge port.",
+            registry=self.registry,
+        )
+        self.edge_reports = Counter(
+            "edgeward_edge_report_rows_received",
+            "Report rows (twin reports, device states, uploads, node status) received "
+            "from edges, replays included.",
+            registry=self.registry,
+        )
+        self.commit_jobs = Histogram(
+            "edgeward_group_commit_jobs",
+            "Jobs (report frames, API writes) committed together in one transaction.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "edgeward_group_commit_duration_seconds",
+            "Time of one group commit's transaction, commit included.",
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_FleetCollector(store, sessions))
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """(body, content type) in the format the scraper's Accept header asks for:
+        Prometheus' text format 0.0.4 unless it asks for OpenMetrics."""
+        try:
+            encode, content_type = choose_encoder(accept)
+        except ValueError:  # an Accept header it cannot read: the default format
+            encode, content_type = choose_encoder("")
+        return encode(self.registry), content_type
+
+    def committed(self, jobs: int, started: float) -> None:
+        """A group commit of ``jobs`` jobs ended (``started``: its time.perf_counter())."""
+        self.commit_jobs.observe(jobs)
+        self.commit_seconds.observe(time.perf_counter() - started)
+
+
+class _FleetCollector(Collector):
+    """What is read at each scrape: nodes by condition, the change log, sessions."""
+
+    def __init__(self, store: Store, sessions: Callable[[], int]) -> None:
+        self.store = store
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[Any]:
+        nodes = GaugeMetricFamily(
+            "edgeward_nodes",
+            "Nodes by their Ready condition (Unknown: never connected).",
+            labels=["condition"],
+        )
+        for condition, count in sorted(self.store.node_conditions().items()):
+            nodes.add_metric([condition], count)
+        yield nodes
+        compacted, head = self.store.log_bounds()
+        yield GaugeMetricFamily(
+            "edgeward_change_log_revision", "The newest revision in the change log.", value=head
+        )
+        yield GaugeMetricFamily(
+            "edgeward_change_log_depth",
+            "Revisions the change log holds (an edge further behind takes a snapshot).",
+            value=head - compacted,
+        )
+        yield GaugeMetricFamily(
+            "edgeward_edge_sessions",
+            "Edge sessions open on this hub process.",
+            value=self.sessions(),
+        )
+
+
+class MetricsMiddleware:
+    """Counts every answer of the REST API by method and status code, refusals by the
+    authentication in front of the routes included (it wraps it)."""
+
+    def __init__(self, app: Any, metrics: HubMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        started = time.perf_counter()
+        status = 0
+
+        async def counting_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self.metrics.api_seconds.labels(method).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            self.metrics.api_requests.labels(method, str(status or 500)).inc()
+
+
+#: Methods counted by name; anything else a client sends is "other" (labels stay bounded).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
