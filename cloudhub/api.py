@@ -429,6 +429,9 @@ def create_app(
     from cloudhub.apievents import add_event_routes
 
     add_event_routes(app, api)
+    from cloudhub.apihistory import add_history_route
+
+    add_history_route(app, api)
     if on_resync is not None:
         _add_resync_route(app, store, on_resync)
     if join is not None:

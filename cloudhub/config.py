@@ -87,6 +87,17 @@ class HubConfig:
         "checked every minute.",
         positive,
     )
+    history_retention: float = setting(
+        7 * 24 * 3600.0,
+        "Seconds the hub keeps each reported twin value (edgeward twin history); older "
+        "ones are deleted, checked every minute.",
+        positive,
+    )
+    history_max_per_property: int = setting(
+        10_000,
+        "Reported values the hub keeps per device property at most; the oldest go first.",
+        positive,
+    )
     change_log_retention: int = setting(
         100_000,
         "Revisions kept in the change log; an edge further behind gets a full snapshot.",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from cloudhub import history
 from cloudhub.store import Tx
 from devicetwin.values import TWIN_TYPES
 from edgeward import storable
@@ -128,6 +129,7 @@ def twin_reported(tx: Tx, node: str, item: ReportItem) -> None:
         )
     device = _bound_device(tx, node, item)
     entries = [e for key in sorted(twins) if (e := _twin_entry(key, twins[key])) is not None]
+    history.record(tx, device, entries)
     _write_status(tx, device, {**device.get("status", {}), "twins": entries})
 
 

@@ -15,7 +15,7 @@ import uvicorn
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 import edgeward
-from cloudhub import credentials, events, transport
+from cloudhub import credentials, events, history, transport
 from cloudhub.api import create_app
 from cloudhub.apiauth import Authenticator
 from cloudhub.audit import AuditLog
@@ -53,6 +53,8 @@ FLAGS = (
     "edge_ping_timeout",
     "change_log_retention",
     "event_retention",
+    "history_retention",
+    "history_max_per_property",
     "drift_check_interval",
     "max_watches",
     "node_certificate_days",
@@ -234,6 +236,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             tg.create_task(nodes.run_expiry()),
             tg.create_task(_compact_forever(store, config.change_log_retention)),
             tg.create_task(_expire_events_forever(store, config.event_retention)),
+            tg.create_task(_prune_history_forever(store, config)),
             tg.create_task(drift.run()),
         ]
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
@@ -295,6 +298,23 @@ async def _flush_leases(nodes: NodeRegistry) -> None:
         await nodes.flush_async()
     except Exception:
         log.exception("writing the last heartbeats failed; nodes may show an older heartbeat")
+
+
+async def _prune_history_forever(store: Store, config: HubConfig) -> None:
+    """Twin history's retention, by age and count per property, applied every minute."""
+    while True:
+        try:
+            gone = await asyncio.to_thread(
+                history.prune,
+                store.engine,
+                time.time() - config.history_retention,
+                config.history_max_per_property,
+            )
+            if gone:
+                log.info("deleted %d reported twin values past the history's retention", gone)
+        except Exception:
+            log.exception("pruning the twin history failed; retrying")
+        await asyncio.sleep(60)
 
 
 async def _expire_events_forever(store: Store, retention: float) -> None:

@@ -140,6 +140,30 @@ Index("events_node_seq", events.c.node, events.c.seq, unique=True)
 Index("events_received", events.c.received)
 
 
+#: Each reported value of each twin property, with its time (cloudhub/history.py), kept
+#: for ``history_retention`` and at most ``history_max_per_property`` per property.
+twin_history = Table(
+    "twin_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("namespace", String(63), nullable=False),
+    Column("device", String(63), nullable=False),
+    Column("property", String(128), nullable=False),
+    Column("time", Float, nullable=False),  # when the value was reported (edge clock)
+    Column("received", Float, nullable=False),  # when the hub stored it (hub clock)
+    Column("value", Text, nullable=False),
+    sqlite_autoincrement=True,
+)
+Index(
+    "twin_history_property_time",
+    twin_history.c.namespace,
+    twin_history.c.device,
+    twin_history.c.property,
+    twin_history.c.time,
+)
+Index("twin_history_received", twin_history.c.received)
+
+
 def _v1(conn: Connection) -> None:
     metadata.create_all(
         conn, tables=[revision, objects, changes, node_leases, node_sync], checkfirst=True
@@ -163,9 +187,13 @@ def _v4(conn: Connection) -> None:
         )
 
 
+def _v5(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[twin_history], checkfirst=True)
+
+
 #: Ordered schema steps; step i brings the schema from version i to i + 1.
 #: Append only: an installed hub runs the steps it has not run yet.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 def migrate(engine: Engine) -> int:

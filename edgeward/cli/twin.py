@@ -1,4 +1,5 @@
-"""``edgeward twin set|get``: a device's desired values and what its edge reported."""
+"""``edgeward twin set|get|history``: a device's desired values, what its edge reported, and
+the reported values over time."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import datetime as dt
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from edgeward.cli.client import HubClient
 from edgeward.cli.common import add_command, hub_client, namespace_of, out
@@ -34,6 +36,17 @@ examples:
   edgeward twin set thermo target=21 mode=eco -n plant-3
 """
 
+HISTORY_EPILOG = """\
+Each value the edge reported, with the time it was reported (the edge's clock). While
+its link is down an edge keeps each device's latest state only, so an outage leaves the
+last value of each property from before the link came back, not every one.
+
+examples:
+  edgeward twin history thermo temperature
+  edgeward twin history thermo temperature --since 1h
+  edgeward twin history thermo temperature --limit 10 -o json
+"""
+
 GET_EPILOG = """\
 DESIRED is what the hub wants (spec.properties[].desired.value); REPORTED and
 OBSERVED-DESIRED are what the edge last reported (status.twins[]); UPDATED is the
@@ -51,7 +64,8 @@ def register(subparsers: Any) -> None:
         "twin",
         help="set or show a device's twin (desired and reported property values)",
         description="Set or show a device's twin: desired and reported property values.",
-        epilog="examples:\n  edgeward twin set thermo target=21\n  edgeward twin get thermo\n",
+        epilog="examples:\n  edgeward twin set thermo target=21\n  edgeward twin get thermo\n"
+        "  edgeward twin history thermo temperature --since 1h\n",
     )
     parser.set_defaults(run=lambda args: _usage(parser))
     twin_sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -80,9 +94,75 @@ def register(subparsers: Any) -> None:
     getter.add_argument("-o", "--output", choices=("json", "yaml"))
     getter.set_defaults(run=run_get)
 
+    past = add_command(
+        twin_sub,
+        "history",
+        help="show a property's reported values over time",
+        description="Show the values the edge reported for one property of a device, oldest "
+        "first, as the hub keeps them (history_retention, history_max_per_property).",
+        epilog=HISTORY_EPILOG,
+    )
+    past.add_argument("device", metavar="DEVICE")
+    past.add_argument("property", metavar="PROPERTY")
+    past.add_argument(
+        "--since",
+        metavar="AGE",
+        type=_age,
+        help="only values reported within this long: 90s, 30m, 24h, 7d, 2w (default: all)",
+    )
+    past.add_argument(
+        "--limit",
+        metavar="N",
+        type=_limit,
+        default=1000,
+        help="at most the newest N values (1 to 10000, default 1000)",
+    )
+    past.add_argument("-n", "--namespace", metavar="NS", help="namespace (default: default)")
+    past.add_argument("-o", "--output", choices=("json", "yaml"))
+    past.set_defaults(run=run_history)
+
+
+HISTORY_HEADERS = ["TIME", "VALUE"]
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
-    raise UsageError(f"say what to do: twin set or twin get (see '{parser.prog} --help')")
+    raise UsageError(
+        f"say what to do: twin set, twin get or twin history (see '{parser.prog} --help')"
+    )
+
+
+def _age(text: str) -> int:
+    from edgeward.cli.token import parse_ttl
+
+    try:
+        return parse_ttl(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise argparse.ArgumentTypeError(f'"{text}" is not a number from 1 to 10000')
+    return int(text)
+
+
+def run_history(args: argparse.Namespace) -> int:
+    client: HubClient = hub_client(args)
+    namespace = namespace_of(DEVICE, args)
+    query = {"property": args.property, "limit": str(args.limit)}
+    if args.since is not None:
+        query["since"] = f"{time.time() - args.since:.3f}"
+    path = f"{client.object_path(DEVICE, namespace, args.device)}/history?{urlencode(query)}"
+    answer = client.request("GET", path)
+    if args.output in ("json", "yaml"):
+        out(dump_json(answer) if args.output == "json" else dump_yaml(answer))
+        return 0
+    items = as_list(dig(answer, "items"))
+    if not items:
+        out(f"no reported values of {args.property} on device/{args.device}\n")
+        return 0
+    out(render_table(HISTORY_HEADERS, [[dig(i, "time"), dig(i, "value")] for i in items]))
+    return 0
 
 
 def parse_assignments(words: list[str]) -> list[tuple[str, str]]:

@@ -1,0 +1,122 @@
+"""Twin history: each reported value of each device property, with its time.
+
+Written in the transaction that stores a ``twin/reported`` row (cloudhub/devicestatus.py),
+one history row per property whose reported value or timestamp changed: the values the
+hub received, after the edge coalesced what it could not send at once (an outage keeps
+each property's latest value, not every one). Its time is the edge's timestamp of the
+value, so values buffered through an outage keep the time they were measured; a
+timestamp that is not a plausible time (before 2000, or a day ahead of the hub's clock)
+is replaced by the time the hub received it.
+
+Bounded by ``history_retention`` (seconds) and ``history_max_per_property`` (rows per
+property), both applied every minute (:func:`prune`); docs/history.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select
+
+from cloudhub.schema import twin_history
+from cloudhub.store import Tx
+
+#: Values a read returns at most.
+MAX_PAGE = 10_000
+#: Epoch seconds of 2000-01-01: an edge timestamp before it is a clock that was never set.
+_EARLIEST = 946_684_800.0
+#: How far ahead of the hub an edge's clock may be before its timestamps are not believed.
+_AHEAD = 24 * 3600.0
+
+
+def record(tx: Tx, device: dict[str, Any], entries: list[dict[str, Any]]) -> int:
+    """History rows for the reported values in ``entries`` (status.twins entries) that
+    differ from those ``device``'s status holds; the number written."""
+    before = {
+        t.get("propertyName"): t.get("reported")
+        for t in device.get("status", {}).get("twins", [])
+        if isinstance(t, dict)
+    }
+    meta = device["metadata"]
+    rows = []
+    for entry in entries:
+        reported = entry.get("reported")
+        if reported is None or reported == before.get(entry["propertyName"]):
+            continue
+        rows.append(
+            {
+                "namespace": meta["namespace"],
+                "device": meta["name"],
+                "property": entry["propertyName"],
+                "time": _time(reported["metadata"].get("timestamp"), tx.now),
+                "received": tx.now,
+                "value": reported["value"],
+            }
+        )
+    if rows:
+        tx.conn.execute(insert(twin_history), rows)
+    return len(rows)
+
+
+def _time(stamp: Any, now: float) -> float:
+    """The value's time from the edge's timestamp (milliseconds), or ``now``."""
+    try:
+        seconds = int(stamp) / 1000.0
+    except (TypeError, ValueError):
+        return now
+    return seconds if _EARLIEST <= seconds <= now + _AHEAD else now
+
+
+@dataclass(frozen=True)
+class Query:
+    namespace: str
+    device: str
+    property: str
+    since: float = 0.0
+    limit: int = 1000
+
+
+def read(engine: Engine, query: Query) -> list[dict[str, Any]]:
+    """The newest ``limit`` values since ``since``, oldest first."""
+    t = twin_history
+    statement = (
+        select(t.c.time, t.c.value)
+        .where(
+            t.c.namespace == query.namespace,
+            t.c.device == query.device,
+            t.c.property == query.property,
+            t.c.time >= query.since,
+        )
+        .order_by(t.c.time.desc(), t.c.id.desc())
+        .limit(query.limit)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    return [{"time": _rfc3339_ms(r.time), "value": r.value} for r in reversed(rows)]
+
+
+def _rfc3339_ms(epoch: float) -> str:
+    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def prune(engine: Engine, before: float, max_per_property: int) -> int:
+    """Delete values older than ``before`` and, per property, all but the newest
+    ``max_per_property``; the number deleted."""
+    t = twin_history
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=(t.c.namespace, t.c.device, t.c.property),
+            order_by=(t.c.time.desc(), t.c.id.desc()),
+        )
+        .label("rank")
+    )
+    ranked = select(t.c.id, rank).subquery()
+    surplus = select(ranked.c.id).where(ranked.c.rank > max_per_property)
+    with engine.begin() as conn:
+        old = conn.execute(delete(t).where(t.c.time < before)).rowcount
+        over = conn.execute(delete(t).where(t.c.id.in_(surplus))).rowcount
+    return int(old) + int(over)

@@ -1,0 +1,160 @@
+"""Twin history: each reported value the hub receives is kept with its time, read back by
+the REST API and `edgeward twin history`, and bounded by age and count per property. The
+store on SQLite and PostgreSQL; the API and CLI against a real hub, edgecore and broker."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Any
+
+import pytest
+
+from cloudhub import history
+from cloudhub.store import Store
+from tests.integration.test_cli import assert_one_error, run
+from tests.integration.test_twins import NS, D, device, model, reported, update
+from tests.support.clock import T0, ManualClock
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt import FakeMapper
+from tests.support.procs import Hub, wait_for
+
+
+def thermo(store: Store) -> dict[str, Any]:
+    body = {
+        "apiVersion": "devices.kubeedge.io/v1beta1",
+        "kind": "Device",
+        "metadata": {"name": "thermo", "namespace": "default"},
+        "spec": {"nodeName": "edge-1", "properties": [{"name": "temperature"}]},
+    }
+    from edgeward.kinds import DEVICE
+
+    store.create(DEVICE, body)
+    return store.get(DEVICE, "default", "thermo")
+
+
+def entry(value: str, stamp_ms: int) -> dict[str, Any]:
+    meta = {"timestamp": str(stamp_ms)}
+    return {"propertyName": "temperature", "reported": {"value": value, "metadata": meta}}
+
+
+def test_changed_values_are_kept_and_read_back_newest_last(store: Store) -> None:
+    current = thermo(store)
+    with store.writing() as tx:
+        assert history.record(tx, current, [entry("20.5", int(T0 * 1000) - 2000)]) == 1
+    current["status"] = {"twins": [entry("20.5", int(T0 * 1000) - 2000)]}
+    with store.writing() as tx:  # the same value and time again: nothing new
+        assert history.record(tx, current, [entry("20.5", int(T0 * 1000) - 2000)]) == 0
+        assert history.record(tx, current, [entry("21.5", int(T0 * 1000) - 1000)]) == 1
+        # a clock never set (1970) or far ahead: the hub's time instead
+        assert history.record(tx, current, [entry("22.5", 5)]) == 1
+        assert history.record(tx, current, [entry("23.5", int(T0 * 1000) + 10**9)]) == 1
+    read = history.read(store.engine, history.Query("default", "thermo", "temperature"))
+    assert [i["value"] for i in read] == ["20.5", "21.5", "22.5", "23.5"]
+    assert read[0]["time"] == "2023-11-14T22:13:18.000Z"
+    assert read[2]["time"] == read[3]["time"] == "2023-11-14T22:13:20.000Z"
+    newest = history.read(store.engine, history.Query("default", "thermo", "temperature", limit=1))
+    assert [i["value"] for i in newest] == ["23.5"]
+    since = history.Query("default", "thermo", "temperature", since=T0 - 1)
+    assert [i["value"] for i in history.read(store.engine, since)] == ["21.5", "22.5", "23.5"]
+    other = history.Query("default", "thermo", "humidity")
+    assert history.read(store.engine, other) == []
+
+
+def test_retention_keeps_the_newest_values_within_age_and_count(
+    store: Store, clock: ManualClock
+) -> None:
+    current = thermo(store)
+    with store.writing() as tx:
+        for i in range(10):
+            history.record(tx, current, [entry(f"{i}.5", int((T0 - 100 + i) * 1000))])
+    assert history.prune(store.engine, before=T0 - 95, max_per_property=100) == 5
+    assert history.prune(store.engine, before=0, max_per_property=3) == 2
+    kept = history.read(store.engine, history.Query("default", "thermo", "temperature"))
+    assert [i["value"] for i in kept] == ["7.5", "8.5", "9.5"]
+    assert history.prune(store.engine, before=0, max_per_property=3) == 0
+
+
+# -- the API and the CLI, end to end -------------------------------------------------------
+
+
+@pytest.fixture
+def reporting(hub: Hub, start_edge: Any, own_broker: Mosquitto) -> FakeMapper:
+    assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
+    assert hub.request("POST", f"{NS}/devices", device("hist", "edge-h"))[0] == 201
+    start_edge("edge-h", mqtt=own_broker)
+    mapper = FakeMapper(own_broker, f"{D}/hist/twin/update/result")
+    wait_for(lambda: reported(hub, "hist", "target") is None and _bound(hub), 20, "the edge")
+    for value in ("20.5", "21.5", "22.5"):  # each reaches the hub before the next is sent
+        mapper.publish(f"{D}/hist/twin/update", update(f"e{value}", temperature=value))
+        wait_for(lambda v=value: reported(hub, "hist", "temperature") == v, 20, value)
+    yield mapper
+    mapper.close()
+
+
+def _bound(hub: Hub) -> bool:
+    body = hub.request("GET", f"{NS}/devices/hist")[1]
+    return any(t.get("observedDesired") for t in body.get("status", {}).get("twins", []))
+
+
+def api(hub: Hub, query: str, name: str = "hist") -> tuple[int, Any]:
+    return hub.request("GET", f"{NS}/devices/{name}/history?{query}")
+
+
+def test_reported_values_are_served_by_the_api_and_the_cli(hub: Hub, reporting: Any) -> None:
+    status, body = api(hub, "property=temperature")
+    assert status == 200, body
+    assert body["kind"] == "TwinHistory" and body["device"] == "default/hist"
+    values = [i["value"] for i in body["items"]]
+    assert values == ["20.5", "21.5", "22.5"]
+    times = [i["time"] for i in body["items"]]
+    assert times == sorted(times)
+    since = urllib.parse.quote(times[1])
+    assert [i["value"] for i in api(hub, f"property=temperature&since={since}")[1]["items"]] == [
+        "21.5",
+        "22.5",
+    ]
+    assert [i["value"] for i in api(hub, "property=temperature&limit=1")[1]["items"]] == ["22.5"]
+
+    table = run("twin", "history", "hist", "temperature", hub=hub)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["TIME", "VALUE"]
+    assert [line.split()[1] for line in lines[1:]] == ["20.5", "21.5", "22.5"]
+    recent = run("twin", "history", "hist", "temperature", "--since", "1h", "-o", "json", hub=hub)
+    assert [i["value"] for i in json.loads(recent.stdout)["items"]] == values
+    none = run("twin", "history", "hist", "humidity", hub=hub)
+    assert none.returncode == 0 and "no reported values of humidity" in none.stdout
+    assert_one_error(run("twin", "history", "nope", "temperature", hub=hub), 1, "not found")
+    assert_one_error(run("twin", "history", "hist", "bad prop", hub=hub), 1, "property")
+    assert_one_error(run("twin", "history", "hist", "t", "--limit", "0", hub=hub), 2, "limit")
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("", "property must name a twin"),
+        ("property=", "property must name a twin"),
+        ("property=" + "p" * 129, "property must name a twin"),
+        ("property=a%00b", "property must name a twin"),
+        ("property=t&since=yesterday", "since must be an RFC 3339 time"),
+        ("property=t&since=nan", "since must be from 0"),
+        ("property=t&since=-1", "since must be from 0"),
+        ("property=t&since=1e300", "since must be from 0"),
+        ("property=t&since=2026-11-30T08:00:00", "since must name its time zone"),
+        ("property=t&since=" + "9" * 5000, "since must be from 0"),
+        ("property=t&limit=0", "limit must be from 1 to 10000"),
+        ("property=t&limit=99999999999999999999999", "limit must be from 1 to 10000"),
+        ("property=t&limit=x", "limit must be an integer"),
+    ],
+)
+def test_a_bad_history_query_is_one_clear_400(hub: Hub, query: str, says: str) -> None:
+    status, body = api(hub, query)
+    assert status == 400, body
+    assert says in body["message"]
+
+
+def test_history_of_a_device_that_does_not_exist_is_a_404(hub: Hub) -> None:
+    status, body = api(hub, "property=temperature", name="ghost")
+    assert status == 404 and "not found" in body["message"]
+    assert api(hub, "property=temperature", name="Not_A_Label")[0] == 400
