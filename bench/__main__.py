@@ -21,6 +21,7 @@ from bench import (
     edge_footprint,
     fanout,
     flood,
+    history_cost,
     hub_scale,
     twin_rtt,
     twin_throughput,
@@ -44,6 +45,7 @@ SCENARIOS = [
     _scenario(drain, "6. drain after an outage"),
     _scenario(watch_memory, "7. watch memory"),
     _scenario(flood, "8. a mapper flood"),
+    _scenario(history_cost, "9. twin history on the hub's report path"),
 ]
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edgeward.configfile import one_of, port_number, positive, setting
+from edgeward.configfile import non_negative, one_of, port_number, positive, setting
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -95,8 +95,9 @@ class HubConfig:
     )
     history_max_per_property: int = setting(
         10_000,
-        "Reported values the hub keeps per device property at most; the oldest go first.",
-        positive,
+        "Reported values the hub keeps per device property at most; the oldest go first. "
+        "0 keeps no twin history.",
+        non_negative,
     )
     change_log_retention: int = setting(
         100_000,

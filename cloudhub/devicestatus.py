@@ -129,7 +129,8 @@ def twin_reported(tx: Tx, node: str, item: ReportItem) -> None:
         )
     device = _bound_device(tx, node, item)
     entries = [e for key in sorted(twins) if (e := _twin_entry(key, twins[key])) is not None]
-    history.record(tx, device, entries)
+    if tx.twin_history:
+        history.record(tx, device, entries)
     _write_status(tx, device, {**device.get("status", {}), "twins": entries})
 
 

@@ -118,15 +118,16 @@ class GroupWriter:
         outcomes: list[tuple[bool, Any]] = []
         with self.store.writing() as tx:
             for job in jobs:
-                head = tx.head
+                mark = tx.mark()
                 savepoint = tx.conn.begin_nested()
                 try:
                     result = job(tx)
+                    tx.flush_history()
                     savepoint.commit()
                     outcomes.append((True, result))
                 except Exception as exc:
                     savepoint.rollback()
-                    tx.head = head  # the revisions it took are given back with its rows
+                    tx.rewind(mark)  # the revisions it took are given back with its rows
                     outcomes.append((False, exc))
         return outcomes
 

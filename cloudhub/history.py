@@ -8,8 +8,9 @@ value, so values buffered through an outage keep the time they were measured; a
 timestamp that is not a plausible time (before 2000, or a day ahead of the hub's clock)
 is replaced by the time the hub received it.
 
-Bounded by ``history_retention`` (seconds) and ``history_max_per_property`` (rows per
-property), both applied every minute (:func:`prune`); docs/history.md.
+Bounded by ``history_retention`` (seconds since the hub received a value) and
+``history_max_per_property`` (rows per property), both applied every minute
+(:func:`prune`); docs/history.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, select
 
 from cloudhub.schema import twin_history
 from cloudhub.store import Tx
@@ -55,8 +56,7 @@ def record(tx: Tx, device: dict[str, Any], entries: list[dict[str, Any]]) -> int
                 "value": reported["value"],
             }
         )
-    if rows:
-        tx.conn.execute(insert(twin_history), rows)
+    tx.history_rows.extend(rows)  # written by tx.flush_history(), before the commit
     return len(rows)
 
 
@@ -117,6 +117,30 @@ def prune(engine: Engine, before: float, max_per_property: int) -> int:
     ranked = select(t.c.id, rank).subquery()
     surplus = select(ranked.c.id).where(ranked.c.rank > max_per_property)
     with engine.begin() as conn:
-        old = conn.execute(delete(t).where(t.c.time < before)).rowcount
+        first_kept = _first_received_since(conn, before)
+        old = conn.execute(delete(t).where(t.c.id < first_kept)).rowcount
         over = conn.execute(delete(t).where(t.c.id.in_(surplus))).rowcount
     return int(old) + int(over)
+
+
+def _first_received_since(conn: Any, before: float) -> int:
+    """The first id received at ``before`` or later (one past the last id when none).
+
+    Ids grow with the time the hub received each row, so a binary search over the primary
+    key finds it, and the age limit needs no index of its own: one would cost every
+    report a tenth more (the hub's clock stepping back only shifts the cut a little)."""
+    t = twin_history
+    low, high = conn.execute(select(func.min(t.c.id), func.max(t.c.id))).one()
+    if low is None:
+        return 0
+    high += 1
+    while low < high:
+        mid = (low + high) // 2
+        row = conn.execute(
+            select(t.c.id, t.c.received).where(t.c.id >= mid).order_by(t.c.id).limit(1)
+        ).one()
+        if row.received < before:
+            low = row.id + 1
+        else:
+            high = mid
+    return int(low)

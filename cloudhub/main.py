@@ -136,6 +136,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         raise ConfigError(
             [f"cannot open the database {engine.url.render_as_string()}: {reason}"]
         ) from None
+    store.twin_history = config.history_max_per_property > 0
     feed = ChangeFeed(store.log_page, start=await asyncio.to_thread(store.head))
     store.on_commit(feed.notify)
     metrics = HubMetrics(store, sessions=lambda: len(edge.sessions))
@@ -303,7 +304,7 @@ async def _flush_leases(nodes: NodeRegistry) -> None:
 async def _prune_history_forever(store: Store, config: HubConfig) -> None:
     """Twin history's retention, by age and count per property, applied every minute."""
     while True:
-        try:
+        try:  # with history off (max 0), this empties what an earlier setting kept
             gone = await asyncio.to_thread(
                 history.prune,
                 store.engine,

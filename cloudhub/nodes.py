@@ -412,26 +412,28 @@ class NodeRegistry:
         """
         if not items:
             return ()
-        head = tx.head
+        mark = tx.mark()
         together = tx.conn.begin_nested()
         try:
             for item in items:
                 _handle(tx, name, item)
+            tx.flush_history()
             together.commit()
             return ()
         except Exception:
             together.rollback()
-            tx.head = head
+            tx.rewind(mark)
         rejected = []
         for item in items:
-            head = tx.head
+            mark = tx.mark()
             alone = tx.conn.begin_nested()
             try:
                 _handle(tx, name, item)
+                tx.flush_history()
                 alone.commit()
             except Exception as exc:
                 alone.rollback()
-                tx.head = head  # the revisions it took are given back with its rows
+                tx.rewind(mark)  # the revisions and history rows it took go with its rows
                 rejected.append(_rejected(name, item, exc))
         return tuple(rejected)
 

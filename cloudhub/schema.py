@@ -161,7 +161,6 @@ Index(
     twin_history.c.property,
     twin_history.c.time,
 )
-Index("twin_history_received", twin_history.c.received)
 
 
 def _v1(conn: Connection) -> None:

@@ -241,12 +241,39 @@ class ObjectPage:
 class Tx:
     """One write transaction. Each object write takes the next revision."""
 
-    def __init__(self, conn: Connection, head: int, now: float, new_uid: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        head: int,
+        now: float,
+        new_uid: Callable[[], str],
+        twin_history: bool = True,
+    ) -> None:
         self.conn = conn
+        #: Whether reported twin values are kept as history (cloudhub/history.py), and the
+        #: rows waiting to be written in one statement (flush_history).
+        self.twin_history = twin_history
+        self.history_rows: list[dict[str, Any]] = []
         self.start = head
         self.head = head
         self.now = now
         self._new_uid = new_uid
+
+    def mark(self) -> tuple[int, int]:
+        """Where this transaction stands, for :meth:`rewind` after a savepoint rolls back."""
+        return self.head, len(self.history_rows)
+
+    def rewind(self, mark: tuple[int, int]) -> None:
+        """A savepoint rolled back: give back the revisions and history rows it took."""
+        self.head = mark[0]
+        del self.history_rows[mark[1] :]
+
+    def flush_history(self) -> None:
+        """Write the waiting twin history rows in one statement (one per row would cost
+        the report path a quarter of its rate)."""
+        if self.history_rows:
+            self.conn.execute(insert(schema.twin_history), self.history_rows)
+            self.history_rows = []
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         row = self.conn.execute(
@@ -395,6 +422,8 @@ class Store:
         self.clock = clock
         self._new_uid = new_uid
         self._listeners: list[Callable[[int], None]] = []
+        #: Whether reported twin values are kept as history (history_max_per_property > 0).
+        self.twin_history = True
         #: What this process heard from a node since its lease was last written (set by the
         #: node registry); reads merge it over the stored lease.
         self.live_lease: Callable[[str], LiveLease | None] = lambda name: None
@@ -414,8 +443,9 @@ class Store:
         """A write transaction holding the revision lock; listeners run after commit."""
         with self.engine.begin() as conn:
             head = conn.execute(_LOCK_HEAD).scalar_one()
-            tx = Tx(conn, head, self.clock(), self._new_uid)
+            tx = Tx(conn, head, self.clock(), self._new_uid, self.twin_history)
             yield tx
+            tx.flush_history()
             if tx.head != tx.start:
                 conn.execute(_SET_HEAD, {"b_head": tx.head})
         if tx.head != tx.start:

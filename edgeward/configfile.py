@@ -40,6 +40,10 @@ def positive(value: Any) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
 def one_of(*choices: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"

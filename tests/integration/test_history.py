@@ -65,14 +65,17 @@ def test_retention_keeps_the_newest_values_within_age_and_count(
     store: Store, clock: ManualClock
 ) -> None:
     current = thermo(store)
-    with store.writing() as tx:
-        for i in range(10):
-            history.record(tx, current, [entry(f"{i}.5", int((T0 - 100 + i) * 1000))])
+    for i in range(10):  # received a second apart, 100 s ago and after
+        clock.now = T0 - 100 + i
+        with store.writing() as tx:
+            history.record(tx, current, [entry(f"{i}.5", int(clock.now * 1000))])
     assert history.prune(store.engine, before=T0 - 95, max_per_property=100) == 5
     assert history.prune(store.engine, before=0, max_per_property=3) == 2
     kept = history.read(store.engine, history.Query("default", "thermo", "temperature"))
     assert [i["value"] for i in kept] == ["7.5", "8.5", "9.5"]
     assert history.prune(store.engine, before=0, max_per_property=3) == 0
+    assert history.prune(store.engine, before=T0 + 1, max_per_property=3) == 3
+    assert history.prune(store.engine, before=T0 + 1, max_per_property=3) == 0  # empty
 
 
 # -- the API and the CLI, end to end -------------------------------------------------------
@@ -158,3 +161,56 @@ def test_history_of_a_device_that_does_not_exist_is_a_404(hub: Hub) -> None:
     status, body = api(hub, "property=temperature", name="ghost")
     assert status == 404 and "not found" in body["message"]
     assert api(hub, "property=temperature", name="Not_A_Label")[0] == 400
+
+
+def test_who_may_read_a_history(tmp_path: Any) -> None:
+    """Whoever may read the device: a viewer, or the node it is bound to; another node's
+    token is refused, and no token is a 401."""
+    hub = Hub(tmp_path / "hub", secure=True)
+    hub.start()
+    try:
+        assert hub.request("POST", f"{NS}/devicemodels", model())[0] == 201
+        for name, node in (("mine", "gw-1"), ("theirs", "gw-2")):
+            assert hub.request("POST", f"{NS}/devices", device(name, node))[0] == 201
+        status, node = hub.request(
+            "POST", "/api/v1/tokens", {"role": "node", "node": "gw-1", "singleUse": False}
+        )
+        assert status == 201, node
+        _, viewer = hub.request("POST", "/api/v1/tokens", {"role": "viewer"})
+        path = f"{NS}/devices/%s/history?property=temperature"
+        assert hub.request("GET", path % "mine", token=node["token"])[0] == 200
+        status, refused = hub.request("GET", path % "theirs", token=node["token"])
+        assert status == 403 and "not bound" in refused["message"]
+        assert hub.request("GET", path % "theirs", token=viewer["token"])[0] == 200
+        assert hub.request("GET", path % "theirs", token="")[0] == 401
+    finally:
+        hub.kill()
+
+
+def test_a_refused_row_in_a_frame_leaves_the_others_history_once(store: Store) -> None:
+    """A frame whose rows are retried one by one after one of them is refused: the history
+    of the rows kept is written once, and the refused row's not at all."""
+    from cloudhub.nodes import NodeRegistry
+    from edgeward.kinds import DEVICE
+    from edgeward.protocol import TOPIC_TWIN_REPORTED, ReportItem
+
+    registry = NodeRegistry(store, grace_period=3600)
+    registry.register("edge-1", {"agentVersion": "test"})
+    thermo(store)  # bound to edge-1
+    other = {"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+             "metadata": {"name": "other", "namespace": "default"},
+             "spec": {"nodeName": "edge-2", "properties": [{"name": "temperature"}]}}  # fmt: skip
+    store.create(DEVICE, other)
+
+    def row(seq: int, device_id: str, value: str) -> ReportItem:
+        twin = {"reported": {"value": value, "timestamp": int(T0 * 1000)}, "deleted": False}
+        body = {"device": device_id, "twins": {"temperature": twin}}
+        return ReportItem(seq=seq, topic=TOPIC_TWIN_REPORTED, key=None, body=body)
+
+    frame = (row(1, "default/thermo", "20.5"), row(2, "default/other", "9.5"))
+    outcome = registry.record_reports("edge-1", frame, 0)
+    assert [r.seq for r in outcome.rejected] == [2]
+    kept = history.read(store.engine, history.Query("default", "thermo", "temperature"))
+    assert [i["value"] for i in kept] == ["20.5"]
+    refused = history.Query("default", "other", "temperature")
+    assert history.read(store.engine, refused) == []
