@@ -33,8 +33,9 @@ _AHEAD = 24 * 3600.0
 
 
 def record(tx: Tx, device: dict[str, Any], entries: list[dict[str, Any]]) -> int:
-    """History rows for the reported values in ``entries`` (status.twins entries) that
-    differ from those ``device``'s status holds; the number written."""
+    """Queue history rows for the reported values in ``entries`` (status.twins entries)
+    that differ from those ``device``'s status holds; the number queued. They are written
+    by ``tx.flush_history()``, at the latest when the transaction commits."""
     before = {
         t.get("propertyName"): t.get("reported")
         for t in device.get("status", {}).get("twins", [])
