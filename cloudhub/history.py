@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, select
 
 from cloudhub.schema import twin_history
-from cloudhub.store import Tx
+from cloudhub.store import Store, Tx
 
 #: Values a read returns at most.
 MAX_PAGE = 10_000
@@ -103,9 +103,39 @@ def _rfc3339_ms(epoch: float) -> str:
     return stamp.replace("+00:00", "Z")
 
 
-def prune(engine: Engine, before: float, max_per_property: int) -> int:
-    """Delete values older than ``before`` and, per property, all but the newest
-    ``max_per_property``; the number deleted."""
+def prune(store: Store, before: float, max_per_property: int) -> int:
+    """Delete values received before ``before`` and, per property, all but the newest
+    ``max_per_property``; the number deleted.
+
+    The count is checked over the whole table once per process and limit (a sort of every
+    row); after that only for the properties given rows since the last prune, the only
+    ones that can have grown, so a prune costs what was written meanwhile."""
+    t = twin_history
+    written = store.take_history_written()
+    deleted = 0
+    with store.engine.begin() as conn:
+        first_kept = _first_received_since(conn, before)
+        deleted += conn.execute(delete(t).where(t.c.id < first_kept)).rowcount
+        if store.history_limit_checked != max_per_property:
+            everyone = delete(t).where(t.c.id.in_(_surplus(max_per_property)))
+            deleted += conn.execute(everyone).rowcount
+            store.history_limit_checked = max_per_property
+        else:
+            for namespace, device, prop in sorted(written):
+                mine = (t.c.namespace == namespace, t.c.device == device, t.c.property == prop)
+                surplus = (
+                    select(t.c.id)
+                    .where(*mine)
+                    .order_by(t.c.time.desc(), t.c.id.desc())
+                    .offset(max_per_property)
+                    .scalar_subquery()
+                )
+                deleted += conn.execute(delete(t).where(*mine, t.c.id.in_(surplus))).rowcount
+    return int(deleted)
+
+
+def _surplus(max_per_property: int) -> Any:
+    """The ids past the newest ``max_per_property`` of every property."""
     t = twin_history
     rank = (
         func.row_number()
@@ -116,12 +146,7 @@ def prune(engine: Engine, before: float, max_per_property: int) -> int:
         .label("rank")
     )
     ranked = select(t.c.id, rank).subquery()
-    surplus = select(ranked.c.id).where(ranked.c.rank > max_per_property)
-    with engine.begin() as conn:
-        first_kept = _first_received_since(conn, before)
-        old = conn.execute(delete(t).where(t.c.id < first_kept)).rowcount
-        over = conn.execute(delete(t).where(t.c.id.in_(surplus))).rowcount
-    return int(old) + int(over)
+    return select(ranked.c.id).where(ranked.c.rank > max_per_property)
 
 
 def _first_received_since(conn: Any, before: float) -> int:

@@ -307,7 +307,7 @@ async def _prune_history_forever(store: Store, config: HubConfig) -> None:
         try:  # with history off (max 0), this empties what an earlier setting kept
             gone = await asyncio.to_thread(
                 history.prune,
-                store.engine,
+                store,
                 time.time() - config.history_retention,
                 config.history_max_per_property,
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -248,12 +249,15 @@ class Tx:
         now: float,
         new_uid: Callable[[], str],
         twin_history: bool = True,
+        history_written: Callable[[set[tuple[str, str, str]]], None] = lambda keys: None,
     ) -> None:
         self.conn = conn
-        #: Whether reported twin values are kept as history (cloudhub/history.py), and the
-        #: rows waiting to be written in one statement (flush_history).
+        #: Whether reported twin values are kept as history (cloudhub/history.py), the rows
+        #: waiting to be written in one statement (flush_history), and who hears which
+        #: properties got rows (the count limit looks at those only).
         self.twin_history = twin_history
         self.history_rows: list[dict[str, Any]] = []
+        self._history_written = history_written
         self.start = head
         self.head = head
         self.now = now
@@ -273,6 +277,9 @@ class Tx:
         the report path a quarter of its rate)."""
         if self.history_rows:
             self.conn.execute(insert(schema.twin_history), self.history_rows)
+            self._history_written(
+                {(r["namespace"], r["device"], r["property"]) for r in self.history_rows}
+            )
             self.history_rows = []
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -422,8 +429,13 @@ class Store:
         self.clock = clock
         self._new_uid = new_uid
         self._listeners: list[Callable[[int], None]] = []
-        #: Whether reported twin values are kept as history (history_max_per_property > 0).
+        #: Whether reported twin values are kept as history (history_max_per_property > 0),
+        #: and the properties given history rows since take_history_written last looked.
         self.twin_history = True
+        self._history_written: set[tuple[str, str, str]] = set()
+        self._history_lock = threading.Lock()
+        #: The per-property limit the whole history was last held to (history.prune).
+        self.history_limit_checked: int | None = None
         #: What this process heard from a node since its lease was last written (set by the
         #: node registry); reads merge it over the stored lease.
         self.live_lease: Callable[[str], LiveLease | None] = lambda name: None
@@ -443,7 +455,7 @@ class Store:
         """A write transaction holding the revision lock; listeners run after commit."""
         with self.engine.begin() as conn:
             head = conn.execute(_LOCK_HEAD).scalar_one()
-            tx = Tx(conn, head, self.clock(), self._new_uid, self.twin_history)
+            tx = Tx(conn, head, self.clock(), self._new_uid, self.twin_history, self._note_history)
             yield tx
             tx.flush_history()
             if tx.head != tx.start:
@@ -451,6 +463,17 @@ class Store:
         if tx.head != tx.start:
             for listener in self._listeners:
                 listener(tx.head)
+
+    def _note_history(self, keys: set[tuple[str, str, str]]) -> None:
+        with self._history_lock:
+            self._history_written |= keys
+
+    def take_history_written(self) -> set[tuple[str, str, str]]:
+        """(namespace, device, property) given history rows since the last call (committed
+        or not): the only ones whose count can have grown."""
+        with self._history_lock:
+            keys, self._history_written = self._history_written, set()
+        return keys
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

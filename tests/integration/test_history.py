@@ -69,13 +69,13 @@ def test_retention_keeps_the_newest_values_within_age_and_count(
         clock.now = T0 - 100 + i
         with store.writing() as tx:
             history.record(tx, current, [entry(f"{i}.5", int(clock.now * 1000))])
-    assert history.prune(store.engine, before=T0 - 95, max_per_property=100) == 5
-    assert history.prune(store.engine, before=0, max_per_property=3) == 2
+    assert history.prune(store, before=T0 - 95, max_per_property=100) == 5
+    assert history.prune(store, before=0, max_per_property=3) == 2
     kept = history.read(store.engine, history.Query("default", "thermo", "temperature"))
     assert [i["value"] for i in kept] == ["7.5", "8.5", "9.5"]
-    assert history.prune(store.engine, before=0, max_per_property=3) == 0
-    assert history.prune(store.engine, before=T0 + 1, max_per_property=3) == 3
-    assert history.prune(store.engine, before=T0 + 1, max_per_property=3) == 0  # empty
+    assert history.prune(store, before=0, max_per_property=3) == 0
+    assert history.prune(store, before=T0 + 1, max_per_property=3) == 3
+    assert history.prune(store, before=T0 + 1, max_per_property=3) == 0  # empty
 
 
 # -- the API and the CLI, end to end -------------------------------------------------------
@@ -214,3 +214,20 @@ def test_a_refused_row_in_a_frame_leaves_the_others_history_once(store: Store) -
     assert [i["value"] for i in kept] == ["20.5"]
     refused = history.Query("default", "other", "temperature")
     assert history.read(store.engine, refused) == []
+
+
+def test_after_the_first_prune_only_properties_written_since_are_counted(
+    store: Store, clock: ManualClock
+) -> None:
+    """The first prune holds every property to the limit; later ones look only at the
+    properties given values since, and still cut them to the limit."""
+    current = thermo(store)
+    assert history.prune(store, before=0, max_per_property=3) == 0  # the whole table: empty
+    for i in range(5):
+        clock.now = T0 + i
+        with store.writing() as tx:
+            history.record(tx, current, [entry(f"{i}.5", int(clock.now * 1000))])
+    assert history.prune(store, before=0, max_per_property=3) == 2
+    kept = history.read(store.engine, history.Query("default", "thermo", "temperature"))
+    assert [i["value"] for i in kept] == ["2.5", "3.5", "4.5"]
+    assert store.take_history_written() == set(), "the prune took them"
