@@ -82,24 +82,43 @@ def defer_imports(*names: str) -> None:
 
 
 class _Loader:
-    """A deferred module's ``__getattr__`` until the first read: runs the module's code."""
+    """A deferred module's ``__getattr__`` until its code has run: runs it on the first read.
+
+    It stays in place while the code runs, so a second thread reading an attribute then
+    waits on the lock for the whole module instead of finding it half made (paho reads
+    ``urllib.request.getproxies`` from two connecting threads at once when PySocks is
+    installed). A read from inside the module's own code, before it is done, is an
+    AttributeError, as for a module being imported.
+    """
 
     def __init__(self, module: ModuleType) -> None:
         self.module = module
         self.lock = threading.RLock()
+        self.running = False
 
     def __call__(self, attr: str) -> Any:
         with self.lock:
             if vars(self.module).get("__getattr__") is self:
-                del self.module.__getattr__
-                spec = self.module.__spec__
-                assert spec is not None and spec.loader is not None
-                try:
-                    spec.loader.exec_module(self.module)
-                except BaseException:
-                    del sys.modules[spec.name]  # as a failed import leaves it
-                    raise
+                if self.running:
+                    raise AttributeError(
+                        f"module {self.module.__name__!r} is still loading (reading {attr!r})"
+                    )
+                self._run()
         return getattr(self.module, attr)
+
+    def _run(self) -> None:
+        spec = self.module.__spec__
+        assert spec is not None and spec.loader is not None
+        self.running = True
+        try:
+            spec.loader.exec_module(self.module)
+        except BaseException:
+            del sys.modules[spec.name]  # as a failed import leaves it
+            raise
+        finally:
+            self.running = False
+            if vars(self.module).get("__getattr__") is self:
+                del self.module.__getattr__
 
 
 def run_daemon(

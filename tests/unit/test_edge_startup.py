@@ -127,6 +127,50 @@ def test_a_deferred_module_loads_on_first_use() -> None:
     )
 
 
+def test_a_deferred_module_read_from_two_threads_is_whole_in_both(tmp_path: Path) -> None:
+    """A thread reading a deferred module while another thread runs its code waits for the
+    whole module: paho's two connecting threads read urllib.request that way, and the
+    second one used to get an AttributeError (edgecore crashed with PySocks installed)."""
+    (tmp_path / "slow_module.py").write_text(
+        "import deferred_sync\n"
+        "deferred_sync.started.set()\n"
+        "deferred_sync.release.wait(10)\n"
+        "VALUE = 42\n"
+    )
+    run_python(
+        f"""
+        import sys, threading, time, types
+        sys.path.insert(0, {str(tmp_path)!r})
+        sync = types.ModuleType("deferred_sync")
+        sync.started, sync.release = threading.Event(), threading.Event()
+        sys.modules["deferred_sync"] = sync
+        from edgeward.daemon import defer_imports
+
+        defer_imports("slow_module")
+        import slow_module
+
+        results = {{}}
+
+        def read(who):
+            try:
+                results[who] = slow_module.VALUE
+            except AttributeError as exc:
+                results[who] = exc
+
+        first = threading.Thread(target=read, args=("first",))
+        first.start()
+        assert sync.started.wait(10)
+        second = threading.Thread(target=read, args=("second",))
+        second.start()
+        second.join(0.3)  # before the fix it had failed by now; with it, it waits
+        sync.release.set()
+        first.join(10)
+        second.join(10)
+        assert results == {{"first": 42, "second": 42}}, results
+        """
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
