@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devicetwin import check_value, twin_type_of
+from devicetwin.values import range_problem
 from edgeward.errors import FieldCause, InvalidObject
 from edgeward.kinds import DEVICE, DEVICE_MODEL, Kind
 from edgeward.storable import MAX_TWINS
@@ -57,24 +58,27 @@ def twin_count_problem(device: dict[str, Any]) -> FieldCause | None:
 
 
 def desired_type_problems(device: dict[str, Any], model: dict[str, Any]) -> list[FieldCause]:
-    """A cause for each desired value that does not fit its model property's type."""
-    types = {
-        p.get("name"): p.get("type")
+    """A cause for each desired value that does not fit its model property's type, or lies
+    outside its ``minimum``/``maximum``."""
+    declared = {
+        p.get("name"): p
         for p in model.get("spec", {}).get("properties", []) or []
         if isinstance(p, dict)
     }
     causes = []
     for i, prop in enumerate(device.get("spec", {}).get("properties", []) or []):
         value = (prop.get("desired") or {}).get("value")
-        if not isinstance(value, str) or not value or prop.get("name") not in types:
+        if not isinstance(value, str) or not value or prop.get("name") not in declared:
             continue
-        twin_type = twin_type_of(types[prop["name"]])
+        spec = declared[prop["name"]]
+        twin_type = twin_type_of(spec.get("type"))
         problem = check_value(twin_type, value)
         if problem is not None:
-            causes.append(
-                FieldCause(
-                    f"spec.properties[{i}].desired.value",
-                    f"{problem} (property {prop['name']} is {types[prop['name']]})",
-                )
-            )
+            problem = f"{problem} (property {prop['name']} is {spec.get('type')})"
+        else:
+            problem = range_problem(twin_type, value, spec.get("minimum"), spec.get("maximum"))
+            if problem is not None:
+                problem = f"{problem} of property {prop['name']}"
+        if problem is not None:
+            causes.append(FieldCause(f"spec.properties[{i}].desired.value", problem))
     return causes

@@ -100,3 +100,43 @@ def key_ok(key: str) -> bool:
 def value_ok(value: str) -> bool:
     """True when ``value`` may be stored: empty, or within the twin value alphabet."""
     return value == "" or TWIN_VALUE.match(value) is not None
+
+
+def go_number(twin_type: str, value: str) -> float | None:
+    """The number a value of a numeric twin type holds, read as Go reads it; None when the
+    type is not numeric or the value does not fit it (check_value says why)."""
+    kind = normalize_type(twin_type)
+    if kind == "int" and _is_int64(value):
+        return float(int(value))
+    if kind != "float" or not _is_go_float(value):
+        return None
+    if _HEX_FLOAT.match(value):
+        return float.fromhex(value.replace("_", ""))
+    return float(value.replace("_", ""))  # Python spells Inf and NaN as Go does
+
+
+def range_problem(
+    twin_type: str, value: str, minimum: str | None, maximum: str | None
+) -> str | None:
+    """Why a numeric value lies outside a DeviceModel property's ``minimum``/``maximum``
+    (strings, as KubeEdge's model keeps them; one that is not a number bounds nothing), or
+    None. NaN is outside every bound."""
+    number = go_number(twin_type, value)
+    if number is None:
+        return None
+    low, high = _bound(minimum), _bound(maximum)
+    if low is not None and not number >= low:
+        return f"{value} is below the minimum {minimum}"
+    if high is not None and not number <= high:
+        return f"{value} is above the maximum {maximum}"
+    return None
+
+
+def _bound(text: str | None) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        bound = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(bound) else bound

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from devicetwin import check_value, twin_type_of
+from devicetwin.values import go_number, range_problem
 
 NOT_INT = "the value is not int or integer"
 NOT_FLOAT = "the value is not float"
@@ -116,3 +119,50 @@ def test_boolean_is_exactly_true_or_false(value: str, ok: bool) -> None:
 def test_other_type_names_are_not_allowed(kind: str) -> None:
     """Any other type name is refused with KubeEdge's reason."""
     assert check_value(kind, "1") == NOT_ALLOWED
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "number"),
+    [
+        ("int", "-12", -12.0),
+        ("int", "1.5", None),
+        ("float", "1e3", 1000.0),
+        ("float", "1_0.5", 10.5),
+        ("float", "0x1p-2", 0.25),
+        ("float", "-Inf", float("-inf")),
+        ("float", "abc", None),
+        ("string", "5", None),
+        ("boolean", "true", None),
+    ],
+)
+def test_go_number_reads_numbers_as_go_does(kind: str, value: str, number: float | None) -> None:
+    assert go_number(kind, value) == number
+
+
+def test_go_number_of_nan_is_nan() -> None:
+    assert math.isnan(go_number("float", "NaN") or 0.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "low", "high", "problem"),
+    [
+        ("int", "21", "5", "30", None),
+        ("int", "5", "5", "30", None),
+        ("int", "30", "5", "30", None),
+        ("int", "4", "5", "30", "4 is below the minimum 5"),
+        ("int", "99", "5", "30", "99 is above the maximum 30"),
+        ("float", "30.5", None, "30", "30.5 is above the maximum 30"),
+        ("float", "-inf", "-10.5", None, "-inf is below the minimum -10.5"),
+        ("float", "NaN", "0", None, "NaN is below the minimum 0"),
+        ("float", "NaN", None, "1", "NaN is above the maximum 1"),
+        ("float", "NaN", None, None, None),
+        ("int", "99", "", "not a number", None),
+        ("int", "99", "nan", None, None),
+        ("int", "x", "5", "30", None),
+        ("string", "99", "5", "30", None),
+    ],
+)
+def test_range_problem_names_the_bound_a_value_passes(
+    kind: str, value: str, low: str | None, high: str | None, problem: str | None
+) -> None:
+    assert range_problem(kind, value, low, high) == problem
