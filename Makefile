@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench sim chaos clean system-deps package-deps deb package-test
+.PHONY: demo test lint bench sim chaos clean system-deps package-deps deb package-test screenshots
 
 # make sim: seeds 0..SEEDS-1 of the fault simulation, or replay one with SEED=S
 SEEDS ?= 20000
@@ -72,6 +72,10 @@ lint: $(STAMP)
 CHAOS_FAULTS ?= 1000
 chaos: $(STAMP) system-deps
 	$(BIN)/python -m tests.chaos --faults $(CHAOS_FAULTS) $(if $(SEED),--seed $(SEED))
+
+# make screenshots: the web console's browser tests, keeping their screenshots in docs/console/
+screenshots: $(STAMP) system-deps
+	EDGEWARD_SCREENSHOTS=$(CURDIR)/docs/console $(BIN)/python -m pytest -q tests/integration/test_console.py
 
 sim: $(STAMP)
 	$(BIN)/python -m tests.sim $(if $(SEED),--seed $(SEED) --verbose,--seeds $(SEEDS))

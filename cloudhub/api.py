@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import edgeward
-from cloudhub.apiauth import Authenticator, AuthMiddleware
+from cloudhub.apiauth import PUBLIC_PATHS, Authenticator, AuthMiddleware
 from cloudhub.audit import AuditLog
 from cloudhub.authz import INSECURE, Forbidden, check_collection, check_object
 from cloudhub.changefeed import ChangeFeed
@@ -372,6 +372,8 @@ def create_app(
         title="Edgeward cloudhub",
         version=edgeward.__version__,
         description="The fleet's desired state: nodes, devices and device models.",
+        docs_url=None,  # served from the package's own files (cloudhub/console), not a CDN
+        redoc_url=None,
     )
     api = Api(store, feed, writer, max_watches, on_node_deleted)
 
@@ -440,10 +442,40 @@ def create_app(
         add_security_routes(app, store, join, auth)
     if metrics is not None:
         _add_metrics_route(app, metrics)
+    from cloudhub.console import add_console_routes
+
+    add_console_routes(app)
+    _declare_bearer_tokens(app)
     app.add_middleware(AuthMiddleware, auth=auth, audit=audit or AuditLog(None))
     if metrics is not None:  # outside authentication, so its refusals are counted too
         app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _declare_bearer_tokens(app: FastAPI) -> None:
+    """Say in the OpenAPI document that calls take a bearer token (the middleware checks
+    it), so /docs has an Authorize button and generated clients send the header."""
+    make = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = make()  # built once and cached by FastAPI: the keys below are set once
+        doc.setdefault("components", {}).setdefault(
+            "securitySchemes",
+            {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token from 'edgeward token create' (docs/security.md)",
+                }
+            },
+        )
+        doc.setdefault("security", [{"bearer": []}])
+        for path in PUBLIC_PATHS:  # answered without a token
+            for operation in doc.get("paths", {}).get(path, {}).values():
+                operation["security"] = []
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_metrics_route(app: FastAPI, metrics: HubMetrics) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cloudhub import console
 from cloudhub.audit import AuditLog
 from cloudhub.authz import ANONYMOUS, INSECURE, READS, Forbidden, check_request
 from cloudhub.credentials import CACHE_SECONDS, Identity, TokenRefused
@@ -99,7 +100,7 @@ class AuthMiddleware:
         method, path = scope["method"], scope["path"]
         peer = (scope.get("client") or ("", 0))[0]
         identity = INSECURE if self.auth is None else ANONYMOUS
-        if self.auth is not None and path not in PUBLIC_PATHS:
+        if self.auth is not None and path not in PUBLIC_PATHS and not console.is_public(path):
             header = _header(scope, b"authorization")
             try:
                 identity = await self.auth.identify(header)

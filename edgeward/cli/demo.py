@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             f"node     {NODE} is Ready, last heartbeat {node['status'].get('lastHeartbeatTime')}, "
             f"cpu {usage.get('cpuPercent', '?')}%, memory {usage.get('memoryPercent', '?')}%"
         )
-        _print_next_steps(cli_config)
+        _print_next_steps(cli_config, address["api"])
         _follow(cache, seen, client, reported, children, args.duration)
     except KeyboardInterrupt:
         say("")
@@ -280,7 +280,7 @@ def _valid_for_an_hour(cert: Path) -> bool:
     return bool(not_after) and ssl.cert_time_to_seconds(not_after) > time.time() + 3600
 
 
-def _print_next_steps(config: Path) -> None:
+def _print_next_steps(config: Path, api: str) -> None:
     exe = Path(sys.argv[0]).name if Path(sys.argv[0]).name == "edgeward" else "edgeward"
     cli = str(Path(sys.executable).parent / exe)
     if cli.startswith(os.getcwd() + os.sep):
@@ -291,6 +291,8 @@ def _print_next_steps(config: Path) -> None:
     say(f"  {cli} twin set thermo target=23     # watch it arrive below")
     say(f"  {cli} get devices -o wide")
     say(f"  {cli} get nodes -o wide")
+    say(f"Or open the web console at {api}/ and log in with the token in {config}")
+    say("  (the browser warns first: the demo's hub has a CA of its own, made just now).")
     say("Following the edge cache and what the thermostat reports; Ctrl-C stops the demo.")
     say("")
 

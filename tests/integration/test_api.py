@@ -220,6 +220,32 @@ def test_kubeedge_manifests_apply_unchanged(client: TestClient, store: Store) ->
     assert without_server_fields(resp.json()) == KUBEEDGE_DEVICE
 
 
+def test_desired_value_outside_the_models_range_is_refused(
+    client: TestClient, store: Store
+) -> None:
+    """A desired value below the model's minimum or above its maximum is a 422 naming the
+    bound, and nothing is written; the bounds themselves are accepted."""
+    create(client, MODELS, copy.deepcopy(KUBEEDGE_MODEL))  # temp: INT, 1..100
+    for value, bound in (("101", "above the maximum 100"), ("0", "below the minimum 1")):
+        sent = copy.deepcopy(KUBEEDGE_DEVICE)
+        sent["spec"]["properties"][0]["desired"]["value"] = value
+        head = store.head()
+        causes = assert_status(client.post(DEVICES, json=sent), 422, "Invalid")["details"]
+        assert causes["causes"] == [
+            {
+                "field": "spec.properties[0].desired.value",
+                "message": f"{value} is {bound} of property temp",
+            }
+        ]
+        assert store.head() == head
+    for value in ("1", "100"):
+        sent = copy.deepcopy(KUBEEDGE_DEVICE)
+        sent["spec"]["properties"][0]["desired"]["value"] = value
+        created = client.post(DEVICES, json=sent)
+        assert created.status_code == 201, created.text
+        assert client.delete(f"{DEVICES}/beta1-device").status_code == 200
+
+
 KIND_PATHS = [
     pytest.param(DEVICES, device("thermo-1"), "DeviceList", id="devices"),
     pytest.param(MODELS, copy.deepcopy(KUBEEDGE_MODEL), "DeviceModelList", id="devicemodels"),
@@ -398,8 +424,7 @@ def test_not_found_is_a_404_status(client: TestClient, store: Store) -> None:
     assert_status(client.get(long_name), 404, "NotFound")
     assert_status(client.patch(long_name, json={}), 404, "NotFound")
     assert_status(client.delete(long_name), 404, "NotFound")
-    for path in (
-        "/",
+    for path in (  # "/" is the web console (tests/integration/test_console_pages.py)
         "/api",
         "/api/v1",
         "/api/v2/nodes",
