@@ -61,6 +61,9 @@ def test_each_package_holds_its_daemon_and_libraries_for_every_python(
     assert "/lib/systemd/system/edgecore.service" in edge_files
     assert "/etc/mosquitto/conf.d/edgeward.conf" in edge_files
     assert not any("/app/cloudhub/" in name for name in edge_files)
+    # the web console and the API docs are served from the package's own files (no CDN)
+    for asset in ("console/static/console.js", "vendor/swagger-ui/swagger-ui-bundle.js"):
+        assert any(name.endswith(asset) for name in hub_files), asset
     # the hub's libraries stay out of the gateway's package
     assert not any(re.search(r"/(sqlalchemy|fastapi|uvicorn)/", name) for name in edge_files)
     for python in ("3.11", "3.12", "3.13"):
