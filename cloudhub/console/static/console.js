@@ -528,18 +528,28 @@
     let nodeList = null;
     let deviceList = null;
 
+    // devices per node, counted once per render (not once per row)
+    let perNode = new Map();
     function devicesOf(node) {
-      if (!deviceList) return "…";
-      const mine = [...deviceList.items.values()].filter((d) => dig(d, "spec", "nodeName") === node);
-      const behind = mine.filter((d) => ["pending", "no"].includes(deviceSynced(d))).length;
-      return behind ? `${mine.length} (${behind} out of sync)` : String(mine.length);
+      if (!deviceList || !deviceList.live) return "…";
+      const counts = perNode.get(node) || { all: 0, behind: 0 };
+      return counts.behind ? `${counts.all} (${counts.behind} out of sync)` : String(counts.all);
     }
 
     const render = renderer(() => {
       const all = [...nodeList.items.values()];
       const ready = all.filter((n) => nodeStatus(n) === "Ready").length;
       const devices = deviceList ? [...deviceList.items.values()] : [];
-      const behind = devices.filter((d) => ["pending", "no"].includes(deviceSynced(d))).length;
+      perNode = new Map();
+      let behind = 0;
+      for (const d of devices) {
+        const counts = perNode.get(dig(d, "spec", "nodeName")) || { all: 0, behind: 0 };
+        const late = ["pending", "no"].includes(deviceSynced(d));
+        counts.all += 1;
+        counts.behind += late ? 1 : 0;
+        behind += late ? 1 : 0;
+        perNode.set(dig(d, "spec", "nodeName"), counts);
+      }
       summary.textContent =
         `${plural(all.length, "node")}: ${ready} Ready, ${all.length - ready} NotReady · ` +
         `${plural(devices.length, "device")}, ${behind} out of sync`;
