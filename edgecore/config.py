@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+from edgeward.addresses import parse_broker_url
 from edgeward.configfile import one_of, port_number, positive, setting
+from edgeward.errors import ConfigError
 from edgeward.kinds import dns_subdomain_problem
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -96,8 +99,19 @@ class HubLinkConfig:
 @dataclass(frozen=True)
 class MqttConfig:
     enabled: bool = setting(True, "Bridge device mappers over MQTT (the device twin protocol).")
+    broker: str = setting(
+        "",
+        "The broker as KubeEdge writes it: tcp://HOST:PORT, ssl://HOST:PORT, mqtt://, mqtts:// "
+        "or HOST:PORT. When set it gives host and port, and ssl:// and mqtts:// turn on tls; "
+        "set it or host and port, not both.",
+    )
     host: str = setting("127.0.0.1", "Address of the MQTT broker the mappers use.")
     port: int = setting(1883, "Port of the MQTT broker.", port_number)
+    tls: bool = setting(
+        False,
+        "Connect to the broker over TLS, verified with tls_ca_file or, without one, the "
+        "system's CAs. Setting tls_ca_file turns it on too.",
+    )
     username: str = setting("", "User name for the broker; empty: connect anonymously.")
     password_file: str = setting(
         "", "File holding the broker password (kept out of this config on purpose)."
@@ -125,6 +139,34 @@ class MqttConfig:
         if self.tls_cert_file and not self.tls_ca_file:
             found.append("tls_ca_file: required when a client certificate is set")
         return found
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or bool(self.tls_ca_file)
+
+
+def expand_broker(section: Any, where: str) -> None:
+    """Turn a broker URL in an ``mqtt`` section (from the file or --mqtt) into the host,
+    port and tls it stands for; ConfigError with one line when it is not one, or clashes."""
+    if not isinstance(section, dict) or not isinstance(section.get("broker"), str):
+        return
+    text = section.pop("broker")
+    if not text:
+        return
+    try:
+        address = parse_broker_url(text)
+    except ValueError as exc:
+        raise ConfigError([f"{where}: {exc}"]) from None
+    clash = [f"mqtt.{k}" for k in ("host", "port") if k in section]
+    if clash:
+        raise ConfigError([f"{where}: set it or {' and '.join(clash)}, not both"])
+    if address.tls is False and (section.get("tls") or section.get("tls_ca_file")):
+        raise ConfigError(
+            [f"{where}: {text} is a broker without TLS, but TLS is set: use ssl:// or mqtts://"]
+        )
+    section.update(host=address.host, port=address.port)
+    if address.tls is not None:
+        section["tls"] = address.tls
 
 
 @dataclass(frozen=True)

@@ -142,9 +142,9 @@ class EventBus:
         )
         if cfg.username:
             client.username_pw_set(cfg.username, _read_secret(cfg.password_file))
-        if cfg.tls_ca_file:
-            client.tls_set(
-                ca_certs=cfg.tls_ca_file,
+        if cfg.uses_tls:
+            client.tls_set(  # without a CA file: the system's CAs
+                ca_certs=cfg.tls_ca_file or None,
                 certfile=cfg.tls_cert_file or None,
                 keyfile=cfg.tls_key_file or None,
             )

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import edgeward
 from edgecore import memory
-from edgecore.config import EdgeConfig
+from edgecore.config import EdgeConfig, expand_broker
 from edgecore.credentials import check_credentials
-from edgeward.addresses import parse_broker
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
 from edgeward.daemon import (
     config_file,
@@ -91,8 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--mqtt",
         dest="mqtt_broker",
-        metavar="HOST:PORT",
-        help="the MQTT broker mappers use (default: 127.0.0.1:1883)",
+        metavar="URL",
+        help="the MQTT broker mappers use: HOST:PORT, or tcp://, ssl://, mqtt:// or mqtts:// "
+        "HOST:PORT as KubeEdge writes it (default: 127.0.0.1:1883)",
     )
     parser.add_argument(
         "--no-mqtt",
@@ -129,13 +129,12 @@ def load_settings(args: argparse.Namespace) -> EdgeConfig:
         hub["insecure"] = True
     if hub:
         flags["hub"] = hub
+    if isinstance(data, dict):
+        expand_broker(data.get("mqtt"), "mqtt.broker")
     mqtt: dict[str, Any] = {}
     if args.mqtt_broker:
-        try:
-            host, port = parse_broker(args.mqtt_broker)
-        except ValueError as exc:
-            raise ConfigError([f"--mqtt: {exc}"]) from None
-        mqtt.update(host=host, port=port)
+        mqtt["broker"] = args.mqtt_broker
+        expand_broker(mqtt, "--mqtt")
     if args.no_mqtt:
         mqtt["enabled"] = False
     if mqtt:

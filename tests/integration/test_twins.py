@@ -379,11 +379,13 @@ def test_desired_value_of_the_wrong_type_is_refused_by_the_api(setup: tuple[Hub,
     assert "not int" in result.stderr
 
 
+@pytest.mark.parametrize("form", ["host and port", "ssl:// URL"])
 def test_edgecore_talks_to_a_broker_over_tls_with_a_client_certificate(
-    hub: Hub, tmp_path: Path
+    hub: Hub, tmp_path: Path, form: str
 ) -> None:
     """With mqtt.tls_* set, edgecore verifies the broker and presents its certificate; a broker
-    that demands client certificates serves it."""
+    that demands client certificates serves it. The broker may be given as KubeEdge writes
+    it (mqtt.broker: ssl://HOST:PORT)."""
     pki = make_pki(tmp_path / "pki")
     broker = Mosquitto(
         extra_config=(
@@ -397,8 +399,11 @@ def test_edgecore_talks_to_a_broker_over_tls_with_a_client_certificate(
         yaml.safe_dump(
             {
                 "mqtt": {
-                    "host": broker.host,
-                    "port": broker.port,
+                    **(
+                        {"host": broker.host, "port": broker.port}
+                        if form == "host and port"
+                        else {"broker": f"ssl://{broker.host}:{broker.port}"}
+                    ),
                     "tls_ca_file": str(pki.ca),
                     "tls_cert_file": str(pki.client_cert),
                     "tls_key_file": str(pki.client_key),
@@ -428,6 +433,41 @@ def test_edgecore_talks_to_a_broker_over_tls_with_a_client_certificate(
     finally:
         edge.kill()
         broker.cleanup()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "mqtt"])
+def test_edgecore_takes_the_broker_url_kubeedge_writes(
+    hub: Hub, tmp_path: Path, mqtt_broker: Mosquitto, scheme: str
+) -> None:
+    """--mqtt tcp://HOST:PORT (KubeEdge's mqttServerExternal, its mappers' configs) and
+    mqtt://HOST:PORT reach the broker, and the edge serves its devices through it."""
+    node = f"url-{scheme}"
+    edge = Edge(
+        tmp_path / node,
+        node,
+        hub.edge,
+        "--mqtt",
+        f"{scheme}://{mqtt_broker.host}:{mqtt_broker.port}",
+        "--status-interval",
+        "0.5",
+    )
+    mapper = FakeMapper(mqtt_broker, f"{D}/by-{scheme}/twin/update/result")
+    try:
+        assert hub.request("POST", f"{NS}/devicemodels", model())[0] in (201, 409)
+        assert hub.request("POST", f"{NS}/devices", device(f"by-{scheme}", node))[0] == 201
+        edge.start()
+        connected = f"MQTT: connected to {mqtt_broker.host}:{mqtt_broker.port}"
+        wait_for(lambda: connected in edge.log(), 15, "the broker named by the URL")
+        wait_for(
+            lambda: twins_of(hub, f"by-{scheme}").get("target", {}).get("observedDesired"),
+            10,
+            "the edge to take the device",
+        )
+        mapper.publish(f"{D}/by-{scheme}/twin/update", update("u1", target="19"))
+        assert mapper.expect(f"{D}/by-{scheme}/twin/update/result")["event_id"] == "u1"
+    finally:
+        mapper.close()
+        edge.kill()
 
 
 def test_edgecore_logs_in_with_a_password_and_says_when_it_is_refused(

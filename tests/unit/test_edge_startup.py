@@ -11,7 +11,7 @@ import pytest
 
 from cloudhub.pki import Authority, init_pki, pki_paths
 from edgeward import certs, mapper
-from edgeward.addresses import parse_broker
+from edgeward.addresses import BrokerAddress, parse_broker, parse_broker_url
 
 
 def run_python(code: str) -> None:
@@ -188,6 +188,13 @@ def test_a_deferred_module_read_from_two_threads_is_whole_in_both(tmp_path: Path
         ("[::1", "bad broker address '[::1': expected [IPV6]:PORT"),
         ("[::1]x", "bad broker address '[::1]x': expected [IPV6]:PORT"),
         ("a:b:c", ("a:b:c", 1883)),
+        ("h: 1883", "bad broker port in 'h: 1883'"),
+        ("tcp://10.0.0.5:1884", ("10.0.0.5", 1884)),
+        ("mqtt://broker", ("broker", 1883)),
+        (
+            "ssl://broker:8883",
+            "'ssl://broker:8883' is a TLS broker: this client connects without TLS",
+        ),
     ],
 )
 def test_broker_addresses(text: str, expected: object) -> None:
@@ -199,3 +206,62 @@ def test_broker_addresses(text: str, expected: object) -> None:
         got = str(exc)
     assert got == expected
     assert mapper.parse_broker is parse_broker
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tcp://127.0.0.1:1883", BrokerAddress("127.0.0.1", 1883, False)),
+        ("TCP://broker", BrokerAddress("broker", 1883, False)),
+        ("mqtt://broker:1884/", BrokerAddress("broker", 1884, False)),
+        ("ssl://broker", BrokerAddress("broker", 8883, True)),
+        ("ssl://broker:443", BrokerAddress("broker", 443, True)),
+        ("mqtts://[::1]", BrokerAddress("::1", 8883, True)),
+        ("tls://broker:8884", BrokerAddress("broker", 8884, True)),
+        ("broker:1883", BrokerAddress("broker", 1883, None)),
+        ("[::1]:1885", BrokerAddress("::1", 1885, None)),
+        (
+            "ws://broker:9001",
+            "unsupported broker scheme 'ws' in 'ws://broker:9001': use tcp://, ssl://, "
+            "mqtt:// or mqtts:// (or HOST:PORT)",
+        ),
+        (
+            "http://broker",
+            "unsupported broker scheme 'http' in 'http://broker': use tcp://, ssl://, "
+            "mqtt:// or mqtts:// (or HOST:PORT)",
+        ),
+        (
+            "tcp://user:pw@broker:1883",
+            "bad broker address 'tcp://user:pw@broker:1883': a user name or password does "
+            "not go in the URL (set mqtt.username and mqtt.password_file)",
+        ),
+        (
+            "tcp://broker:1883/x",
+            "bad broker address 'tcp://broker:1883/x': expected tcp://HOST[:PORT]",
+        ),
+        ("tcp://broker?x=1", "bad broker address 'tcp://broker?x=1': expected tcp://HOST[:PORT]"),
+        ("tcp://", "bad broker address 'tcp://': expected HOST:PORT"),
+        ("tcp://:1883", "bad broker address 'tcp://:1883': expected HOST:PORT"),
+        ("tcp://h:99999", "bad broker port in 'tcp://h:99999'"),
+        ("mqtt://127.0.0.1:1883", BrokerAddress("127.0.0.1", 1883, False)),
+        (
+            "mqtt://127.0.0.1:1883:1883",
+            "bad broker address 'mqtt://127.0.0.1:1883:1883': expected mqtt://HOST[:PORT] "
+            "(an IPv6 address in brackets)",
+        ),
+        ("tcp://bro ker", "bad broker address 'tcp://bro ker': expected HOST:PORT"),
+        (
+            "://broker",
+            "unsupported broker scheme '' in '://broker': use tcp://, ssl://, mqtt:// or "
+            "mqtts:// (or HOST:PORT)",
+        ),
+    ],
+)
+def test_broker_urls_as_kubeedge_writes_them(text: str, expected: object) -> None:
+    """tcp:// and ssl:// (KubeEdge's configs and mappers), mqtt:// and mqtts://, or
+    HOST:PORT; the scheme says whether the broker speaks TLS and its default port."""
+    try:
+        got: object = parse_broker_url(text)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
