@@ -17,6 +17,7 @@ from typing import Any
 
 from cloudhub import history
 from cloudhub.store import Tx
+from devicetwin.engine import STATES
 from devicetwin.values import TWIN_TYPES
 from edgeward import storable
 from edgeward.errors import ReportRefused
@@ -153,7 +154,9 @@ def device_state(tx: Tx, node: str, item: ReportItem) -> None:
         )
     device = _bound_device(tx, node, item)
     status = dict(device.get("status", {}))
-    status["state"] = item.body["state"]
+    # an edge from before the hub's states sends the mapper's spelling: mapped here too
+    state = item.body["state"]
+    status["state"] = STATES.get(state.lower(), state) if state.isascii() else state
     if last_online:
         status["lastOnlineTime"] = last_online
     _write_status(tx, device, status)

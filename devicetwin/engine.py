@@ -41,9 +41,18 @@ from devicetwin.values import check_value, key_ok, twin_type_of, value_ok
 Lookup = Callable[[str], DeviceTwin | None]
 Members = Callable[[], list[DeviceTwin]]
 
-#: States a mapper may report (any case); online and ok also mean "seen now".
-STATES = ("online", "offline", "ok", "unknown", "unhealthy")
-_ONLINE = ("online", "ok")
+#: Device states mappers send (any case), and the state each means on the hub: KubeEdge
+#: 1.6's online, offline and unknown, the OK and DISCONNECTED of its mappers, 1.15-1.17's
+#: disconnected, and 1.18's set (ok, online, offline, disconnected, unhealthy, unknown).
+#: online also means "seen now" (lastOnlineTime).
+STATES = {
+    "online": "online",
+    "ok": "online",
+    "offline": "offline",
+    "disconnected": "offline",
+    "unhealthy": "unhealthy",
+    "unknown": "unknown",
+}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -127,7 +136,8 @@ def _twin_get(route: Route, payload: bytes, ctx: Context, lookup: Lookup) -> Out
 
 
 def _state_update(route: Route, payload: bytes, ctx: Context, lookup: Lookup) -> Outcome:
-    # KubeEdge answers nothing when it refuses a state update; neither do we.
+    # KubeEdge answers nothing when it refuses a state update; neither do we, but for a state
+    # we do not know: that one gets an error result, so the mapper is not left guessing.
     try:
         request = StateRequest.parse(payload)
     except TwinError as err:
@@ -137,13 +147,14 @@ def _state_update(route: Route, payload: bytes, ctx: Context, lookup: Lookup) ->
         return Outcome(
             error=errors.NotFound(errors.state_not_found(route.device_id), request.event_id),
         )
-    spelled = request.state.lower() if request.state.isascii() else ""
-    if spelled not in STATES:
-        return Outcome(error=errors.BadRequest(errors.BAD_STATE, request.event_id))
-    seen = rfc3339(ctx.now_ms) if spelled in _ONLINE else None
-    new = replace(device, state=request.state, last_online=seen or device.last_online)
-    result = StateResult(ctx.new_id(), ctx.now_ms, new.name, request.state, seen)
     topic = topics.device_topic(route.device_id, "state/update/result")
+    state = STATES.get(request.state.lower() if request.state.isascii() else "")
+    if state is None:
+        return _refused(errors.BadRequest(errors.BAD_STATE, request.event_id), topic, ctx)
+    seen = rfc3339(ctx.now_ms) if state == "online" else None
+    new = replace(device, state=state, last_online=seen or device.last_online)
+    # the result echoes the state as the mapper spelled it, as KubeEdge's does
+    result = StateResult(ctx.new_id(), ctx.now_ms, new.name, request.state, seen)
     return Outcome(
         updated=(new,),
         publish=(Publish(topic, result.to_wire()),),

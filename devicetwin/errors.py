@@ -43,9 +43,10 @@ REPORT_TOO_LARGE = (
 )
 UNMARSHAL_GET = "Unmarshal get request body failed, please check the request"
 UNMARSHAL_MEMBERSHIP = "Unmarshal membership get request body failed, please check the request"
-# Refused without a reply (KubeEdge logs these and stays silent).
+# Refused without a reply (KubeEdge logs these and stays silent); BAD_STATE is answered
+# with an error result, where KubeEdge is silent (docs/KUBEEDGE-MQTT.md).
 UNMARSHAL_STATE = "Unmarshal state update request body failed, please check the request"
-BAD_STATE = "the state must be online, offline, ok, unknown or unhealthy"
+BAD_STATE = "the state must be online, ok, offline, disconnected, unhealthy or unknown (any case)"
 
 
 def get_not_found(device_id: str) -> str:

@@ -121,6 +121,9 @@ class TwinService:
         #: updates) for the hub. Kept in edge.db by the first transaction that can store
         #: again, mapper batch or hub batch, so a restart still reports them.
         self.unstored = Drops(log)
+        #: Mapper messages refused (bad payloads, unknown devices or states): one log line
+        #: per kind of refusal a minute, however fast a broken mapper repeats itself.
+        self.refused = Drops(log)
         self.unstored_kinds: dict[str, int] = store.unstored()
         self._unstored_recorded = dict(self.unstored_kinds)
         if self.unstored_kinds:
@@ -227,7 +230,10 @@ class TwinService:
             for msg in messages:
                 outcome = handle_message(msg.topic, msg.payload, self._context(), lookup, members)
                 if outcome.error is not None:
-                    log.info("refused %s: %s", msg.topic, outcome.error)
+                    self.refused.add(
+                        f"{_action(msg.topic)} {outcome.error.code}",
+                        f"refused {msg.topic[:300]}: {outcome.error}",
+                    )
                 _absorb(outcome, batch)
             self._write(batch)
             self.store.outages.count("servedLocally", len(batch.publish))
@@ -319,6 +325,14 @@ NOT_STORED = (
     "the edge could not store this update (its disk is full or failing); it was not "
     "applied: send it again later"
 )
+
+
+#: What a mapper's topic asks for, to group refusals by (a bounded set, whatever the topic).
+_ACTIONS = ("twin/update", "twin/get", "state/update", "membership/get", "upload")
+
+
+def _action(topic: str) -> str:
+    return next((a for a in _ACTIONS if topic.endswith("/" + a)), "other")
 
 
 def _unstored_kind(topic: str) -> str:

@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 
 from devicetwin import BadRequest, NotFound, Outcome, ValueTypeError
-from tests.unit.devicetwin.support import EMPTY_ID_RESULT, NODE, T0, D, Edge, device, wire
+from devicetwin.errors import BAD_STATE
+from tests.unit.devicetwin.support import (
+    EMPTY_ID_RESULT,
+    NODE,
+    T0,
+    D,
+    Edge,
+    device,
+    published,
+    wire,
+)
 
 UNMARSHAL = "Unmarshal update request body failed, please check the request"
 NO_TWIN = "Update twin error, key:twin does not exist"
@@ -322,29 +332,12 @@ def test_unparseable_membership_get(thermo: Edge, body: bytes) -> None:
             400,
             "Unmarshal state update request body failed, please check the request",
         ),
-        (
-            b'{"state": "sleeping"}',
-            400,
-            "the state must be online, offline, ok, unknown or unhealthy",
-        ),
-        (b'{"state": ""}', 400, "the state must be online, offline, ok, unknown or unhealthy"),
-        (b"{}", 400, "the state must be online, offline, ok, unknown or unhealthy"),
-        (
-            '{"state": "onl\u0130ne"}'.encode(),
-            400,
-            "the state must be online, offline, ok, unknown or unhealthy",
-        ),
-        (
-            '{"state": "un\u212anown"}'.encode(),
-            400,
-            "the state must be online, offline, ok, unknown or unhealthy",
-        ),
     ],
 )
 def test_refused_state_updates_get_no_reply(
     thermo: Edge, body: bytes, code: int, reason: str
 ) -> None:
-    """A state update unparseable or naming another state changes nothing and answers nothing."""
+    """A state update that does not parse changes nothing and answers nothing (as KubeEdge)."""
     before = thermo.devices["default/thermo"]
     outcome = thermo.mqtt(f"{D}/state/update", body)
     assert (outcome.publish, outcome.updated, outcome.reports) == ((), (), ())
@@ -353,6 +346,35 @@ def test_refused_state_updates_get_no_reply(
         reason,
     )
     assert outcome.error.reply_topic is None
+    assert thermo.devices["default/thermo"] == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"event_id": "s9", "state": "sleeping"}',
+        b'{"event_id": "s9", "state": ""}',
+        b'{"event_id": "s9"}',
+        '{"event_id": "s9", "state": "onl\u0130ne"}'.encode(),
+        '{"event_id": "s9", "state": "un\u212anown"}'.encode(),
+        b'{"event_id": "s9", "state": "online "}',
+    ],
+)
+def test_a_state_edgecore_does_not_know_gets_an_error_result(thermo: Edge, body: bytes) -> None:
+    """Not silence: a 400 on the state result topic, with the request's event id, naming the
+    states there are; nothing changes."""
+    before = thermo.devices["default/thermo"]
+    outcome = thermo.mqtt(f"{D}/state/update", body)
+    assert (outcome.updated, outcome.reports) == ((), ())
+    assert published(outcome) == {
+        f"{D}/state/update/result": {
+            "event_id": "s9",
+            "timestamp": T0,
+            "code": 400,
+            "reason": BAD_STATE,
+        }
+    }
+    assert outcome.error is not None and outcome.error.reason == BAD_STATE
     assert thermo.devices["default/thermo"] == before
 
 

@@ -18,7 +18,7 @@ DEVICES = ("default/a", "default/b", "plant/a")
 KEYS = ("temp", "hum", "Temp", "mode")
 VALUES = ("", "1", "-5", "1.5", "true", "false", "on", "x y", "9223372036854775808", "1e400", "NaN")
 TYPE_NAMES = ("", "string", "int", "integer", "float", "boolean", "double")
-STATES = ("online", "OFFLINE", "ok", "Unknown", "unhealthy", "sleeping", "")
+STATES = ("online", "OFFLINE", "ok", "Unknown", "unhealthy", "DISCONNECTED", "sleeping", "")
 
 # The spec's reasons and ours, with the topic each is answered on ("" for no reply).
 EMPTY_ID = "$hw/events/device//twin/update/result"
@@ -53,7 +53,10 @@ GET_REASONS = {
 }
 STATE_REASONS = {
     (400, "Unmarshal state update request body failed, please check the request"): "",
-    (400, "the state must be online, offline, ok, unknown or unhealthy"): "",
+    (
+        400,
+        "the state must be online, ok, offline, disconnected, unhealthy or unknown (any case)",
+    ): "{D}/state/update/result",
     (404, "Device {id} not found while updating state"): "",
 }
 MEMBERSHIP_REASONS = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from devicetwin import Twin, TwinValue, Version
 from tests.unit.devicetwin.support import T0, D, Edge, published, wire
 
@@ -235,18 +237,31 @@ def test_twin_report_covers_every_twin(thermo: Edge) -> None:
     }
 
 
-def test_state_update_stores_state_as_sent(thermo: Edge) -> None:
-    """States match case-insensitively, are stored as sent and reported to the hub."""
-    outcome = thermo.mqtt(f"{D}/state/update", {"event_id": "s1", "state": "ONLINE"})
-    stored = thermo.devices["default/thermo"]
-    assert (stored.state, stored.last_online) == ("ONLINE", "2024-05-01T12:00:00Z")
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("ONLINE", "online"),  # KubeEdge 1.6 (any case)
+        ("OK", "online"),  # its mappers, and 1.18's ok
+        ("ok", "online"),
+        ("offline", "offline"),
+        ("DISCONNECTED", "offline"),  # its mappers, and 1.15-1.18's disconnected
+        ("Disconnected", "offline"),
+        ("unhealthy", "unhealthy"),  # 1.18
+        ("Unknown", "unknown"),
+    ],
+)
+def test_state_update_stores_the_hubs_state(thermo: Edge, sent: str, stored: str) -> None:
+    """Every state KubeEdge's mappers have sent matches case-insensitively and is stored and
+    reported as the hub's state; the result echoes the mapper's spelling, as KubeEdge's does."""
+    outcome = thermo.mqtt(f"{D}/state/update", {"event_id": "s1", "state": sent})
+    device = thermo.devices["default/thermo"]
+    online = "2024-05-01T12:00:00Z" if stored == "online" else None
+    assert (device.state, device.last_online) == (stored, online)
     [row] = outcome.reports
     assert (row.topic, row.key) == ("device/state", "state/default/thermo")
-    assert row.body == {
-        "device": "default/thermo",
-        "state": "ONLINE",
-        "lastOnlineTime": "2024-05-01T12:00:00Z",
-    }
+    assert row.body == {"device": "default/thermo", "state": stored, "lastOnlineTime": online}
+    result = published(outcome)[f"{D}/state/update/result"]
+    assert result["device"]["state"] == sent
 
 
 def test_last_online_moves_only_for_online_and_ok(thermo: Edge) -> None:
@@ -256,7 +271,7 @@ def test_last_online_moves_only_for_online_and_ok(thermo: Edge) -> None:
     for state in ("offline", "Unknown", "unhealthy"):
         outcome = thermo.mqtt(f"{D}/state/update", {"event_id": "s", "state": state})
         result = published(outcome)[f"{D}/state/update/result"]
-        assert result["device"] == {"name": "thermo", "state": state}
+        assert result["device"] == {"name": "thermo", "state": state}  # as the mapper spelled it
         assert thermo.devices["default/thermo"].last_online == "2024-05-01T12:00:00Z"
         assert outcome.reports[0].body["lastOnlineTime"] == "2024-05-01T12:00:00Z"
 
