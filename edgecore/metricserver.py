@@ -2,9 +2,10 @@
 
 Any local process may connect, so every connection is bounded where it enters:
 a request head of at most MAX_HEAD_BYTES, REQUEST_TIMEOUT seconds from accepting
-the connection to having written the answer, MAX_CONNECTIONS at once (more are
-closed at once, unanswered), and one request per connection (``Connection:
-close``; Prometheus opens one per scrape). A request body is never read.
+a connection to its close (a client still connected then is cut off), MAX_CONNECTIONS
+at once (more are closed at once, unanswered), and one request per connection (``Connection:
+close``; Prometheus opens one per scrape). A request body is never read: what
+follows the head is dropped as it arrives.
 
 :func:`answer` (a request head → the response's bytes) is pure; :class:`_Connection`
 is an asyncio protocol that only pumps bytes: no task per connection, and what a
@@ -24,7 +25,7 @@ from edgecore.metrics import CONTENT_TYPE
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 8192
-#: Seconds a client has from connecting until the answer is written; then it is cut off.
+#: Seconds a client may stay connected, answer read included; then it is cut off.
 REQUEST_TIMEOUT = 5.0
 MAX_CONNECTIONS = 4
 
@@ -157,15 +158,18 @@ class _Connection(asyncio.Protocol):
             self._answer(response(431, b"request head too large\n"))
 
     def eof_received(self) -> bool:
-        return False  # a request cut short gets no answer: close
+        return False  # the client is done, or cut its request short (no answer): close
 
     def _answer(self, data: bytes) -> None:
+        """Write the answer and end our side; what the client still sends is read and
+        dropped until it closes (or the timer cuts it off): closing with its bytes unread
+        would reset the connection, and the reset can destroy the answer before it is read
+        (a lingering close, as web servers do after an error)."""
         assert self.transport is not None
         self.answered = True
         self.head = bytearray()
-        self.transport.pause_reading()
         self.transport.write(data)
-        self.transport.close()  # once the answer is written; the timer still bounds that
+        self.transport.write_eof()
 
     def _expired(self) -> None:
         self.server.refused.add(
