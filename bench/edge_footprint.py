@@ -10,11 +10,15 @@ mapper has reported again. Each is taken once edgecore has answered every
 update and settled (a status interval). Also CPU share while idle, and the
 cold start: process start → first ``twin/get`` answered (the mapper asks
 every 20 ms). Baseline: the RSS of a bare interpreter (``python -c pass``).
-Targets: < 45 MB RSS, start < 1 s.
+Then the cost of the metrics (docs/metrics.md): edgecore restarted without them and
+with them on (alternately, twice), each time a round of reports and a status
+interval while a scraper reads /metrics every second; RSS on against RSS off.
+Targets: < 45 MB RSS, start < 1 s, metrics within 2 MB.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -25,14 +29,16 @@ import paho.mqtt.client as mqtt
 
 from bench.baselines import python_rss
 from bench.core import Figure, Options
-from bench.procs import NS, cpu_share, prop_name, rss, wait_for
-from bench.stack import D, Stack, edge_stack
+from bench.procs import NS, cpu_share, free_port, prop_name, rss, wait_for
+from bench.stack import D, Stack, edge_stack, start_edge
 
 NAME = "edge-footprint"
 MB = 1_000_000
 PROPERTIES = 10
 #: Long enough for edgecore's status report (every 10 s by default) after a burst.
 SETTLE = 11.0
+#: What the metrics may add to edgecore's RSS (issue 12).
+METRICS_BUDGET_MB = 2.0
 
 
 def first_twin_get(stack: Stack, device: str, timeout: float = 30) -> float:
@@ -107,6 +113,10 @@ def desire_every_property(stack: Stack, timeout: float = 120) -> None:
     wait_for(lambda: stack.edge.revision() >= revision, timeout, "the edge to take them")
 
 
+def fmt_runs(values: list[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
 def peak_rss(pid: int) -> float:
     """The process's highest RSS so far (VmHWM), in MB."""
     with open(f"/proc/{pid}/status") as status:
@@ -119,6 +129,56 @@ def peak_rss(pid: int) -> float:
 def settled_rss(stack: Stack, opts: Options) -> float:
     time.sleep(opts.seconds(SETTLE, 2))
     return rss(stack.edge.pid) / MB
+
+
+class Scraper:
+    """Reads /metrics every ``interval`` seconds in a thread, as a (very eager) Prometheus."""
+
+    def __init__(self, port: int, interval: float = 1.0) -> None:
+        self.port, self.interval = port, interval
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                conn.request("GET", "/metrics")
+                resp = conn.getresponse()
+                if resp.status == 200 and resp.read():
+                    self.scrapes += 1
+            except OSError:
+                pass  # edgecore is (re)starting
+            finally:
+                conn.close()
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def metrics_rss(stack: Stack, opts: Options, on: bool, round_: int) -> tuple[float, int]:
+    """Restart edgecore with metrics ``on`` or off, report every property once and settle
+    while /metrics is scraped every second; (RSS in MB, scrapes answered)."""
+    args = stack.edge.args
+    if "--metrics-listen" in args:
+        del args[args.index("--metrics-listen") : args.index("--metrics-listen") + 2]
+    port = free_port()
+    if on:
+        args += ["--metrics-listen", str(port)]
+    stack.edge.stop()
+    with Scraper(port) as scraper:
+        start_edge(stack, stack.edge.revision())
+        report_every_property(stack, round_)
+        settled = settled_rss(stack, opts)
+    if on and not scraper.scrapes:
+        raise RuntimeError(f"edgecore did not serve its metrics:\n{stack.edge.log()[-2000:]}")
+    return settled, scraper.scrapes
 
 
 def run(opts: Options) -> list[Figure]:
@@ -144,6 +204,12 @@ def run(opts: Options) -> list[Figure]:
         peak = peak_rss(stack.edge.pid)
         starts = [first_twin_get(stack, stack.devices[-1]) for _ in range(opts.size(3, 1))]
         restarted_rss = rss(stack.edge.pid) / MB
+        off, on, scrapes = [], [], 0
+        for pair in range(opts.size(2, 1)):
+            off.append(metrics_rss(stack, opts, False, 10 + 2 * pair)[0])
+            with_metrics, answered = metrics_rss(stack, opts, True, 11 + 2 * pair)
+            on.append(with_metrics)
+            scrapes += answered
     starts.sort()
     common = {"scenario": NAME, "unit": "MB", "baseline": base_rss,
               "baseline_name": "python -c pass", "target": 45.0}  # fmt: skip
@@ -158,6 +224,12 @@ def run(opts: Options) -> list[Figure]:
                value=desired_rss, note=f"peak while busy {peak:.1f} MB; right after a cold "
                f"start {restarted_rss:.1f} MB",
                **common),
+        Figure(name="RSS with metrics on, scraped every second", value=sum(on) / len(on),
+               unit="MB", baseline=sum(off) / len(off), baseline_name="metrics off",
+               target=sum(off) / len(off) + METRICS_BUDGET_MB, scenario=NAME,
+               note=f"restarted alternately off and on, {len(on)} of each, after a round of "
+               f"reports and {SETTLE:g} s; off {fmt_runs(off)}, on {fmt_runs(on)} MB; "
+               f"{scrapes} scrapes answered"),
         Figure(name="CPU idle", value=idle_cpu * 100, unit="% of a core",
                note=f"over {window:g} s", scenario=NAME),
         Figure(name="cold start to first twin/get", value=starts[len(starts) // 2], unit="s",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgeward.addresses import parse_broker_url
+from edgeward.addresses import is_loopback, parse_broker_url, parse_listen
 from edgeward.configfile import one_of, port_number, positive, setting
 from edgeward.errors import ConfigError
 from edgeward.kinds import dns_subdomain_problem
@@ -189,6 +189,46 @@ class OutboxConfig:
         return int(self.quota_mb * 2**20)
 
 
+def _listen(value: str) -> str | None:
+    if value == "":
+        return None  # off
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = setting(
+        "",
+        "Serve Prometheus metrics at http://<listen>/metrics: PORT (on 127.0.0.1), "
+        "IP:PORT or [IPV6]:PORT. Empty: off.",
+        _listen,
+    )
+    allow_remote: bool = setting(
+        False,
+        "Allow a listen address other than loopback. The metrics are served without TLS or "
+        "token, to anyone who reaches the address.",
+    )
+
+    def problems(self) -> list[str]:
+        address = self.address
+        if address is not None and not is_loopback(address[0]) and not self.allow_remote:
+            return [
+                f'listen: "{self.listen}" is not a loopback address, and the metrics are '
+                "served without TLS or token: set metrics.allow_remote to serve them beyond "
+                "this machine"
+            ]
+        return []
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on; None when metrics are off."""
+        return parse_listen(self.listen) if self.listen else None
+
+
 @dataclass(frozen=True)
 class EdgeConfig:
     node_name: str = setting("", "This node's name. Empty: the machine's hostname.", _node_name)
@@ -203,4 +243,8 @@ class EdgeConfig:
     mqtt: MqttConfig = setting(MqttConfig(), "The MQTT broker device mappers talk to.")
     outbox: OutboxConfig = setting(
         OutboxConfig(), "Reports waiting for the hub: what the edge keeps during an outage."
+    )
+    metrics: MetricsConfig = setting(
+        MetricsConfig(),
+        "Prometheus metrics on a local HTTP port (docs/metrics.md), off by default.",
     )

@@ -77,6 +77,9 @@ MAX_QUEUED_PUBLISHES = 10_000
 #: not publish it, and then nothing is known).
 BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
 
+#: The end of the topic desired-value deltas are published on.
+DELTA_SUFFIX = "/twin/update/delta"
+
 #: The largest MQTT payload edgecore reads. An upload is stored whole, and a twin update's
 #: values all land in the device's report, so nothing larger could be stored.
 MAX_PAYLOAD_BYTES = storable.MAX_REPORT_BYTES
@@ -121,6 +124,11 @@ class EventBus:
         self.broker_dropped: int | None = None
         self.broker_drops = Drops(log)
         self._pauses = Drops(log)  # only for its rate-limited log
+        #: Messages from mappers received, and messages to them published (of which
+        #: desired-value deltas), since edgecore started.
+        self.received = 0
+        self.published = 0
+        self.deltas_sent = 0
         self.client_id = config.client_id or f"edgecore-{node}"
         self.client = self._subscriber()
         self.sub = self._connection(self.client, "subscriber")
@@ -213,6 +221,7 @@ class EventBus:
             self._broker_dropped(message.payload)
             ack()
             return
+        self.received += 1
         if size > MAX_PAYLOAD_BYTES:
             self.refused.add(
                 "too_large",
@@ -351,6 +360,10 @@ class EventBus:
                     f"MQTT: dropped a reply on {reply.topic[:200]}: {MAX_QUEUED_PUBLISHES} "
                     "wait for a broker that is away",
                 )
+                continue
+            self.published += 1
+            if reply.topic.endswith(DELTA_SUFFIX):
+                self.deltas_sent += 1
         if self.pub.client.is_connected():
             self.pub.client.loop_write()
 

@@ -102,6 +102,9 @@ class HubLink:
         #: since the link was last live: what :meth:`summary` says.
         self.endpoint = config.endpoints[0]
         self.retrying = False
+        #: Connections tried, and sessions that went live, since edgecore started.
+        self.attempts = 0
+        self.sessions = 0
         self._live_since: float | None = None
         #: Local failures the link rides over, logged at a limited rate.
         self._problems = Drops(log)
@@ -135,6 +138,7 @@ class HubLink:
                 )
                 if expired is not None:
                     raise LinkStopped(expired)
+            self.attempts += 1
             verdict, welcomed = await self._attempt(url)
             if welcomed:  # the link was live: the node is alone from now
                 await self.db.call(self.db.store.outage_lost)
@@ -314,6 +318,7 @@ class HubLink:
                 commands = core.aligned()
                 self._live_since = self.clock()
                 self.connected.set()
+                self.sessions += 1
                 self.retrying = False
                 self.outbox_wake.set()
                 return commands

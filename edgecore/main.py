@@ -99,6 +99,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do not bridge mappers over MQTT (the hub link still runs)",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="ADDR",
+        help="serve Prometheus metrics at http://ADDR/metrics: PORT (on 127.0.0.1) or IP:PORT "
+        "(default: off; an address other than loopback needs metrics.allow_remote)",
+    )
     add_flags(parser, EdgeConfig, FLAGS)
     parser.add_argument(
         "--migrate",
@@ -139,6 +145,8 @@ def load_settings(args: argparse.Namespace) -> EdgeConfig:
         mqtt["enabled"] = False
     if mqtt:
         flags["mqtt"] = mqtt
+    if args.metrics_listen is not None:
+        flags["metrics"] = {"listen": args.metrics_listen}
     config = build(EdgeConfig, merged(data, flags))
     if not config.node_name:
         host = socket.gethostname().lower()
@@ -244,6 +252,14 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
             usage["mqttUnstored"] = unstored
         return usage
 
+    metrics = None
+    if config.metrics.address is not None:
+        from edgecore.metrics import EdgeMetrics
+        from edgecore.metricserver import MetricsServer
+
+        host, port = config.metrics.address
+        metrics = MetricsServer(host, port, EdgeMetrics(store, link, twins, bus).render)
+
     watchdog = Watchdog(notifier, lambda: db.call(store.health), status)
     stop = stop_on_signals()
     log.info(
@@ -266,6 +282,8 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
             ]
             if bus is not None:
                 parts.append(tg.create_task(bus.run()))
+            if metrics is not None:
+                parts.append(tg.create_task(metrics.run()))
             await asyncio.sleep(0)  # every part has taken its first step
             watchdog.ready()
             await stop.wait()

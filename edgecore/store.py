@@ -185,8 +185,11 @@ class EdgeStore:
         #: Failures logged at a limited rate that drop nothing (outage bookkeeping).
         self._problems = Drops(log)
         self._migrate()
-        #: Bytes the outbox's rows take (ROW_BYTES), kept current by every write and delete.
+        #: Bytes the outbox's rows take (ROW_BYTES), kept current by every write and delete,
+        #: and the (rows, bytes) of each topic among them (a new tuple each time: another
+        #: thread may take a copy of the dict at any moment).
         self.outbox_bytes = 0
+        self.outbox_kinds: dict[str, tuple[int, int]] = {}
         self._count_outbox_bytes()
         self._transaction.on_rollback = self._count_outbox_bytes
         #: (revision, digest) of the cache, as last computed (cache_digest).
@@ -431,24 +434,40 @@ class EdgeStore:
             (topic, key, text, self.clock()),
         )
         assert cur.lastrowid is not None
-        self.outbox_bytes += _row_bytes(topic, key, text)
+        self._tally(topic, 1, _row_bytes(topic, key, text))
         if topic not in UNCOUNTED:
             self.outages.count("buffered")
         self._keep_quota()
         return cur.lastrowid
 
     def _count_outbox_bytes(self) -> None:
-        """outbox_bytes from the table itself: at start, and after a rolled-back write."""
+        """outbox_bytes and outbox_kinds from the table itself: at start, and after a
+        rolled-back write."""
         try:
-            total = self.db.execute(f"SELECT total({ROW_BYTES}) FROM outbox").fetchone()[0]
+            rows = self.db.execute(
+                f"SELECT CAST(topic AS BLOB), count(*), total({ROW_BYTES}) FROM outbox "
+                "GROUP BY topic"
+            ).fetchall()
         except sqlite3.Error:
-            return  # the count stays as it was; the next rollback or start counts again
-        self.outbox_bytes = int(total)
+            return  # the counts stay as they were; the next rollback or start counts again
+        self.outbox_kinds = {_kind(raw): (n, int(size)) for raw, n, size in rows}
+        self.outbox_bytes = sum(size for _, size in self.outbox_kinds.values())
+
+    def _tally(self, topic: str, rows: int, size: int) -> None:
+        """``rows`` rows of ``size`` bytes in all were added to (or, negative, deleted from)
+        the outbox."""
+        self.outbox_bytes += size
+        n, b = self.outbox_kinds.get(topic, (0, 0))
+        self.outbox_kinds[topic] = (n + rows, b + size)
 
     def _delete(self, statement: str, params: tuple[Any, ...]) -> int:
         """Run a DELETE on the outbox, keeping outbox_bytes current; the rows deleted."""
-        freed = self.db.execute(f"{statement} RETURNING {ROW_BYTES}", params).fetchall()
-        self.outbox_bytes -= sum(size for (size,) in freed)
+        # the topic as bytes: a damaged row's may not be UTF-8 (see pending)
+        freed = self.db.execute(
+            f"{statement} RETURNING CAST(topic AS BLOB), {ROW_BYTES}", params
+        ).fetchall()
+        for raw, size in freed:
+            self._tally(_kind(raw), -1, -size)
         return len(freed)
 
     def _keep_quota(self) -> None:
@@ -541,7 +560,8 @@ class EdgeStore:
                 "INSERT INTO outbox (topic, key, body, created, checked) VALUES (?, ?, ?, ?, 1)",
                 written,
             )
-            self.outbox_bytes += sum(_row_bytes(t, k, text) for t, k, text, _ in written)
+            for topic, key, text, _ in written:
+                self._tally(topic, 1, _row_bytes(topic, key, text))
             self.outages.count("buffered", sum(t not in UNCOUNTED for t, _, _, _ in written))
             self._keep_quota()
         if self._held is not None and any(key == self._held.key for _, key, _, _ in written):
@@ -829,6 +849,11 @@ class EdgeStore:
         """One transaction around several calls; the calls inside join it."""
         return self._tx()
 
+    def observe_commits(self, observe: Callable[[float], None]) -> None:
+        """Give ``observe`` the seconds each COMMIT of a transaction that wrote takes
+        (edgecore.metrics; set before the store's thread starts)."""
+        self._transaction.observe_commit = observe
+
     def _tx(self) -> _Transaction:
         return self._transaction
 
@@ -836,6 +861,11 @@ class EdgeStore:
 def _row_bytes(topic: str, key: str | None, text: str) -> int:
     """ROW_BYTES of a row about to be written."""
     return len(topic.encode()) + (0 if key is None else len(key.encode())) + len(text.encode())
+
+
+def _kind(raw_topic: bytes) -> str:
+    """A row's topic as outbox_kinds counts it: a damaged row's may not be UTF-8."""
+    return raw_topic.decode("utf-8", "replace")
 
 
 def _text(raw: bytes) -> str:
@@ -876,10 +906,14 @@ class _Transaction:
         self.depth = 0
         #: Called after a rollback, to drop what the caller kept in memory of the transaction.
         self.on_rollback = on_rollback
+        #: Given the seconds of each COMMIT of a transaction that wrote (None: not timed).
+        self.observe_commit: Callable[[float], None] | None = None
+        self._changes = 0  # the connection's total_changes at BEGIN
 
     def __enter__(self) -> None:
         if self.depth == 0:
             self.db.execute("BEGIN IMMEDIATE")
+            self._changes = self.db.total_changes
         self.depth += 1
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -889,6 +923,16 @@ class _Transaction:
         if exc_type is not None:
             self._roll_back()
             return
+        observe = self.observe_commit
+        # a transaction that only read (the watchdog's health check) syncs nothing
+        if observe is None or self.db.total_changes == self._changes:
+            self._commit()
+            return
+        started = time.perf_counter()
+        self._commit()
+        observe(time.perf_counter() - started)
+
+    def _commit(self) -> None:
         try:
             self.db.execute("COMMIT")
         except BaseException:

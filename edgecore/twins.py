@@ -29,6 +29,7 @@ from devicetwin.payloads import ErrorResult
 from edgecore.drops import Drops
 from edgecore.store import Applied, EdgeStore, is_storage_failure
 from edgeward.kinds import DEVICE, DEVICE_MODEL
+from edgeward.protocol import TOPIC_TWIN_REPORTED
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ class TwinService:
             self.unstored.count("storage", sum(self.unstored_kinds.values()))
         self._unstored_since: int | None = None
         self._unstored_count = 0
+        #: Mapper messages with reported values stored (a twin/reported row), since start.
+        self.reported_updates = 0
 
     def _context(self) -> Context:
         return Context(node=self.node, now_ms=self._clock_ms(), new_id=self._new_id)
@@ -226,6 +229,7 @@ class TwinService:
     def _apply_messages(self, messages: list[Inbound]) -> list[Outgoing]:
         batch = TwinBatch(self.store.encode_row)
         lookup, members = self._lookup(batch), self._members(batch)
+        reported = 0
         with self.store.transaction():
             for msg in messages:
                 outcome = handle_message(msg.topic, msg.payload, self._context(), lookup, members)
@@ -234,11 +238,13 @@ class TwinService:
                         f"{_action(msg.topic)} {outcome.error.code}",
                         f"refused {msg.topic[:300]}: {outcome.error}",
                     )
+                reported += any(r.topic == TOPIC_TWIN_REPORTED for r in outcome.reports)
                 _absorb(outcome, batch)
             self._write(batch)
             self.store.outages.count("servedLocally", len(batch.publish))
             self.store.remember_batch([m.mid for m in messages if m.mid])
         self.adopt(batch)
+        self.reported_updates += reported
         return batch.publish
 
     def on_hub_changes(self, applied: list[Applied]) -> TwinBatch:

@@ -33,6 +33,7 @@ SERIAL = {
     "test_half_open.py",
     "test_outage.py",
     "test_broker_drops.py",
+    "test_edge_metrics_hostile.py",
     "test_watchdog.py",
 }
 

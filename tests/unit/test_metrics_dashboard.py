@@ -1,5 +1,6 @@
-"""The Grafana dashboard we ship queries only metrics the hub exports: a metric renamed in
-cloudhub/metrics.py without the dashboard would leave its panel empty, without an error."""
+"""The Grafana dashboards we ship query only metrics the hub and edgecore export: a metric
+renamed in cloudhub/metrics.py or edgecore/metrics.py without the dashboard would leave
+its panel empty, without an error."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudhub.metrics import HubMetrics
+from edgecore.metrics import COMMIT_BUCKETS, Histogram, Readings, families, render
 
-DASHBOARD = Path(__file__).parents[2] / "packaging" / "grafana" / "edgeward-hub.json"
+GRAFANA = Path(__file__).parents[2] / "packaging" / "grafana"
+DASHBOARD = GRAFANA / "edgeward-hub.json"
+EDGE_DASHBOARD = GRAFANA / "edgeward-edge.json"
+#: What a query's metric names look like: ours, and the process_ one edgecore exports.
+METRIC = re.compile(r"\b(?:edgeward|edgecore|process)_\w+")
 
 
 class FleetStore:
@@ -34,17 +40,31 @@ def exported() -> set[str]:
     return {s.name for f in text_string_to_metric_families(body.decode()) for s in f.samples}
 
 
+def edge_exported() -> set[str]:
+    """Every sample name edgecore can export: MQTT on, the broker's drops known."""
+    commits = Histogram(COMMIT_BUCKETS)
+    commits.observe(0.01)
+    readings = Readings(mqtt_connected=True, broker_dropped=0, commits=commits.snapshot(),
+                        rss_bytes=1)  # fmt: skip
+    body = render(families(readings)).decode()
+    return {s.name for f in text_string_to_metric_families(body) for s in f.samples}
+
+
+def queried(dashboard: Path) -> set[str]:
+    panels = json.loads(dashboard.read_text())["panels"]
+    return {name for p in panels for t in p["targets"] for name in METRIC.findall(t["expr"])}
+
+
 def test_every_dashboard_query_names_an_exported_metric() -> None:
-    names = exported()
-    dashboard = json.loads(DASHBOARD.read_text())
-    queried = {
-        name
-        for panel in dashboard["panels"]
-        for target in panel["targets"]
-        for name in re.findall(r"\bedgeward_\w+", target["expr"])
-    }
-    assert queried, "the dashboard queries nothing"
-    assert queried <= names, f"not exported: {sorted(queried - names)}"
+    names = queried(DASHBOARD)
+    assert names, "the dashboard queries nothing"
+    assert names <= exported(), f"not exported: {sorted(names - exported())}"
+
+
+def test_every_edge_dashboard_query_names_a_metric_edgecore_exports() -> None:
+    names = queried(EDGE_DASHBOARD)
+    assert names, "the dashboard queries nothing"
+    assert names <= edge_exported(), f"not exported: {sorted(names - edge_exported())}"
 
 
 def test_scrape_time_values_come_from_the_store() -> None:

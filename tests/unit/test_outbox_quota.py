@@ -27,6 +27,18 @@ def bytes_in_table(store: EdgeStore) -> int:
     return int(store.db.execute(f"SELECT total({ROW_BYTES}) FROM outbox").fetchone()[0])
 
 
+def kinds_in_table(store: EdgeStore) -> dict[str, tuple[int, int]]:
+    """(rows, bytes) by topic, as edgecore's metrics export them (store.outbox_kinds)."""
+    rows = store.db.execute(
+        f"SELECT topic, count(*), total({ROW_BYTES}) FROM outbox GROUP BY topic"
+    ).fetchall()
+    return {topic: (n, int(size)) for topic, n, size in rows}
+
+
+def kinds_counted(store: EdgeStore) -> dict[str, tuple[int, int]]:
+    return {topic: counts for topic, counts in store.outbox_kinds.items() if counts[0]}
+
+
 def event(i: int, size: int = 200) -> dict[str, str]:
     return {"topic": "$hw/events/upload/meter", "payload": f"{i:06d}" + "x" * size}
 
@@ -131,10 +143,12 @@ def test_the_byte_count_follows_every_write_and_delete_and_survives_a_restart(
             clock.now += 600
             store.expire_events()
         assert store.outbox_bytes == bytes_in_table(store), step
+        assert kinds_counted(store) == kinds_in_table(store), step
     counted = store.outbox_bytes
     store.close()
     again = EdgeStore(tmp_path / "edge.db", clock=clock, limits=OutboxLimits(30_000, 3600))
     assert again.outbox_bytes == counted
+    assert kinds_counted(again) == kinds_in_table(again)
 
 
 def test_a_rolled_back_write_does_not_leave_the_count_behind(tmp_path: Path, clock: Clock) -> None:
@@ -146,6 +160,7 @@ def test_a_rolled_back_write_does_not_leave_the_count_behind(tmp_path: Path, clo
         store.report_state(STATE, "dev-0", {"device": "dev-0", "twins": {}})
         raise RuntimeError("the disk is full")
     assert store.outbox_bytes == before == bytes_in_table(store)
+    assert kinds_counted(store) == kinds_in_table(store) == {UPLOAD: (1, before)}
 
 
 def test_the_node_reports_its_outbox_as_usage_and_its_drops_as_status(
