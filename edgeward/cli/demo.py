@@ -111,11 +111,19 @@ class _Child:
                 self.proc.wait()
 
 
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # stop as Ctrl-C does: the children go too
+
+
 def run(args: argparse.Namespace) -> int:
     base = Path(args.dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
     children: list[_Child] = []
     broker: BrokerHandle | None = None
+    # `timeout`, `kill`, a closed terminal: without these the hub, edge and thermostat
+    # outlive the demo
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)
     try:
         if args.mqtt:
             try:

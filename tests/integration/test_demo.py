@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,9 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+
+import psutil
+import pytest
 
 from tests.support.mosquitto import Mosquitto
 from tests.support.procs import BIN
@@ -64,23 +68,35 @@ def test_demo_shows_the_desired_value_at_the_edge_and_the_node_ready(
     assert "device/thermo unchanged" in again.stdout, "a second run should reuse its data"
 
 
-def test_ctrl_c_stops_the_demo_and_its_children(tmp_path: Path, mqtt_broker: Mosquitto) -> None:
-    """The demo runs until Ctrl-C, then stops the hub, the edge and the thermostat and exits 0."""
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"]
+)
+def test_ctrl_c_stops_the_demo_and_its_children(
+    tmp_path: Path, mqtt_broker: Mosquitto, signum: int
+) -> None:
+    """The demo runs until Ctrl-C (or a kill, or its terminal closing), then stops the hub,
+    the edge and the thermostat and exits 0."""
     proc = subprocess.Popen(
         demo_command(tmp_path, mqtt_broker),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    children: list[psutil.Process] = []
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
         for line in proc.stdout:
             if "Ctrl-C stops the demo" in line or time.monotonic() > deadline:
                 break
-        proc.send_signal(signal.SIGINT)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3  # the hub, the edge, the thermostat
+        proc.send_signal(signum)
         assert proc.wait(60) == 0
+        assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        leftovers = children + ([psutil.Process(proc.pid)] if proc.poll() is None else [])
+        for process in leftovers:
+            with contextlib.suppress(psutil.Error):
+                process.kill()  # a failed run leaves nothing behind
     assert not hub_alive(tmp_path), "Ctrl-C left the demo's hub running"
