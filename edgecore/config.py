@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from edgeward.addresses import is_loopback, parse_broker_url, parse_listen
 from edgeward.configfile import one_of, port_number, positive, setting
 from edgeward.errors import ConfigError
-from edgeward.kinds import dns_subdomain_problem
+from edgeward.kinds import dns_label_problem, dns_subdomain_problem
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -120,6 +120,13 @@ class MqttConfig:
         "",
         "MQTT client id of the subscribing session. Empty: edgecore-<node name>. Replies go "
         "out as <client id>-pub. Both must be unique on the broker.",
+    )
+    bare_id_namespace: str = setting(
+        "default",
+        "Namespace of the devices a mapper may name by their name alone "
+        "($hw/events/device/<name>/..., as KubeEdge configured mappers up to 1.16); empty: "
+        "only namespaced ids.",
+        lambda v: None if v == "" else dns_label_problem(v),
     )
     keepalive: int = setting(30, "Seconds between MQTT keepalive pings.", positive)
     tls_ca_file: str = setting("", "CA bundle to verify the broker with; set to use TLS.")

@@ -48,6 +48,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from devicetwin import SUBSCRIPTIONS
+from devicetwin.topics import BARE_SUBSCRIPTIONS
 from edgecore.config import MqttConfig
 from edgecore.drops import Drops
 from edgecore.mqttlink import MqttConnection
@@ -197,7 +198,10 @@ class EventBus:
         if reason.is_failure:
             log.error("MQTT broker refused the connection: %s", reason)
             return
-        client.subscribe([*((topic, 1) for topic in SUBSCRIPTIONS), (BROKER_DROPPED, 0)])
+        bare = BARE_SUBSCRIPTIONS if self.config.bare_id_namespace else ()
+        client.subscribe([*((topic, 1) for topic in SUBSCRIPTIONS + bare), (BROKER_DROPPED, 0)])
+        if not bare and flags.session_present:  # bare ids turned off since the session began
+            client.unsubscribe(list(BARE_SUBSCRIPTIONS))
         self.sub.up()
         log.info(
             "MQTT: connected to %s:%d as %s (session %s)",

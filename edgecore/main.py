@@ -204,7 +204,7 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
     store.outage_started()  # alone until the hub welcomes it (edgecore.outage)
     db = StoreThread(store)
     outbox_wake = asyncio.Event()
-    twins = TwinService(store, config.node_name)
+    twins = TwinService(store, config.node_name, bare_id_namespace=config.mqtt.bare_id_namespace)
     bus = (
         EventBus(config.mqtt, config.node_name, db, twins, outbox_wake)
         if config.mqtt.enabled

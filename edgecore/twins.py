@@ -21,13 +21,14 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from devicetwin import Context, DeviceTwin, Outcome, Publish, apply_cloud, handle_message, topics
 from devicetwin.payloads import ErrorResult
 from edgecore.drops import Drops
 from edgecore.store import Applied, EdgeStore, is_storage_failure
+from edgecore.topicshapes import TopicShapes
 from edgeward.kinds import DEVICE, DEVICE_MODEL
 from edgeward.protocol import TOPIC_TWIN_REPORTED
 
@@ -107,6 +108,7 @@ class TwinService:
         node: str,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        bare_id_namespace: str = "default",
     ) -> None:
         self.store = store
         self.node = node
@@ -115,6 +117,10 @@ class TwinService:
         self._twins: dict[str, DeviceTwin] = {
             k: DeviceTwin.from_dict(v) for k, v in store.iter_twins()
         }
+        #: Which topic shape each device's mapper speaks (bare ids: mqtt.bare_id_namespace).
+        self.shapes = TopicShapes(bare_id_namespace)
+        for device_id in self._twins:
+            self.shapes.bound(device_id)
         #: Packet ids of the batch committed last before this process started.
         self._redelivered: set[int] = set(store.last_batch())
         #: Mapper messages refused because edge.db could not store them: ``counts`` has
@@ -197,22 +203,30 @@ class TwinService:
             fresh.append(msg)
         return fresh
 
+    def _as_namespaced(self, msg: Inbound) -> tuple[Inbound, str | None]:
+        """The message with a bare device id in its topic made namespaced, and that device's
+        id when it was bare (its replies go back bare)."""
+        topic, bare_id = self.shapes.incoming(msg.topic)
+        return (msg if topic == msg.topic else replace(msg, topic=topic)), bare_id
+
     def _answer_unstored(self, messages: list[Inbound], reason: str) -> list[Outgoing]:
         batch = TwinBatch(self.store.encode_row)
         lookup, members = self._lookup(batch), self._members(batch)
         replies = TwinBatch(self.store.encode_row)
         refused = 0
         for msg in messages:
+            msg, bare_id = self._as_namespaced(msg)
             outcome = handle_message(msg.topic, msg.payload, self._context(), lookup, members)
             if not (outcome.updated or outcome.removed or outcome.reports):
-                replies.send(outcome.publish)  # a read, or a refusal: nothing to store
+                # a read, or a refusal: nothing to store
+                replies.send(self.shapes.replies(outcome.publish, bare_id))
                 continue
             refused += 1
             kind = _unstored_kind(msg.topic)
             self.unstored_kinds[kind] = self.unstored_kinds.get(kind, 0) + 1
             reply = _not_stored(msg, self._clock_ms())
             if reply is not None:
-                replies.send((reply,))
+                replies.send(self.shapes.replies((reply,), bare_id))
         if refused:
             if self._unstored_since is None:
                 self._unstored_since = self._clock_ms()
@@ -232,11 +246,16 @@ class TwinService:
         reported = 0
         with self.store.transaction():
             for msg in messages:
+                sent = msg.topic  # as the mapper wrote it, for the log
+                msg, bare_id = self._as_namespaced(msg)
                 outcome = handle_message(msg.topic, msg.payload, self._context(), lookup, members)
+                outcome = replace(
+                    outcome, publish=tuple(self.shapes.replies(outcome.publish, bare_id))
+                )
                 if outcome.error is not None:
                     self.refused.add(
-                        f"{_action(msg.topic)} {outcome.error.code}",
-                        f"refused {msg.topic[:300]}: {outcome.error}",
+                        f"{_action(sent)} {outcome.error.code}",
+                        f"refused {sent[:300]}: {outcome.error}",
                     )
                 reported += any(r.topic == TOPIC_TWIN_REPORTED for r in outcome.reports)
                 _absorb(outcome, batch)
@@ -254,6 +273,7 @@ class TwinService:
         ctx = self._context()
         for change in applied:
             for outcome in self._cloud_outcomes(change, ctx, batch):
+                outcome = replace(outcome, publish=tuple(self.shapes.outgoing(outcome.publish)))
                 if outcome.error is not None:
                     log.warning(
                         "hub change to %s/%s: %s", change.namespace, change.name, outcome.error
@@ -269,8 +289,10 @@ class TwinService:
         for device_id, twin in batch.twins.items():
             if twin is None:
                 self._twins.pop(device_id, None)
+                self.shapes.forget(device_id)
             else:
                 self._twins[device_id] = twin
+                self.shapes.bound(device_id)
 
     def _cloud_outcomes(self, change: Applied, ctx: Context, batch: TwinBatch) -> list[Outcome]:
         lookup = self._lookup(batch)

@@ -14,7 +14,12 @@ from tests.support.procs import Edge, Hub, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "/api/v1/namespaces/default"
-D = "$hw/events/device/default/modbus-dev"
+#: The device's topics as each generation's mapper names it: KubeEdge up to 1.16 wrote
+#: the bare name into mappers' configs, 1.17 on the namespaced id.
+SHAPES = {
+    "bare": "$hw/events/device/modbus-dev",
+    "namespaced": "$hw/events/device/default/modbus-dev",
+}
 
 #: KubeEdge v1.6.2's modbus-go mapper, verbatim, at start and with its device unreachable.
 MODBUS_TWIN = (
@@ -40,16 +45,20 @@ def hub_state(hub: Hub) -> str | None:
     return hub.request("GET", f"{NS}/devices/modbus-dev")[1].get("status", {}).get("state")
 
 
+@pytest.mark.parametrize("shape", SHAPES)
 def test_every_state_vocabulary_reaches_the_hub_as_its_state(
-    hub: Hub, mqtt_broker: Mosquitto, start_edge: Callable[..., Edge]
+    hub: Hub, mqtt_broker: Mosquitto, start_edge: Callable[..., Edge], shape: str
 ) -> None:
     """KubeEdge 1.6's modbus mapper's OK and DISCONNECTED, 1.6's online/offline/unknown and
     1.18's unhealthy and disconnected, in any case, are the hub's online, offline, unhealthy
     and unknown; the mapper's reading reaches the hub; a state edgecore does not know gets
-    an error result and one log line however often it is sent, and changes nothing."""
-    assert hub.request("POST", f"{NS}/devices", modbus_device("gen-edge"))[0] == 201
-    edge = start_edge("gen-edge", mqtt=mqtt_broker)
-    mapper = FakeMapper(mqtt_broker, f"{D}/#")
+    an error result and one log line however often it is sent, and changes nothing. With the
+    device named by its bare name or its namespaced id, every reply in the same shape."""
+    D = SHAPES[shape]
+    node = f"gen-{shape}"
+    assert hub.request("POST", f"{NS}/devices", modbus_device(node))[0] == 201
+    edge = start_edge(node, mqtt=mqtt_broker)
+    mapper = FakeMapper(mqtt_broker, f"{D}/+/+/+")
     try:
         wait_for(lambda: ("default", "modbus-dev") in edge.cached(), 15, "the device at the edge")
         mapper.publish(f"{D}/twin/update", MODBUS_TWIN)
@@ -94,3 +103,85 @@ def test_every_state_vocabulary_reaches_the_hub_as_its_state(
         assert "the state must be" in lines[0]
     finally:
         mapper.close()
+
+
+def test_a_bare_id_mapper_gets_its_desired_values_and_its_membership(
+    hub: Hub, mqtt_broker: Mosquitto, start_edge: Callable[..., Edge]
+) -> None:
+    """KubeEdge 1.6's modbus mapper, configured with modbus-dev: `twin set` reaches it as a
+    delta on its bare topic (in both shapes before it has spoken, in its own after), and the
+    node's membership lists it by the id it speaks."""
+    bare = SHAPES["bare"]
+    assert hub.request("POST", f"{NS}/devices", modbus_device("bare-edge"))[0] == 201
+    edge = start_edge("bare-edge", mqtt=mqtt_broker)
+    mapper = FakeMapper(
+        mqtt_broker, f"{bare}/twin/update/delta", f"{SHAPES['namespaced']}/twin/update/delta",
+        "$hw/events/node/bare-edge/membership/get/result",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: ("default", "modbus-dev") in edge.cached(), 15, "the device at the edge")
+        set_switch(hub, "1")
+        # not heard from yet: both shapes, so a mapper that only listens hears it
+        assert mapper.expect(f"{bare}/twin/update/delta")["delta"] == {"switch": "1"}
+        assert mapper.expect(f"{SHAPES['namespaced']}/twin/update/delta")["delta"] == {
+            "switch": "1"
+        }
+        mapper.publish(f"{bare}/twin/update", MODBUS_TWIN)
+        mapper.publish("$hw/events/node/bare-edge/membership/get", {"event_id": "m1"})
+        listing = mapper.expect("$hw/events/node/bare-edge/membership/get/result")
+        assert [d["id"] for d in listing["devices"]] == ["modbus-dev"]
+        set_switch(hub, "0")
+        mapper.publish(f"{bare}/twin/update", MODBUS_TWIN.replace('"0"', '"1"'))
+        set_switch(hub, "1")
+        delta = mapper.expect(
+            f"{bare}/twin/update/delta", where=lambda b: b["delta"].get("switch") == "1"
+        )
+        assert delta["twin"]["switch"]["expected"]["value"] == "1"
+        with pytest.raises(AssertionError):  # now only in the shape it speaks
+            mapper.expect(f"{SHAPES['namespaced']}/twin/update/delta", timeout=1.5)
+    finally:
+        mapper.close()
+
+
+def test_a_name_in_two_namespaces_is_an_explicit_conflict(
+    hub: Hub, mqtt_broker: Mosquitto, start_edge: Callable[..., Edge]
+) -> None:
+    """modbus-dev in default and in plant on one node: the bare id keeps meaning the
+    configured namespace's device, and the conflict is logged, once a minute at most."""
+    for namespace in ("default", "plant"):
+        device = modbus_device("twin-edge") | {"metadata": {"name": "modbus-dev"}}
+        status, body = hub.request("POST", f"/api/v1/namespaces/{namespace}/devices", device)
+        assert status == 201, body
+    edge = start_edge("twin-edge", mqtt=mqtt_broker)
+    mapper = FakeMapper(mqtt_broker, f"{SHAPES['bare']}/twin/update/result")
+    try:
+        wait_for(lambda: ("plant", "modbus-dev") in edge.cached(), 15, "both at the edge")
+        for i in range(3):
+            mapper.publish(f"{SHAPES['bare']}/twin/update", MODBUS_TWIN.replace('""', f'"c{i}"'))
+            assert mapper.expect(f"{SHAPES['bare']}/twin/update/result")["event_id"] == f"c{i}"
+
+        def reported(namespace: str) -> list[Any]:
+            path = f"/api/v1/namespaces/{namespace}/devices/modbus-dev"
+            twins = hub.request("GET", path)[1].get("status", {}).get("twins", [])
+            return [t["reported"]["value"] for t in twins if "reported" in t]
+
+        wait_for(lambda: reported("default") == ["0"], 10, "the report on default/modbus-dev")
+        assert reported("plant") == []
+        lines = [line for line in edge.log().splitlines() if "bare device id" in line]
+        assert len(lines) == 1, lines
+        assert "means default/modbus-dev" in lines[0] and "plant/modbus-dev" in lines[0]
+    finally:
+        mapper.close()
+
+
+def set_switch(hub: Hub, value: str) -> None:
+    path = f"{NS}/devices/modbus-dev"
+    for _ in range(5):
+        device = hub.request("GET", path)[1]
+        device.pop("status", None)
+        device["spec"]["properties"] = [{"name": "switch", "desired": {"value": value}}]
+        status, body = hub.request("PUT", path, device)
+        if status == 200:
+            return
+        assert status == 409, body
+    raise AssertionError("the device kept changing")

@@ -231,7 +231,7 @@ def test_subscriptions_are_the_spec_topics() -> None:
 @pytest.mark.parametrize(
     "topic",
     [
-        "$hw/events/device/thermo/twin/update",  # legacy one-segment id
+        "$hw/events/device/thermo/twin/update",  # a bare id: edgecore makes it namespaced first
         "$hw/events/device/thermo/twin/get",
         "$hw/events/device/thermo/state/update",
         "$hw/events/device/default/thermo/twin/update/result",  # our own replies
