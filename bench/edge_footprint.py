@@ -181,6 +181,23 @@ def metrics_rss(stack: Stack, opts: Options, on: bool, round_: int) -> tuple[flo
     return settled, scraper.scrapes
 
 
+def dmi_rss(stack: Stack, opts: Options, on: bool, round_: int) -> float:
+    """Restart edgecore with DMI ``on`` (serving its socket, no mapper registered) or off,
+    report every property once and settle; RSS in MB."""
+    args = stack.edge.args
+    if "--dmi-socket" in args:
+        del args[args.index("--dmi-socket") : args.index("--dmi-socket") + 2]
+    if on:
+        args += ["--dmi-socket", str(stack.edge.data_dir.parent / "dmi.sock")]
+    stack.edge.stop()
+    start_edge(stack, stack.edge.revision())
+    report_every_property(stack, round_)
+    settled = settled_rss(stack, opts)
+    if on and not (stack.edge.data_dir.parent / "dmi.sock").is_socket():
+        raise RuntimeError(f"edgecore did not serve DMI:\n{stack.edge.log()[-2000:]}")
+    return settled
+
+
 def run(opts: Options) -> list[Figure]:
     devices = opts.size(1000, 100)
     window = opts.seconds(10, 2)
@@ -210,6 +227,10 @@ def run(opts: Options) -> list[Figure]:
             with_metrics, answered = metrics_rss(stack, opts, True, 11 + 2 * pair)
             on.append(with_metrics)
             scrapes += answered
+        dmi_off, dmi_on = [], []
+        for pair in range(opts.size(2, 1)):
+            dmi_off.append(dmi_rss(stack, opts, False, 20 + 2 * pair))
+            dmi_on.append(dmi_rss(stack, opts, True, 21 + 2 * pair))
     starts.sort()
     common = {"scenario": NAME, "unit": "MB", "baseline": base_rss,
               "baseline_name": "python -c pass", "target": 45.0}  # fmt: skip
@@ -230,6 +251,11 @@ def run(opts: Options) -> list[Figure]:
                note=f"restarted alternately off and on, {len(on)} of each, after a round of "
                f"reports and {SETTLE:g} s; off {fmt_runs(off)}, on {fmt_runs(on)} MB; "
                f"{scrapes} scrapes answered"),
+        Figure(name="RSS with DMI on (gRPC loaded, socket served)", value=sum(dmi_on) / len(dmi_on),
+               unit="MB", baseline=sum(dmi_off) / len(dmi_off), baseline_name="DMI off",
+               scenario=NAME,
+               note=f"restarted alternately off and on, {len(dmi_on)} of each; off "
+               f"{fmt_runs(dmi_off)}, on {fmt_runs(dmi_on)} MB: why DMI is off by default"),
         Figure(name="CPU idle", value=idle_cpu * 100, unit="% of a core",
                note=f"over {window:g} s", scenario=NAME),
         Figure(name="cold start to first twin/get", value=starts[len(starts) // 2], unit="s",

@@ -236,6 +236,28 @@ class MetricsConfig:
         return parse_listen(self.listen) if self.listen else None
 
 
+def _socket_path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "must be an absolute path"
+    if len(value.encode()) > 107:
+        return "must be at most 107 bytes (a unix socket path's limit)"
+    return None
+
+
+@dataclass(frozen=True)
+class DmiConfig:
+    enabled: bool = setting(
+        False,
+        "Serve KubeEdge's DMI (gRPC) to mappers made with its mapper-framework; off: gRPC "
+        "is not even loaded (docs/dmi.md has its memory cost).",
+    )
+    socket: str = setting(
+        "/etc/kubeedge/dmi.sock",
+        "Unix socket DeviceManagerService is served on (KubeEdge's default path).",
+        _socket_path,
+    )
+
+
 @dataclass(frozen=True)
 class EdgeConfig:
     node_name: str = setting("", "This node's name. Empty: the machine's hostname.", _node_name)
@@ -254,4 +276,7 @@ class EdgeConfig:
     metrics: MetricsConfig = setting(
         MetricsConfig(),
         "Prometheus metrics on a local HTTP port (docs/metrics.md), off by default.",
+    )
+    dmi: DmiConfig = setting(
+        DmiConfig(), "KubeEdge's gRPC mapper interface (docs/dmi.md), off by default."
     )

@@ -105,6 +105,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve Prometheus metrics at http://ADDR/metrics: PORT (on 127.0.0.1) or IP:PORT "
         "(default: off; an address other than loopback needs metrics.allow_remote)",
     )
+    parser.add_argument(
+        "--dmi-socket",
+        metavar="PATH",
+        help="serve KubeEdge's DMI (gRPC) to mapper-framework mappers on this unix socket, "
+        "e.g. /etc/kubeedge/dmi.sock (default: off; docs/dmi.md)",
+    )
     add_flags(parser, EdgeConfig, FLAGS)
     parser.add_argument(
         "--migrate",
@@ -147,6 +153,8 @@ def load_settings(args: argparse.Namespace) -> EdgeConfig:
         flags["mqtt"] = mqtt
     if args.metrics_listen is not None:
         flags["metrics"] = {"listen": args.metrics_listen}
+    if args.dmi_socket is not None:
+        flags["dmi"] = {"enabled": True, "socket": args.dmi_socket}
     config = build(EdgeConfig, merged(data, flags))
     if not config.node_name:
         host = socket.gethostname().lower()
@@ -260,6 +268,12 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
         host, port = config.metrics.address
         metrics = MetricsServer(host, port, EdgeMetrics(store, link, twins, bus).render)
 
+    dmi = None
+    if config.dmi.enabled:  # gRPC is loaded only then: it costs memory (docs/dmi.md)
+        from edgecore.dmi.service import DmiService
+
+        dmi = DmiService(config.dmi.socket, db.call, twins, outbox_wake)
+
     watchdog = Watchdog(notifier, lambda: db.call(store.health), status)
     stop = stop_on_signals()
     log.info(
@@ -284,6 +298,8 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
                 parts.append(tg.create_task(bus.run()))
             if metrics is not None:
                 parts.append(tg.create_task(metrics.run()))
+            if dmi is not None:
+                parts.append(tg.create_task(dmi.run()))
             await asyncio.sleep(0)  # every part has taken its first step
             watchdog.ready()
             await stop.wait()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from devicetwin import Context, DeviceTwin, Outcome, Publish, apply_cloud, handle_message, topics
+from devicetwin.errors import TwinError
 from devicetwin.payloads import ErrorResult
 from edgecore.drops import Drops
 from edgecore.store import Applied, EdgeStore, is_storage_failure
@@ -46,6 +47,8 @@ class Inbound:
     mid: int = 0
     dup: bool = False
     qos: int = 1
+    #: A DMI mapper's report in its MQTT form (edgecore.dmi), not a message from the broker.
+    via_dmi: bool = False
 
 
 class Outgoing(NamedTuple):
@@ -81,6 +84,8 @@ class TwinBatch:
     publish: list[Outgoing] = field(default_factory=list)
     #: The refusal counts this batch's transaction records (None: unchanged).
     unstored: dict[str, int] | None = None
+    #: The hub's changes this batch applied (for DMI mappers, once it has committed).
+    applied: list[Applied] = field(default_factory=list)
     _events: int = 0
 
     def report(self, topic: str, key: str | None, body: dict[str, Any]) -> None:
@@ -117,6 +122,11 @@ class TwinService:
         self._twins: dict[str, DeviceTwin] = {
             k: DeviceTwin.from_dict(v) for k, v in store.iter_twins()
         }
+        #: Devices a DMI mapper serves (device id → mapper), written by edgecore.dmi: MQTT
+        #: messages about them are refused and no MQTT deltas are sent for them.
+        self.dmi_served: dict[str, str] = {}
+        #: Called with a hub batch's changes once it has committed (edgecore.dmi).
+        self.on_changes: Callable[[list[Applied]], None] | None = None
         #: Which topic shape each device's mapper speaks (bare ids: mqtt.bare_id_namespace).
         self.shapes = TopicShapes(bare_id_namespace)
         for device_id in self._twins:
@@ -203,6 +213,27 @@ class TwinService:
             fresh.append(msg)
         return fresh
 
+    def _served_elsewhere(self, msg: Inbound) -> Outcome | None:
+        """The refusal of an MQTT message about a device a DMI mapper serves (None: not)."""
+        if msg.via_dmi or not self.dmi_served:
+            return None
+        found = topics.device_of(msg.topic)
+        mapper = self.dmi_served.get(found[0]) if found is not None else None
+        if found is None or mapper is None or found[1].endswith("/result"):
+            return None
+        reason = f"device {found[0]} is served by the DMI mapper {mapper}, not over MQTT"
+        try:
+            event_id = json.loads(msg.payload).get("event_id", "")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            event_id = ""
+        event_id = event_id if isinstance(event_id, str) else ""
+        reply = ErrorResult(event_id, self._clock_ms(), 409, reason)
+        result = f"{msg.topic}/result"
+        return Outcome(
+            publish=(Publish(result, reply.to_wire()),),
+            error=TwinError(409, reason, event_id, result),
+        )
+
     def _as_namespaced(self, msg: Inbound) -> tuple[Inbound, str | None]:
         """The message with a bare device id in its topic made namespaced, and that device's
         id when it was bare (its replies go back bare)."""
@@ -248,7 +279,9 @@ class TwinService:
             for msg in messages:
                 sent = msg.topic  # as the mapper wrote it, for the log
                 msg, bare_id = self._as_namespaced(msg)
-                outcome = handle_message(msg.topic, msg.payload, self._context(), lookup, members)
+                outcome = self._served_elsewhere(msg) or handle_message(
+                    msg.topic, msg.payload, self._context(), lookup, members
+                )
                 outcome = replace(
                     outcome, publish=tuple(self.shapes.replies(outcome.publish, bare_id))
                 )
@@ -271,9 +304,11 @@ class TwinService:
         that transaction. Call :meth:`adopt` with the result once it has committed."""
         batch = TwinBatch(self.store.encode_row)
         ctx = self._context()
+        batch.applied = applied
         for change in applied:
             for outcome in self._cloud_outcomes(change, ctx, batch):
-                outcome = replace(outcome, publish=tuple(self.shapes.outgoing(outcome.publish)))
+                shaped = self.shapes.outgoing(p for p in outcome.publish if self._over_mqtt(p))
+                outcome = replace(outcome, publish=tuple(shaped))
                 if outcome.error is not None:
                     log.warning(
                         "hub change to %s/%s: %s", change.namespace, change.name, outcome.error
@@ -282,10 +317,17 @@ class TwinService:
         self._write(batch)
         return batch
 
+    def _over_mqtt(self, publish: Publish) -> bool:
+        """Whether a message goes to MQTT mappers: not for a device a DMI mapper serves."""
+        found = topics.device_of(publish.topic) if self.dmi_served else None
+        return found is None or found[0] not in self.dmi_served
+
     def adopt(self, batch: TwinBatch) -> None:
         """``batch`` has committed: memory now holds what the disk holds."""
         if batch.unstored is not None:
             self._unstored_recorded = batch.unstored
+        if batch.applied and self.on_changes is not None:
+            self.on_changes(batch.applied)
         for device_id, twin in batch.twins.items():
             if twin is None:
                 self._twins.pop(device_id, None)

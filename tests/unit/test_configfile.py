@@ -344,16 +344,21 @@ def test_rendered_defaults_show_every_setting_with_its_doc(cls: type) -> None:
     assert text.startswith("# Title of the file\n")
     lines = text.splitlines()
 
-    def walk(tree: Any, indent: str) -> None:
+    def walk(tree: Any, indent: str, start: int) -> None:
+        """``start``: the line of the section ``tree`` is (two sections may share names)."""
         for f in dataclasses.fields(tree):
-            heads = [i for i, line in enumerate(lines) if line.startswith(f"{indent}{f.name}:")]
+            heads = [
+                i
+                for i, line in enumerate(lines)
+                if i > start and line.startswith(f"{indent}{f.name}:")
+            ]
             assert heads, f"{f.name} is not rendered"
             assert lines[heads[0] - 1] == f"{indent}# {f.metadata['doc']}"
             value = getattr(tree, f.name)
             if dataclasses.is_dataclass(value):
-                walk(value, indent + "  ")
+                walk(value, indent + "  ", heads[0])
 
-    walk(cls(), "")
+    walk(cls(), "", -1)
 
 
 def test_rendered_sample_values() -> None:

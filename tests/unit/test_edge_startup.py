@@ -23,8 +23,9 @@ def run_python(code: str) -> None:
 
 
 def test_a_started_edge_has_not_loaded_yaml_the_mapper_sdk_or_deferred_modules() -> None:
-    """Without a config file, edgecore's start-up imports neither PyYAML nor the mapper SDK,
-    and the modules it defers stay unloaded although websockets and paho import them."""
+    """Without a config file, edgecore's start-up imports neither PyYAML, the mapper SDK nor
+    DMI's gRPC, and the modules it defers stay unloaded although websockets and paho import
+    them."""
     run_python(
         """
         import sys
@@ -39,8 +40,9 @@ def test_a_started_edge_has_not_loaded_yaml_the_mapper_sdk_or_deferred_modules()
         main.defer_imports(*main.DEFERRED_IMPORTS)  # what run_edge does first, then:
         import edgecore.eventbus, edgecore.hublink, edgecore.nodestatus, edgecore.twins
 
-        loaded = [m for m in ("yaml", "edgeward.mapper") if m in sys.modules]
-        assert not loaded, loaded
+        unwanted = ("yaml", "edgeward.mapper", "grpclib", "google.protobuf", "edgecore.dmi")
+        loaded = [m for m in unwanted if m in sys.modules]
+        assert not loaded, loaded  # DMI (gRPC, protobuf) only when dmi.enabled
         for name in main.DEFERRED_IMPORTS:
             assert "__getattr__" in vars(sys.modules[name]), f"{name} was loaded"
         """
