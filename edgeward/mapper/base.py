@@ -347,8 +347,9 @@ class Mapper:
         return event_id
 
     def set_state(self, device_id: str, state: str) -> None:
-        """Publish the device's state (``D/state/update``): online, offline, ok, unknown
-        or unhealthy."""
+        """Publish the device's state (``D/state/update``): online, offline, ok,
+        disconnected, unknown or unhealthy (edgecore keeps them as online, offline,
+        unknown or unhealthy)."""
         topics.check_device_id(device_id)
         if not isinstance(state, str) or state.lower() not in payloads.DEVICE_STATES:
             raise ValueError(f"state {state!r} is not one of {sorted(payloads.DEVICE_STATES)}")

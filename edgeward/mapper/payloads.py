@@ -27,8 +27,8 @@ VALUE_PATTERN = re.compile(r"[a-zA-Z0-9\-_.,:/@#]{1,512}")
 #: Twin types edgecore accepts in ``metadata.type``.
 TWIN_TYPES = frozenset({"string", "int", "integer", "float", "boolean"})
 
-#: Device states edgecore stores (compared case-insensitively).
-DEVICE_STATES = frozenset({"online", "offline", "ok", "unknown", "unhealthy"})
+#: Device states edgecore takes (compared case-insensitively; devicetwin.engine.STATES).
+DEVICE_STATES = frozenset({"online", "offline", "ok", "disconnected", "unknown", "unhealthy"})
 
 #: Payloads larger than this are refused before parsing. Edgecore's replies for a
 #: device with hundreds of twins stay far below it.

@@ -25,3 +25,11 @@ def test_the_edge_refuses_exactly_what_the_hub_could_not_take() -> None:
     report it produces, so nothing answered to a mapper is dropped by the hub."""
     assert limits.MAX_TWINS == storable.MAX_TWINS
     assert limits.MAX_REPORT_BYTES == storable.MAX_REPORT_BYTES
+
+
+def test_the_mapper_sdk_sends_only_states_edgecore_takes() -> None:
+    """Every state the SDK lets a mapper set is one the twin rules accept."""
+    from devicetwin.engine import STATES
+    from edgeward.mapper.payloads import DEVICE_STATES
+
+    assert set(DEVICE_STATES) == set(STATES)
