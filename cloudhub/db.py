@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -40,7 +42,7 @@ def _sqlite_engine(url: Any) -> Engine:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        _set_wal(cur)
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
@@ -51,3 +53,23 @@ def _sqlite_engine(url: Any) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+#: How long a connection retries switching a new SQLite file to WAL (the busy timeout).
+WAL_SWITCH_TIMEOUT = 30.0
+
+
+def _set_wal(cur: sqlite3.Cursor) -> None:
+    # Switching to WAL needs the file's exclusive lock, and SQLite answers SQLITE_BUSY at
+    # once, without its busy handler, while another connection is switching it: hubs
+    # opening one new file together would fail. The mode persists in the file, so only
+    # its first connections contend, and a retry finds it switched.
+    deadline = time.monotonic() + WAL_SWITCH_TIMEOUT
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

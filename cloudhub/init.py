@@ -25,7 +25,7 @@ from cloudhub.store import Store
 from edgeward import certs
 from edgeward.configfile import build, merged, read_yaml
 from edgeward.daemon import config_file, data_directory
-from edgeward.errors import ConfigError
+from edgeward.errors import ConfigError, SchemaTooNew
 
 DEFAULT_CONFIG = "/etc/edgeward/cloudhub.yaml"
 
@@ -130,7 +130,7 @@ def _admin_token(config: HubConfig) -> str:
                 description="admin credential written by cloudhub init",
             )
         return token
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, SchemaTooNew) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise ConfigError(
             [f"cannot write the admin credential to the database: {reason}"]

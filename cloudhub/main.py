@@ -34,7 +34,7 @@ from cloudhub.pki import Authority, pki_paths
 from cloudhub.store import Store
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
 from edgeward.daemon import config_file, data_directory, run_daemon, stop_on_signals
-from edgeward.errors import ConfigError
+from edgeward.errors import ConfigError, SchemaTooNew
 from edgeward.sdnotify import Notifier
 from edgeward.watchdog import Watchdog, counted
 
@@ -130,7 +130,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     store = Store(engine)
     try:
         await asyncio.to_thread(store.migrate)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, SchemaTooNew) as exc:
         engine.dispose()
         reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()[0]
         raise ConfigError(
@@ -345,7 +345,7 @@ def migrate(args: argparse.Namespace) -> int:
         engine = open_engine(config.database_url())
         try:
             version = Store(engine).migrate()
-        except (SQLAlchemyError, RuntimeError) as exc:
+        except (SQLAlchemyError, SchemaTooNew) as exc:
             orig = exc.orig if isinstance(exc, DBAPIError) else exc
             reason = str(orig).strip().splitlines()[0]
             raise ConfigError(

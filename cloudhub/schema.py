@@ -32,6 +32,8 @@ from sqlalchemy import (
     update,
 )
 
+from edgeward.errors import SchemaTooNew
+
 metadata = MetaData()
 
 schema_version = Table(
@@ -195,19 +197,37 @@ def _v5(conn: Connection) -> None:
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
+#: The key of the PostgreSQL advisory lock that migrations hold: "edgeward" in ASCII, as a
+#: bigint. Advisory locks are per database, so only hubs sharing this database wait on it.
+MIGRATION_LOCK = 0x6564676577617264
+
+
 def migrate(engine: Engine) -> int:
-    """Bring the database to the latest schema; returns the version it is at."""
-    with engine.begin() as conn:
-        if not inspect(conn).has_table("schema_version"):
-            schema_version.create(conn)
-            conn.execute(insert(schema_version).values(id=1, version=0))
-        current = conn.execute(select(schema_version.c.version)).scalar_one()
-        if current > len(MIGRATIONS):
-            raise RuntimeError(
-                f"the database schema is version {current}, newer than this cloudhub "
-                f"understands ({len(MIGRATIONS)}); upgrade cloudhub"
-            )
-        for step in MIGRATIONS[current:]:
-            step(conn)
-        conn.execute(update(schema_version).values(version=len(MIGRATIONS)))
+    """Bring the database to the latest schema; returns the version it is at.
+
+    The check, the create and every upgrade step run in one transaction that first takes a
+    lock, so hubs started together on one database migrate it once: the others wait, then
+    find it at the latest version. On PostgreSQL the lock is a transaction-level advisory
+    lock (its DDL is transactional); on SQLite it is the write lock that ``BEGIN
+    IMMEDIATE`` takes (``cloudhub.db.open_engine``). Raises SchemaTooNew when a newer
+    cloudhub has migrated the database past what this one knows.
+    """
+    with engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            # Each statement after the lock must see what the hub that held it committed;
+            # a REPEATABLE READ default would keep the snapshot from before the wait.
+            conn.execution_options(isolation_level="READ COMMITTED")
+        with conn.begin():
+            if postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            if not inspect(conn).has_table("schema_version"):
+                schema_version.create(conn)
+                conn.execute(insert(schema_version).values(id=1, version=0))
+            current = conn.execute(select(schema_version.c.version)).scalar_one()
+            if current > len(MIGRATIONS):
+                raise SchemaTooNew(current, len(MIGRATIONS))
+            for step in MIGRATIONS[current:]:
+                step(conn)
+            conn.execute(update(schema_version).values(version=len(MIGRATIONS)))
     return len(MIGRATIONS)

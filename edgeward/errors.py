@@ -11,6 +11,7 @@
      │    ├── AlreadyExists   create of a name that is taken
      │    └── Conflict        a write carried a stale resourceVersion
      ├── ProtocolError        a peer sent a frame we cannot accept (carries a code)
+     ├── SchemaTooNew         a newer cloudhub migrated the hub's database (both versions)
      └── FatalError           a daemon cannot go on, and retrying would not help (exit 1)
 
 Errors carry fields, not prose; each boundary (the REST API, the edge
@@ -117,6 +118,19 @@ class ProtocolError(EdgewardError):
         self.reason = reason
         self.message_type = message_type
         super().__init__(f"{code}: {reason}")
+
+
+class SchemaTooNew(EdgewardError):
+    """A newer cloudhub migrated the hub's database to schema ``found``; this one knows
+    the steps up to ``known`` only, and leaves the database alone."""
+
+    def __init__(self, found: int, known: int) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"the database schema is version {found}, newer than this cloudhub "
+            f"understands ({known}); upgrade cloudhub"
+        )
 
 
 class FatalError(EdgewardError):

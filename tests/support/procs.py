@@ -144,7 +144,18 @@ class Hub(Process):
             *self.extra,
         ]
         super().start()
-        addr = wait_for(lambda: json.loads(addr_file.read_text()), 20, "cloudhub to listen")
+
+        def listening() -> Any:
+            if not self.running:
+                return "exited"
+            return json.loads(addr_file.read_text())
+
+        addr = wait_for(listening, 20, "cloudhub to listen")
+        if addr == "exited":
+            assert self.proc is not None
+            raise AssertionError(
+                f"cloudhub exited with status {self.proc.returncode} before it listened"
+            )
         self.api = addr["api"]
         self.edge = addr["edge"]
         self.api_port = int(self.api.rsplit(":", 1)[1])
