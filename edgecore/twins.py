@@ -219,7 +219,7 @@ class TwinService:
             return None
         found = topics.device_of(msg.topic)
         mapper = self.dmi_served.get(found[0]) if found is not None else None
-        if found is None or mapper is None or found[1].endswith("/result"):
+        if found is None or mapper is None or found[1] not in _ANSWERED:
             return None
         reason = f"device {found[0]} is served by the DMI mapper {mapper}, not over MQTT"
         try:
@@ -326,8 +326,6 @@ class TwinService:
         """``batch`` has committed: memory now holds what the disk holds."""
         if batch.unstored is not None:
             self._unstored_recorded = batch.unstored
-        if batch.applied and self.on_changes is not None:
-            self.on_changes(batch.applied)
         for device_id, twin in batch.twins.items():
             if twin is None:
                 self._twins.pop(device_id, None)
@@ -335,6 +333,8 @@ class TwinService:
             else:
                 self._twins[device_id] = twin
                 self.shapes.bound(device_id)
+        if batch.applied and self.on_changes is not None:
+            self.on_changes(batch.applied)
 
     def _cloud_outcomes(self, change: Applied, ctx: Context, batch: TwinBatch) -> list[Outcome]:
         lookup = self._lookup(batch)
@@ -397,6 +397,8 @@ NOT_STORED = (
 )
 
 
+#: Requests a mapper makes about a device, each with a result topic to refuse it on.
+_ANSWERED = ("twin/update", "twin/get", "state/update")
 #: What a mapper's topic asks for, to group refusals by (a bounded set, whatever the topic).
 _ACTIONS = ("twin/update", "twin/get", "state/update", "membership/get", "upload")
 
