@@ -121,7 +121,13 @@ class DmiService:
         try:
             while True:
                 for change in await self._changes.get():
-                    await self._apply(change)
+                    try:
+                        await self._apply(change)
+                    except Exception:  # one change a mapper cannot take stops nothing else
+                        log.exception(
+                            "DMI: could not pass %s %s/%s on to its mapper",
+                            change.kind, change.namespace, change.name,
+                        )  # fmt: skip
         finally:
             server.close()
             await server.wait_closed()
@@ -199,7 +205,7 @@ class DmiService:
                 )
                 return False
             reason = f"{exc.status.name} {exc.message}"
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # refused, reset, timed out, a broken stream: all "gone"
             reason = str(exc) or type(exc).__name__
         log.warning(
             "DMI: mapper %s (%s) cannot be reached (%s): its devices are served over MQTT "
