@@ -67,8 +67,10 @@ class TopicShapes:
         found = from_bare(topic, self.namespace) if self.namespace else None
         if found is None:
             spoken = device_of(topic)
-            if spoken is not None and self._known(spoken[0]):
-                self.bare[spoken[0]] = False
+            device_id = spoken[0] if spoken is not None else None
+            # learned once: a known namespaced speaker costs a dict read per message
+            if device_id and self.bare.get(device_id) is not False and self._known(device_id):
+                self.bare[device_id] = False
             return topic, None
         namespaced, device_id = found
         if self._known(device_id):
@@ -76,8 +78,11 @@ class TopicShapes:
             self._check_conflict(device_id)
         return namespaced, device_id
 
-    def replies(self, publish: Iterable[Publish], bare_id: str | None) -> list[Publish]:
-        """The replies to a request, in its shape."""
+    def replies(self, publish: tuple[Publish, ...], bare_id: str | None) -> tuple[Publish, ...]:
+        """The replies to a request, in its shape (``publish`` itself when that is so already:
+        the common case, which allocates nothing)."""
+        if bare_id is None and not any(p.topic.startswith(NODE_PREFIX) for p in publish):
+            return publish
         prefix = f"{DEVICE_PREFIX}{bare_id}/"
         out = []
         for p in publish:
@@ -87,7 +92,7 @@ class TopicShapes:
                 out.append(Publish(to_bare(bare_id, p.topic[len(prefix) :]), p.payload))
             else:
                 out.append(p)
-        return out
+        return tuple(out)
 
     def outgoing(self, publish: Iterable[Publish]) -> list[Publish]:
         """What the edge sends unasked, in the shape each device's mapper speaks."""

@@ -282,9 +282,9 @@ class TwinService:
                 outcome = self._served_elsewhere(msg) or handle_message(
                     msg.topic, msg.payload, self._context(), lookup, members
                 )
-                outcome = replace(
-                    outcome, publish=tuple(self.shapes.replies(outcome.publish, bare_id))
-                )
+                shaped = self.shapes.replies(outcome.publish, bare_id)
+                if shaped is not outcome.publish:
+                    outcome = replace(outcome, publish=shaped)
                 if outcome.error is not None:
                     self.refused.add(
                         f"{_action(sent)} {outcome.error.code}",

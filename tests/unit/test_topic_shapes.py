@@ -35,11 +35,11 @@ def test_a_bare_request_is_handled_namespaced_and_answered_bare() -> None:
         Publish(f"{DEV}/default/thermo/twin/update/document", {"b": 2}),
         Publish(f"{DEV}//twin/update/result", {"c": 3}),  # the empty-id error topic: as is
     ]
-    assert s.replies(replies, "default/thermo") == [
+    assert s.replies(tuple(replies), "default/thermo") == (
         Publish(f"{DEV}/thermo/twin/update/result", {"a": 1}),
         Publish(f"{DEV}/thermo/twin/update/document", {"b": 2}),
         Publish(f"{DEV}//twin/update/result", {"c": 3}),
-    ]
+    )
     assert s.bare == {"default/thermo": True}
 
 
@@ -79,7 +79,9 @@ def test_membership_lists_bare_speakers_by_their_name() -> None:
         {"event_id": "m", "devices": [{"id": "default/thermo", "name": "thermo"},
                                       {"id": "default/fan", "name": "fan"}, "odd"]},
     )  # fmt: skip
-    assert s.replies([listing], None) == [listing]  # nobody speaks bare yet
+    assert s.replies((listing,), None) == (listing,)  # nobody speaks bare yet
+    plain = (Publish(f"{DEV}/default/fan/twin/get/result", {}),)
+    assert s.replies(plain, None) is plain  # nothing to change: nothing allocated
     s.incoming(f"{DEV}/thermo/twin/update")
     [shown] = s.outgoing([listing])
     assert shown.payload["devices"] == [
@@ -91,7 +93,7 @@ def test_membership_lists_bare_speakers_by_their_name() -> None:
         "$hw/events/node/n1/membership/updated",
         {"added_devices": None, "removed_devices": [{"id": "default/thermo"}]},
     )
-    assert s.replies([updated], None)[0].payload["removed_devices"] == [{"id": "thermo"}]
+    assert s.replies((updated,), None)[0].payload["removed_devices"] == [{"id": "thermo"}]
 
 
 def test_bare_ids_off_leaves_every_topic_alone() -> None:
