@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ CALL_TIMEOUT = 5.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 #: Mapper protocol names and socket paths, at most.
 MAX_NAME = 253
+#: Mappers (protocols) registered at once, at most: each holds a channel.
+MAX_MAPPERS = 64
 MAX_PATH = 108  # a unix socket path's limit
 _CODES = {400: Status.INVALID_ARGUMENT, 404: Status.NOT_FOUND, 409: Status.FAILED_PRECONDITION}
 
@@ -238,6 +241,11 @@ class DmiService:
                 Status.INVALID_ARGUMENT,
                 "mapper.address must be the absolute path of the mapper's unix socket",
             )
+        if protocol not in self.mappers and len(self.mappers) >= MAX_MAPPERS:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"{MAX_MAPPERS} mappers are registered already, one per protocol",
+            )
         devices = await self._call(self._devices_of, protocol)
         models = await self._call(self._models_of, devices)
         previous = self.mappers.get(protocol)
@@ -306,6 +314,29 @@ def _refusal(replies: list[Outgoing], topic: str) -> tuple[int, str] | None:
     return None
 
 
+async def _receive(stream: Stream) -> Any:
+    """The request of a unary call, refused before it is read when its length prefix says it
+    is larger than MAX_MESSAGE_BYTES. grpclib's own ``recv_message`` reads a message of any
+    length (up to 4 GiB) into memory before anyone can look at it, so this reads gRPC's
+    5-byte prefix itself, through the Stream's protocol stream and codec (grpclib 0.4)."""
+    raw = stream._stream
+    prefix = await raw.recv_data(5)
+    if len(prefix) < 5:
+        raise GRPCError(Status.INVALID_ARGUMENT, "the request has no message")
+    compressed, length = struct.unpack(">?I", prefix)
+    if compressed:
+        raise GRPCError(Status.UNIMPLEMENTED, "compressed messages are not taken")
+    if length > MAX_MESSAGE_BYTES:
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED,
+            f"the request is {length} bytes, more than {MAX_MESSAGE_BYTES}: not read",
+        )
+    try:
+        return stream._codec.decode(await raw.recv_data(length), stream._recv_type)
+    except Exception as exc:  # a message that does not parse as its type
+        raise GRPCError(Status.INVALID_ARGUMENT, f"the request does not parse: {exc}") from None
+
+
 class _Manager(api_grpc.DeviceManagerServiceBase):
     """The gRPC handlers; the work is DmiService's."""
 
@@ -313,26 +344,21 @@ class _Manager(api_grpc.DeviceManagerServiceBase):
         self.service = service
 
     async def MapperRegister(self, stream: Stream) -> None:
-        request = await stream.recv_message()
-        assert request is not None
+        request = await _receive(stream)
         await stream.send_message(await self.service.register(request))
 
     async def ReportDeviceStatus(self, stream: Stream) -> None:
-        request = await stream.recv_message()
-        assert request is not None
+        request = await _receive(stream)
         namespace = request.deviceNamespace or "default"
-        update = twin_update(
-            namespace, request.deviceName, request.reportedDevice, self.service._clock_ms()
-        )
+        now = self.service._clock_ms()
+        update = twin_update(namespace, request.deviceName, request.reportedDevice, now)
         await self.service.report(namespace, request.deviceName, update)
         await stream.send_message(pb.ReportDeviceStatusResponse())
 
     async def ReportDeviceStates(self, stream: Stream) -> None:
-        request = await stream.recv_message()
-        assert request is not None
+        request = await _receive(stream)
         namespace = request.deviceNamespace or "default"
-        update = state_update(
-            namespace, request.deviceName, request.state, self.service._clock_ms()
-        )
+        now = self.service._clock_ms()
+        update = state_update(namespace, request.deviceName, request.state, now)
         await self.service.report(namespace, request.deviceName, update)
         await stream.send_message(pb.ReportDeviceStatesResponse())

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 from google.protobuf import wrappers_pb2
@@ -221,6 +222,41 @@ def test_bad_registrations_are_refused_and_change_nothing(
             empty.register()
     finally:
         empty.close()
+    # one registration per protocol, 64 at most: each holds a channel
+    mappers = [DmiMapper(socket, tmp_path / f"m{i}.sock", f"proto-{i}") for i in range(65)]
+    try:
+        for mapper in mappers[:64]:
+            mapper.register()
+        mappers[0].register()  # again: it replaces its own registration
+        with pytest.raises(GRPCError) as refused:
+            mappers[64].register()
+        assert refused.value.status is Status.RESOURCE_EXHAUSTED
+    finally:
+        for mapper in mappers:
+            mapper.close()
+    assert edge.running
+
+
+def test_an_oversized_request_is_refused_unread(
+    world: tuple[Hub, Edge, Path], tmp_path: Path
+) -> None:
+    """A report past 4 MiB is refused from its length prefix, before edgecore reads it: the
+    hostile sender grows nothing, and edgecore goes on serving."""
+    hub, edge, socket = world
+    assert hub.request("POST", f"{NS}/devices", device("pump-big"))[0] == 201
+    wait_for(lambda: ("default", "pump-big") in edge.cached(), 15, "the device at the edge")
+    mapper = DmiMapper(socket, tmp_path / "big.sock", PROTOCOL)
+    assert edge.proc is not None
+    try:
+        before = psutil.Process(edge.proc.pid).memory_info().rss
+        for _ in range(3):
+            with pytest.raises(GRPCError) as refused:
+                mapper.report("pump-big", {"speed": "9" * (64 * 1024 * 1024)})
+            assert refused.value.status is Status.RESOURCE_EXHAUSTED
+        assert psutil.Process(edge.proc.pid).memory_info().rss - before < 32 * 1024 * 1024
+        mapper.report("pump-big", {"temperature": "40"})  # the socket still serves
+    finally:
+        mapper.close()
     assert edge.running
 
 
