@@ -3,7 +3,6 @@ mapper speaking the same protocol definitions (tests/support/dmimapper.py)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from grpclib.exceptions import GRPCError
 from tests.support.dmimapper import DmiMapper
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import FakeMapper
-from tests.support.procs import Edge, Hub, wait_for
+from tests.support.procs import Edge, Hub, set_desired, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "/api/v1/namespaces/default"
@@ -261,19 +260,7 @@ def test_an_oversized_request_is_refused_unread(
 
 
 def set_speed(hub: Hub, name: str, value: str) -> None:
-    path = f"{NS}/devices/{name}"
-    for _ in range(10):
-        current = hub.request("GET", path)[1]
-        current.pop("status", None)
-        current["spec"]["properties"][0]["desired"] = {
-            "value": value,
-            "metadata": {"timestamp": str(int(time.time() * 1000))},
-        }
-        status, body = hub.request("PUT", path, current)
-        if status == 200:
-            return
-        assert status == 409, body
-    raise AssertionError("the device kept changing")
+    set_desired(hub, f"{NS}/devices/{name}", speed=value)
 
 
 def desired_in(mapper: DmiMapper, call: str, name: str) -> str | None:

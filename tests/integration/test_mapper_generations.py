@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import FakeMapper
-from tests.support.procs import Edge, Hub, wait_for
+from tests.support.procs import Edge, Hub, set_desired, wait_for
 
 pytestmark = pytest.mark.integration
 NS = "/api/v1/namespaces/default"
@@ -175,13 +175,4 @@ def test_a_name_in_two_namespaces_is_an_explicit_conflict(
 
 
 def set_switch(hub: Hub, value: str) -> None:
-    path = f"{NS}/devices/modbus-dev"
-    for _ in range(5):
-        device = hub.request("GET", path)[1]
-        device.pop("status", None)
-        device["spec"]["properties"] = [{"name": "switch", "desired": {"value": value}}]
-        status, body = hub.request("PUT", path, device)
-        if status == 200:
-            return
-        assert status == 409, body
-    raise AssertionError("the device kept changing")
+    set_desired(hub, f"{NS}/devices/modbus-dev", switch=value)

@@ -197,6 +197,20 @@ class Hub(Process):
             return err.code, json.loads(err.read() or b"null")
 
 
+def set_desired(hub: Hub, path: str, **values: str) -> None:
+    """Set desired values on the Device at ``path`` as ``edgeward twin set`` does (read,
+    write back with the revision read, again on a 409: a report wrote in between)."""
+    from edgeward.cli.twin import with_desired
+
+    for _ in range(10):
+        status, body = hub.request("PUT", path, with_desired(hub.request("GET", path)[1],
+                                                             list(values.items())))  # fmt: skip
+        if status == 200:
+            return
+        assert status == 409, body
+    raise AssertionError(f"{path} kept changing")
+
+
 class Edge(Process):
     """An edgecore; its SQLite cache is read directly by the tests."""
 
