@@ -143,3 +143,24 @@ def test_a_deleted_node_registers_again_from_seq_zero(hub: Hub) -> None:
         assert hello(ws, "phoenix")["report_seq"] == 0
     node = hub.request("GET", "/api/v1/nodes/phoenix")[1]
     assert node["status"]["sync"] == {"ackedRevision": 0, "reportSeq": 0}
+
+
+def test_an_older_edges_device_states_are_kept_as_the_hubs_states(hub: Hub) -> None:
+    """An edge from before the hub's state vocabulary sends the mapper's spelling: the hub
+    keeps the state it means; a spelling it does not know is kept as sent."""
+    status, body = hub.request(
+        "POST", DEVICES, {"metadata": {"name": "old"}, "spec": {"nodeName": "old-edge"}}
+    )
+    assert status == 201, body
+    with open_ws(hub) as ws:
+        hello(ws, "old-edge")
+        for seq, (sent, kept) in enumerate(
+            (("DISCONNECTED", "offline"), ("OK", "online"), ("Unhealthy", "unhealthy"),
+             ("sleeping", "sleeping")),
+            start=1,
+        ):  # fmt: skip
+            row = {"seq": seq, "topic": "device/state", "key": "state/default/old",
+                   "body": {"device": "default/old", "state": sent}}  # fmt: skip
+            ws.send(report(row))
+            assert recv_skipping_changes(ws) == {"type": "report_ack", "seq": seq}
+            assert hub.request("GET", f"{DEVICES}/old")[1]["status"]["state"] == kept
