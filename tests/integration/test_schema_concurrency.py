@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 
 from cloudhub import schema
 from cloudhub.db import open_engine
+from tests.support.oldschemas import make_v3
 from tests.support.postgres import PostgresCluster
 from tests.support.procs import Hub, wait_for
 
@@ -75,23 +76,6 @@ def ddl_applied(engine: Engine) -> Counter[tuple[str, str]]:
             (tag, identity)
             for tag, identity in conn.execute(text("SELECT tag, identity FROM ddl_log"))
         )
-
-
-def make_v3(engine: Engine) -> None:
-    """The schema as cloudhub 0.1.0 left it (schema 3), with one node's positions in it."""
-    with engine.begin() as conn:
-        for step in schema.MIGRATIONS[:3]:
-            step(conn)
-        conn.execute(text("DROP TABLE node_sync"))
-        conn.execute(
-            text(
-                "CREATE TABLE node_sync (node VARCHAR(253) PRIMARY KEY, "
-                "report_seq BIGINT NOT NULL, acked_revision BIGINT NOT NULL)"
-            )
-        )
-        conn.execute(text("INSERT INTO node_sync VALUES ('gw-1', 41, 7)"))
-        schema.schema_version.create(conn)
-        conn.execute(schema.schema_version.insert().values(id=1, version=3))
 
 
 def stored_version(engine: Engine) -> int:

@@ -1,0 +1,24 @@
+"""Databases as older cloudhubs left them, for the upgrade tests."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, text
+
+from cloudhub import schema
+
+
+def make_v3(engine: Engine) -> None:
+    """The schema as cloudhub 0.1.0 left it (schema 3), with one node's positions in it."""
+    with engine.begin() as conn:
+        for step in schema.MIGRATIONS[:3]:
+            step(conn)
+        conn.execute(text("DROP TABLE node_sync"))
+        conn.execute(
+            text(
+                "CREATE TABLE node_sync (node VARCHAR(253) PRIMARY KEY, "
+                "report_seq BIGINT NOT NULL, acked_revision BIGINT NOT NULL)"
+            )
+        )
+        conn.execute(text("INSERT INTO node_sync VALUES ('gw-1', 41, 7)"))
+        schema.schema_version.create(conn)
+        conn.execute(schema.schema_version.insert().values(id=1, version=3))
