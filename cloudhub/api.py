@@ -357,6 +357,7 @@ def create_app(
     join: JoinService | None = None,
     audit: AuditLog | None = None,
     edge_stats: Callable[[], dict[str, int]] | None = None,
+    replica_stats: Callable[[], dict[str, Any]] | None = None,
     on_resync: Callable[[str], tuple[bool, bool]] | None = None,
     metrics: HubMetrics | None = None,
 ) -> FastAPI:
@@ -364,7 +365,8 @@ def create_app(
     at once. Writes go through ``writer`` (group commit) when given, else each in a
     transaction of its own. ``on_node_deleted(name)`` is called once a Node's deletion
     has committed. Without ``auth`` every caller is an admin (a hub run --insecure);
-    ``join`` serves node joins and the token API. ``edge_stats()`` gives the edge
+    ``join`` serves node joins and the token API. ``replica_stats()`` says which hub
+    replica answers and whether it leads (/healthz ``replica``). ``edge_stats()`` gives the edge
     port's counters, shown by /healthz under ``edge``. ``on_resync(name)`` records an
     operator's resync of a node: (whether the hub knows the node, whether it is connected
     here). ``metrics`` are served at /metrics (to admins and viewers) and count requests."""
@@ -419,6 +421,8 @@ def create_app(
             "version": edgeward.__version__,
             "watches": {"open": watches.open, "max": watches.limit, "refused": watches.refused},
         }
+        if replica_stats is not None:
+            health["replica"] = replica_stats()
         if edge_stats is not None:
             # sessions open now; connections refused (certificate or hello), and cut off
             # for not finishing the TLS handshake or websocket upgrade, or not saying

@@ -75,6 +75,13 @@ class HubConfig:
     edge_ping_timeout: float = setting(
         20.0, "Seconds to wait for an edge's pong before its link is closed as dead.", positive
     )
+    leader_timeout: float = setting(
+        10.0,
+        "With several hub replicas on one PostgreSQL (docs/ha.md): seconds after which a "
+        "leader that stopped answering (stalled, cut off) loses the lead for fleet-wide "
+        "duties (expiry, compaction) to another replica.",
+        positive,
+    )
     drift_check_interval: float = setting(
         30.0,
         "Seconds between checks that each connected node's cache holds what the hub routed "

@@ -32,7 +32,7 @@ from cloudhub.changefeed import ChangeFeed, Subscription
 from cloudhub.edgegate import EdgeGate, node_identity
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.metrics import HubMetrics
-from cloudhub.nodes import NodeRegistry
+from cloudhub.nodes import NodeRegistry, SessionSuperseded
 from cloudhub.store import Store
 from edgeward.certs import CertificateError
 from edgeward.protocol import Error, Rejected, ReportItem
@@ -89,6 +89,7 @@ class EdgeServer:
         self.metrics = metrics
         self.sessions: dict[str, SessionShell] = {}
         self.hello_timeouts = 0
+        nodes.on_superseded = self.superseded
 
     async def handle(self, ws: ServerConnection) -> None:
         await SessionShell(self, ws).run()
@@ -99,6 +100,12 @@ class EdgeServer:
         self.sessions[shell.core.node] = shell
         if previous is not None and previous is not shell:
             previous.request(lambda: previous.core.replaced(shell.peer))
+
+    def superseded(self, name: str, session: int) -> None:
+        """Another hub replica took ``name``'s session ``session`` over: close it here."""
+        shell = self.sessions.get(name)
+        if shell is not None and shell.session == session:
+            shell.request(lambda: shell.core.replaced("another hub replica"))
 
     def node_deleted(self, name: str) -> None:
         """An operator deleted the Node: close its session; it registers again from seq 0."""
@@ -118,7 +125,17 @@ class EdgeServer:
 class SessionShell:
     """The I/O around one HubSession."""
 
-    __slots__ = ("_bucket", "_requests", "core", "credential", "peer", "server", "sub", "ws")
+    __slots__ = (
+        "_bucket",
+        "_requests",
+        "core",
+        "credential",
+        "peer",
+        "server",
+        "session",
+        "sub",
+        "ws",
+    )
 
     def __init__(self, server: EdgeServer, ws: ServerConnection) -> None:
         self.server = server
@@ -128,6 +145,8 @@ class SessionShell:
         self.credential = node_identity(ws) if server.gate is not None else None
         self.core = HubSession(identity=None if self.credential is None else self.credential.node)
         self.sub: Subscription | None = None
+        #: The node's session number this connection serves under (set at registration).
+        self.session: int | None = None
         self._requests: list[Callable[[], list[Command]]] = []
         self._bucket = TokenBucket(server.frames_per_second)
 
@@ -155,6 +174,8 @@ class SessionShell:
             if self.core.node:
                 if self.server.sessions.get(self.core.node) is self:
                     del self.server.sessions[self.core.node]
+                if self.session is not None:
+                    self.server.nodes.leases.release(self.core.node, self.session)
                 log.info("node %s: disconnected (%s)%s", self.core.node, self.peer, how)
 
     async def _greet(self) -> bool:
@@ -243,6 +264,9 @@ class SessionShell:
             assert isinstance(job, PersistReports)
             high, rejected = await self._persist(job.items, job.acked_revision)
             return self.core.reports_persisted(high, rejected)
+        except SessionSuperseded:
+            self.server.nodes.leases.superseded(node, self.session)
+            return self.core.replaced("another hub replica")
         except Exception as exc:
             log.debug("node %s: %s failed", node, type(job).__name__, exc_info=True)
             return self.core.job_failed(job, _describe(exc))
@@ -266,6 +290,7 @@ class SessionShell:
         registration = await server.writer.submit(
             lambda tx: server.nodes.register_in(tx, job.node, job.node_info)
         )
+        self.session = registration.session
         report_seq = server.nodes.registered(job.node, job.node_info, registration)
         return self.core.registered(report_seq, resync=registration.resync)
 
@@ -278,11 +303,12 @@ class SessionShell:
         high = nodes.absorb(node, items, acked)
         if high is not None:
             return high, ()
+        session = self.session
         outcome: Any = await self.server.writer.submit(
-            lambda tx: nodes.record_reports_in(tx, node, items, acked)
+            lambda tx: nodes.record_reports_in(tx, node, items, acked, session)
         )
         high, rejected = outcome if isinstance(outcome, tuple) else (outcome, ())
-        nodes.reports_written(node, items, high, tuple(rejected))
+        nodes.reports_written(node, items, high, tuple(rejected), session)
         return high, tuple(rejected)
 
 

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Float, Text, bindparam, case, func, update
+from sqlalchemy import Connection, Float, Text, bindparam, case, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudhub.schema import node_leases, node_sync
@@ -46,6 +46,12 @@ class LiveLease:
     node_info: Any = None
     outbox: Any = None
     dirty: bool = False
+    #: The number of the session this process serves the node under (schema.node_leases);
+    #: None for a lease written outside a session (tools, tests), which is never checked.
+    session: int | None = None
+    #: The session ended: the next flush writes what is left, gives up the node's ownership,
+    #: and forgets the lease, so this process's memory never speaks for a node it left.
+    released: bool = False
 
 
 class LeaseBook:
@@ -99,9 +105,29 @@ class LeaseBook:
                 lease = self._leases[name] = LiveLease(now, True, report_seq)
             lease.heartbeat = max(lease.heartbeat, now)
             lease.ready = True
+            lease.released = False
             lease.report_seq = max(lease.report_seq, report_seq)
             for field, value in fields.items():
                 setattr(lease, field, value)
+
+    def release(self, name: str, session: int | None) -> None:
+        """The session ``session`` of ``name`` ended here; a newer one keeps the lease."""
+        with self._lock:
+            lease = self._leases.get(name)
+            if lease is not None and lease.session == session:
+                lease.released = True
+
+    def serving(self) -> int:
+        """How many nodes this process serves a session of."""
+        with self._lock:
+            return sum(1 for lease in self._leases.values() if not lease.released)
+
+    def superseded(self, name: str, session: int | None) -> None:
+        """Another replica took ``name`` over: this process's lease of ``session`` is void."""
+        with self._lock:
+            lease = self._leases.get(name)
+            if lease is not None and lease.session == session:
+                del self._leases[name]
 
     def claim_silent(self, name: str, cutoff: float) -> bool:
         """Whether ``name`` may be marked NotReady: not heard from since ``cutoff``.
@@ -134,14 +160,29 @@ class LeaseBook:
                     "b_usage": None if lease.usage is None else storable.dumps(lease.usage),
                     "b_seq": lease.report_seq,
                     "b_acked": lease.acked_revision,
+                    "b_session": lease.session,
+                    "released": lease.released,
                 }
                 for name, lease in self._leases.items()
-                if lease.dirty
+                if lease.dirty or lease.released
             ]
             for row in rows:
                 self._leases[row["b_node"]].dirty = False
         rows.sort(key=lambda row: row["b_node"])
         return rows
+
+    def forget_released(self, rows: list[dict[str, Any]]) -> None:
+        """``rows`` are written: the leases among them whose session ended are forgotten."""
+        with self._lock:
+            for row in rows:
+                lease = self._leases.get(row["b_node"])
+                if (
+                    row["released"]
+                    and lease is not None
+                    and lease.released
+                    and lease.session == row["b_session"]
+                ):
+                    del self._leases[row["b_node"]]
 
     def restore(self, rows: list[dict[str, Any]]) -> None:
         """Writing ``rows`` failed: their leases are dirty again, for the next flush."""
@@ -181,11 +222,28 @@ def _write_in_savepoint(conn: Connection, rows: list[dict[str, Any]]) -> Excepti
     try:
         conn.execute(_UPDATE_LEASE, rows)
         conn.execute(_UPDATE_SYNC, rows)
+        released = [row for row in rows if row["released"] and row["b_session"] is not None]
+        if released:
+            conn.execute(_RELEASE, released)
     except Exception as exc:
         savepoint.rollback()
         return exc
     savepoint.commit()
     return None
+
+
+def session_states(conn: Connection, names: list[str]) -> dict[str, tuple[int, bool]]:
+    """Each node's stored (session, ready), for the nodes among ``names`` that have a lease."""
+    found: dict[str, tuple[int, bool]] = {}
+    for start in range(0, len(names), 1000):  # bounded IN lists
+        chunk = names[start : start + 1000]
+        for row in conn.execute(
+            select(node_leases.c.node, node_leases.c.session, node_leases.c.ready).where(
+                node_leases.c.node.in_(chunk)
+            )
+        ):
+            found[row.node] = (int(row.session), bool(row.ready))
+    return found
 
 
 def _at_least(column: Any, param: str, type_: Any) -> ColumnElement[Any]:
@@ -194,9 +252,14 @@ def _at_least(column: Any, param: str, type_: Any) -> ColumnElement[Any]:
     return case((column < value, value), else_=column)
 
 
+#: A replica writes a node's lease only under the session it serves (or, outside a
+#: session, b_session NULL): once another replica took the node, this one's writes are void.
+_OWN_SESSION = node_leases.c.session == func.coalesce(
+    bindparam("b_session", type_=node_leases.c.session.type), node_leases.c.session
+)
 _UPDATE_LEASE = (
     update(node_leases)
-    .where(node_leases.c.node == bindparam("b_node"))
+    .where(node_leases.c.node == bindparam("b_node"), _OWN_SESSION)
     .values(
         heartbeat=_at_least(node_leases.c.heartbeat, "b_beat", Float()),
         usage=func.coalesce(bindparam("b_usage", type_=Text()), node_leases.c.usage),
@@ -204,11 +267,26 @@ _UPDATE_LEASE = (
 )
 _UPDATE_SYNC = (
     update(node_sync)
-    .where(node_sync.c.node == bindparam("b_node"))
+    .where(
+        node_sync.c.node == bindparam("b_node"),
+        node_sync.c.node.in_(
+            select(node_leases.c.node).where(
+                node_leases.c.node == bindparam("b_node"), _OWN_SESSION
+            )
+        ),
+    )
     .values(
         report_seq=_at_least(node_sync.c.report_seq, "b_seq", node_sync.c.report_seq.type),
         acked_revision=_at_least(
             node_sync.c.acked_revision, "b_acked", node_sync.c.acked_revision.type
         ),
     )
+)
+_RELEASE = (
+    update(node_leases)
+    .where(
+        node_leases.c.node == bindparam("b_node"),
+        node_leases.c.session == bindparam("b_session", type_=node_leases.c.session.type),
+    )
+    .values(owner=None)
 )

@@ -28,9 +28,11 @@ from cloudhub.edgegate import EdgeGate
 from cloudhub.edgeserver import EdgeServer
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.joining import JoinService, JoinSettings
+from cloudhub.leader import Leadership
 from cloudhub.metrics import HubMetrics
 from cloudhub.nodes import NodeRegistry
 from cloudhub.pki import Authority, pki_paths
+from cloudhub.replicas import REFRESH, ReplicaBook
 from cloudhub.store import Store
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
 from edgeward.daemon import config_file, data_directory, run_daemon, stop_on_signals
@@ -49,6 +51,7 @@ FLAGS = (
     "data_dir",
     "database",
     "node_grace_period",
+    "leader_timeout",
     "edge_ping_interval",
     "edge_ping_timeout",
     "change_log_retention",
@@ -142,6 +145,9 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     metrics = HubMetrics(store, sessions=lambda: len(edge.sessions))
     writer = GroupWriter(store, on_commit=metrics.committed)
     nodes = NodeRegistry(store, config.node_grace_period, writer)
+    leadership = Leadership(engine, config.leader_timeout)
+    nodes.leading = leadership.leading
+    replicas = ReplicaBook(engine, nodes.replica)
     drift = DriftChecker(store, nodes.leases, config.drift_check_interval)
     audit = AuditLog(data_dir / "audit.log")
     authority = None if config.insecure else Authority(pki_paths(data_dir))
@@ -159,6 +165,10 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             "helloTimeouts": edge.hello_timeouts,
             "handshakeTimeouts": handshakes.timeouts,
         }
+
+    def replica_stats() -> dict[str, object]:
+        """Which replica answers, and whether it leads fleet-wide duties (docs/ha.md)."""
+        return {"id": nodes.replica, "leader": leadership.leading()}
 
     def node_deleted(name: str) -> None:
         nodes.forget(name)
@@ -208,6 +218,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         join=join,
         audit=audit,
         edge_stats=edge_stats,
+        replica_stats=replica_stats,
         on_resync=resync,
         metrics=metrics,
     )
@@ -235,9 +246,11 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             tg.create_task(feed.run()),
             tg.create_task(writer.run()),
             tg.create_task(nodes.run_expiry()),
-            tg.create_task(_compact_forever(store, config.change_log_retention)),
-            tg.create_task(_expire_events_forever(store, config.event_retention)),
-            tg.create_task(_prune_history_forever(store, config)),
+            tg.create_task(leadership.run()),
+            tg.create_task(_refresh_replica_forever(replicas, nodes, leadership)),
+            tg.create_task(_compact_forever(store, config.change_log_retention, leadership)),
+            tg.create_task(_expire_events_forever(store, config.event_retention, leadership)),
+            tg.create_task(_prune_history_forever(store, config, leadership)),
             tg.create_task(drift.run()),
         ]
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
@@ -273,6 +286,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         await ws_server.wait_closed()
         await asyncio.wait([api_task])  # requests in flight may still need the writer
         await _flush_leases(nodes)  # a group-writer job: the writer still runs
+        await _leave(replicas)
         for task in (*tasks, stop_task):
             task.cancel()
     audit.close()
@@ -301,9 +315,34 @@ async def _flush_leases(nodes: NodeRegistry) -> None:
         log.exception("writing the last heartbeats failed; nodes may show an older heartbeat")
 
 
-async def _prune_history_forever(store: Store, config: HubConfig) -> None:
+async def _refresh_replica_forever(
+    replicas: ReplicaBook, nodes: NodeRegistry, leadership: Leadership
+) -> None:
+    """This replica's row in hub_replicas; the leader forgets rows of replicas long gone."""
+    while True:
+        try:
+            leading = leadership.leading()
+            await asyncio.to_thread(replicas.refresh, nodes.leases.serving(), leading)
+            if leading:
+                await asyncio.to_thread(replicas.forget_gone)
+        except Exception:
+            log.exception("writing this replica's row failed; retrying")
+        await asyncio.sleep(REFRESH)
+
+
+async def _leave(replicas: ReplicaBook) -> None:
+    try:
+        await asyncio.to_thread(replicas.remove)
+    except Exception:
+        log.exception("removing this replica's row failed; the others see it stale soon")
+
+
+async def _prune_history_forever(store: Store, config: HubConfig, leadership: Leadership) -> None:
     """Twin history's retention, by age and count per property, applied every minute."""
     while True:
+        if not leadership.leading():
+            await asyncio.sleep(COMPACT_INTERVAL)
+            continue
         try:  # with history off (max 0), this empties what an earlier setting kept
             gone = await asyncio.to_thread(
                 history.prune,
@@ -318,8 +357,11 @@ async def _prune_history_forever(store: Store, config: HubConfig) -> None:
         await asyncio.sleep(60)
 
 
-async def _expire_events_forever(store: Store, retention: float) -> None:
+async def _expire_events_forever(store: Store, retention: float, leadership: Leadership) -> None:
     while True:
+        if not leadership.leading():
+            await asyncio.sleep(COMPACT_INTERVAL)
+            continue
         try:
             gone = await asyncio.to_thread(events.expire, store.engine, time.time() - retention)
             if gone:
@@ -329,9 +371,11 @@ async def _expire_events_forever(store: Store, retention: float) -> None:
         await asyncio.sleep(COMPACT_INTERVAL)
 
 
-async def _compact_forever(store: Store, keep: int) -> None:
+async def _compact_forever(store: Store, keep: int, leadership: Leadership) -> None:
     while True:
         await asyncio.sleep(COMPACT_INTERVAL)
+        if not leadership.leading():
+            continue
         try:
             await asyncio.to_thread(store.compact, keep)
         except Exception:

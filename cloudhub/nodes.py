@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 
 from cloudhub import devicestatus, events
-from cloudhub.leases import LeaseBook, write_leases
+from cloudhub.leases import LeaseBook, session_states, write_leases
 from cloudhub.schema import node_leases, node_sync
 from cloudhub.store import Store, Tx, rfc3339
 from edgeward import storable
@@ -182,7 +185,14 @@ _SET_CONTACT = (
     .where(node_leases.c.node == _NODE)
     .values(heartbeat=bindparam("b_beat"), ready=True)
 )
-_GET_READY = select(node_leases.c.ready).where(node_leases.c.node == _NODE)
+_GET_LEASE = select(node_leases.c.ready, node_leases.c.session).where(node_leases.c.node == _NODE)
+_TAKE_SESSION = (
+    update(node_leases)
+    .where(node_leases.c.node == _NODE)
+    .values(owner=bindparam("b_owner"), session=node_leases.c.session + 1)
+    .returning(node_leases.c.session)
+)
+_SET_READY = update(node_leases).where(node_leases.c.node == _NODE).values(ready=True)
 _GET_SEQ = select(node_sync.c.report_seq).where(node_sync.c.node == _NODE)
 _GET_RESYNC = select(node_sync.c.resync).where(node_sync.c.node == _NODE)
 _SET_RESYNC = (
@@ -225,6 +235,24 @@ class Registration(NamedTuple):
     #: An operator asked for a resync: this session starts with a snapshot (the request is
     #: cleared in the same transaction).
     resync: bool = False
+    #: The session's number (schema.node_leases.session): writes for the node from this
+    #: process count only while no later hello, on any replica, took a higher one.
+    session: int | None = None
+
+
+class SessionSuperseded(EdgewardError):
+    """A later hello of the node, on another replica, took its session over: this one
+    writes nothing more and ends (the edge is talking to the other replica)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"node {node}: a newer session on another hub replica took it over")
+        self.node = node
+
+
+def new_replica_id() -> str:
+    """A name for this hub process, unique among the replicas sharing a database: a replica
+    that restarts is a new one (its sessions ended with the old process)."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class NodeRegistry:
@@ -235,11 +263,23 @@ class NodeRegistry:
     """
 
     def __init__(
-        self, store: Store, grace_period: float, writer: GroupWriter | None = None
+        self,
+        store: Store,
+        grace_period: float,
+        writer: GroupWriter | None = None,
+        replica: str | None = None,
     ) -> None:
         self.store = store
         self.grace_period = grace_period
         self.writer = writer
+        #: The name this process goes by in node_leases.owner and hub_replicas.
+        self.replica = replica or new_replica_id()
+        #: Called (on the event loop) for each session another replica took over, found by
+        #: a lease flush; the edge server closes it.
+        self.on_superseded: Callable[[str, int], None] = lambda name, session: None
+        #: Whether this process runs fleet-wide duties (marking silent nodes NotReady); with
+        #: several replicas only the leader does (cloudhub/leader.py).
+        self.leading: Callable[[], bool] = lambda: True
         self.leases = LeaseBook()
         store.live_lease = self.leases.get
         # Silence is counted from this process's start at the earliest: after a hub restart
@@ -272,11 +312,14 @@ class NodeRegistry:
             tx.replace_status(NODE, None, name, status, current=node)
             capacity, outbox = status.get("capacity"), status.get("outbox")
         self._touch_lease(tx, name)
+        session = tx.conn.execute(
+            _TAKE_SESSION, {"b_node": name, "b_owner": self.replica}
+        ).scalar_one()
         report_seq = self._report_seq(tx, name, register=True)
         resync = bool(tx.conn.execute(_GET_RESYNC, {"b_node": name}).scalar_one())
         if resync:
             tx.conn.execute(_SET_RESYNC, {"b_node": name, "b_resync": False})
-        return Registration(report_seq, capacity, outbox, resync)
+        return Registration(report_seq, capacity, outbox, resync, int(session))
 
     def registered(self, name: str, node_info: dict[str, Any], registration: Registration) -> int:
         """:meth:`register_in`'s transaction has committed: later heartbeats need none.
@@ -290,6 +333,7 @@ class NodeRegistry:
             node_info=node_info,
             capacity=registration.capacity,
             outbox=registration.outbox,
+            session=registration.session,
         )
         lease = self.leases.get(name)
         return registration.report_seq if lease is None else lease.report_seq
@@ -363,11 +407,12 @@ class NodeRegistry:
         items: tuple[ReportItem, ...],
         high: int,
         rejected: tuple[Rejected, ...] = (),
+        session: int | None = None,
     ) -> None:
         """:meth:`record_reports_in`'s transaction has committed at ``high``; the
         ``rejected`` rows were not stored, so nothing of them is kept in memory either."""
         refused = {r.seq for r in rejected}
-        fields: dict[str, Any] = {}
+        fields: dict[str, Any] = {} if session is None else {"session": session}
         for item in items:
             if item.topic == TOPIC_NODE_STATUS and item.seq not in refused:
                 for key, field in (
@@ -382,18 +427,24 @@ class NodeRegistry:
         self.leases.record_written(name, self.store.clock(), high, **fields)
 
     def record_reports_in(
-        self, tx: Tx, name: str, items: tuple[ReportItem, ...], acked_revision: int
+        self,
+        tx: Tx,
+        name: str,
+        items: tuple[ReportItem, ...],
+        acked_revision: int,
+        session: int | None = None,
     ) -> ReportOutcome:
         """Persist a node's outbox rows, skipping replays.
 
         A row whose handler raises — ReportRefused, or anything else (a bug, an object the
         store refuses) — is rolled back alone and listed in the outcome's ``rejected``; the
         other rows are kept and the frame is acknowledged whole. Raises NotFound for a node
-        that is not registered (its Node was deleted: it must say hello again).
+        that is not registered (its Node was deleted: it must say hello again), and
+        SessionSuperseded when ``session`` is no longer the node's (another replica took it).
         """
         _check_positions(items, acked_revision)
         seq = self._report_seq(tx, name)
-        self._touch_lease(tx, name)
+        self._touch_lease(tx, name, session)
         superseded = devicestatus.superseded(items)
         # a replay of a row we already hold, or one replaced later in the frame, is skipped
         fresh = [item for item in items if item.seq > seq and item.seq not in superseded]
@@ -449,20 +500,20 @@ class NodeRegistry:
         )
         return 0
 
-    def _touch_lease(self, tx: Tx, name: str) -> None:
-        """Record contact; a node that was NotReady becomes Ready again."""
-        was_ready = tx.conn.execute(_GET_READY, {"b_node": name}).scalar_one_or_none()
-        if was_ready is None:
+    def _touch_lease(self, tx: Tx, name: str, session: int | None = None) -> None:
+        """Record contact; a node that was NotReady becomes Ready again. SessionSuperseded
+        when ``session`` is given and is no longer the node's."""
+        lease = tx.conn.execute(_GET_LEASE, {"b_node": name}).one_or_none()
+        if lease is None:
             tx.conn.execute(
                 insert(node_leases).values(node=name, heartbeat=tx.now, ready=True, usage="{}")
             )
+        elif session is not None and lease.session != session:
+            raise SessionSuperseded(name)
         else:
             tx.conn.execute(_SET_CONTACT, {"b_node": name, "b_beat": tx.now})
-        if not was_ready:
-            node = tx.get(NODE, None, name)
-            if node is not None and not is_ready(node):
-                tx.replace_status(NODE, None, name, _mark_ready(node.get("status", {}), tx.now))
-                log.info("node %s is Ready", name)
+        if lease is None or not lease.ready:
+            _node_ready(tx, name)
 
     def expire(self) -> list[str]:
         """Flush live leases, then mark NotReady every Ready node silent for longer than the
@@ -532,10 +583,11 @@ class NodeRegistry:
             return 0
         try:
             with self.store.writing() as tx:
-                return self._write_leases(tx, rows)
+                written = self._write_leases(tx, rows)
         except BaseException:
             self.leases.restore(rows)
             raise
+        return self._flushed(rows, written)
 
     async def flush_async(self) -> int:
         """:meth:`flush` as a group-writer job, sharing a batch's commit (and its revision
@@ -547,18 +599,49 @@ class NodeRegistry:
             return 0
         try:
             # the same rows on a retry: the job may run twice (groupwriter.py)
-            return await self.writer.submit(lambda tx: self._write_leases(tx, rows))
+            written = await self.writer.submit(lambda tx: self._write_leases(tx, rows))
         except BaseException:
             self.leases.restore(rows)
             raise
+        return self._flushed(rows, written)
 
-    def _write_leases(self, tx: Tx, rows: list[dict[str, Any]]) -> int:
+    def _write_leases(self, tx: Tx, rows: list[dict[str, Any]]) -> _Flushed:
+        """Write ``rows``, then hold them against the database: a session another replica
+        took is void here; a node the leader marked NotReady while this replica stalled,
+        but from which this replica has heard within the grace period, is Ready again."""
         dropped = write_leases(tx.conn, rows)
-        for name in dropped:
+        stored = session_states(tx.conn, [row["b_node"] for row in rows])
+        superseded, repaired = [], []
+        fresh = tx.now - self.grace_period
+        for row in rows:
+            name, session = row["b_node"], row["b_session"]
+            if name in dropped or name not in stored:
+                continue
+            stored_session, ready = stored[name]
+            if session is not None and stored_session != session:
+                superseded.append((name, session))
+            elif not ready and not row["released"] and row["b_beat"] >= fresh:
+                tx.conn.execute(_SET_READY, {"b_node": name})
+                _node_ready(tx, name)
+                repaired.append(name)
+        return _Flushed(dropped, superseded, repaired)
+
+    def _flushed(self, rows: list[dict[str, Any]], flushed: _Flushed) -> int:
+        """A flush committed: forget what it says is void or done with."""
+        for name in flushed.dropped:
             # what this process holds for it cannot be stored: its next report goes through
             # a transaction (which checks it) and starts a fresh live lease
             self.leases.drop(name)
-        return len(rows) - len(dropped)
+        for name, session in flushed.superseded:
+            log.warning(
+                "node %s: another hub replica took its session over; closing this one", name
+            )
+            self.leases.superseded(name, session)
+            self.on_superseded(name, session)
+        for name in flushed.repaired:
+            log.info("node %s is Ready again (its lease was expired while this hub stalled)", name)
+        self.leases.forget_released(rows)
+        return len(rows) - len(flushed.dropped) - len(flushed.superseded)
 
     async def run_expiry(self) -> None:
         """Flush live leases and check for silent nodes several times per grace period."""
@@ -569,10 +652,26 @@ class NodeRegistry:
                 await self.flush_async()
             except Exception:
                 log.exception("writing heartbeats failed; checking for silent nodes anyway")
+            if not self.leading():
+                continue
             try:
                 await asyncio.to_thread(self.mark_silent)
             except Exception:
                 log.exception("node lifecycle: checking leases failed; retrying")
+
+
+class _Flushed(NamedTuple):
+    dropped: list[str]
+    superseded: list[tuple[str, int]]
+    repaired: list[str]
+
+
+def _node_ready(tx: Tx, name: str) -> None:
+    """The Node's Ready condition to True, if it is not."""
+    node = tx.get(NODE, None, name)
+    if node is not None and not is_ready(node):
+        tx.replace_status(NODE, None, name, _mark_ready(node.get("status", {}), tx.now))
+        log.info("node %s is Ready", name)
 
 
 def _handle(tx: Tx, name: str, item: ReportItem) -> None:

@@ -85,6 +85,10 @@ node_leases = Table(
     Column("heartbeat", Float, nullable=False),  # seconds since the epoch, hub clock
     Column("ready", Boolean, nullable=False),
     Column("usage", Text, nullable=False),  # the node's last reported usage, JSON
+    # the hub replica serving the node's session (NULL: none), and that session's number:
+    # each hello takes the next, and a replica writes for a node only under its own (v6)
+    Column("owner", String(64), nullable=True),
+    Column("session", BigInteger, nullable=False, server_default=text("0")),
 )
 
 node_sync = Table(
@@ -165,6 +169,19 @@ Index(
 )
 
 
+#: The hub replicas sharing this database (docs/ha.md): each refreshes its row every few
+#: seconds; ``seen`` is the database's clock, so replicas' clocks never disagree on it.
+hub_replicas = Table(
+    "hub_replicas",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("started", Float, nullable=False),
+    Column("seen", Float, nullable=False),
+    Column("sessions", Integer, nullable=False),
+    Column("leader", Boolean, nullable=False),
+)
+
+
 def _v1(conn: Connection) -> None:
     metadata.create_all(
         conn, tables=[revision, objects, changes, node_leases, node_sync], checkfirst=True
@@ -192,9 +209,18 @@ def _v5(conn: Connection) -> None:
     metadata.create_all(conn, tables=[twin_history], checkfirst=True)
 
 
+def _v6(conn: Connection) -> None:
+    present = {c["name"] for c in inspect(conn).get_columns("node_leases")}
+    if "owner" not in present:
+        conn.execute(text("ALTER TABLE node_leases ADD COLUMN owner VARCHAR(64)"))
+    if "session" not in present:
+        conn.execute(text("ALTER TABLE node_leases ADD COLUMN session BIGINT NOT NULL DEFAULT 0"))
+    metadata.create_all(conn, tables=[hub_replicas], checkfirst=True)
+
+
 #: Ordered schema steps; step i brings the schema from version i to i + 1.
 #: Append only: an installed hub runs the steps it has not run yet.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 #: The key of the PostgreSQL advisory lock that migrations hold: "edgeward" in ASCII, as a

@@ -758,7 +758,11 @@ class Store:
             status = body.setdefault("status", {})
             lease, live = leases.get(name), self.live_lease(name)
             if lease is not None:
-                beat = rfc3339(max(lease.heartbeat, live.heartbeat) if live else lease.heartbeat)
+                # this process's memory counts only while it is newer than the database: the
+                # node may have moved to another replica, which wrote since
+                if live is not None and live.heartbeat < lease.heartbeat:
+                    live = None
+                beat = rfc3339(live.heartbeat if live else lease.heartbeat)
                 status["lastHeartbeatTime"] = beat
                 status["usage"] = live.usage if live and live.usage else json.loads(lease.usage)
                 for cond in status.get("conditions", []):

@@ -350,8 +350,8 @@ def test_an_older_cloudhub_refuses_a_newer_schema_clearly(
         assert set(start_together([old], known={old: 4})) == {old}
         assert old.proc is not None and old.proc.wait(10) == 2, old.log()
         assert (
-            "the database schema is version 5, newer than this cloudhub understands (4); "
-            "upgrade cloudhub"
+            f"the database schema is version {LATEST}, newer than this cloudhub understands "
+            "(4); upgrade cloudhub"
         ) in old.log()
         assert "Traceback" not in old.log()
         assert stored_version(engine) == LATEST

@@ -20,5 +20,13 @@ def make_v3(engine: Engine) -> None:
             )
         )
         conn.execute(text("INSERT INTO node_sync VALUES ('gw-1', 41, 7)"))
+        conn.execute(text("DROP TABLE node_leases"))
+        conn.execute(
+            text(
+                "CREATE TABLE node_leases (node VARCHAR(253) PRIMARY KEY, "
+                "heartbeat FLOAT NOT NULL, ready BOOLEAN NOT NULL, usage TEXT NOT NULL)"
+            )
+        )
+        conn.execute(text("INSERT INTO node_leases VALUES ('gw-1', 1700000000, true, '{}')"))
         schema.schema_version.create(conn)
         conn.execute(schema.schema_version.insert().values(id=1, version=3))

@@ -1,0 +1,109 @@
+"""One leader among the hub replicas for fleet-wide duties, through a PostgreSQL advisory lock.
+
+Marking silent nodes NotReady, compacting the change log and pruning uploads and twin
+history are the fleet's, not a replica's: run by every replica they would multiply the
+database's load by the number of replicas. The replica that holds the session-level
+advisory lock ``LEADER_LOCK`` runs them; the others try for it every ``retry`` seconds.
+
+Handing over:
+
+- The holder dies: PostgreSQL ends its session when the connection closes, which frees
+  the lock; another replica has it within ``retry``.
+- The holder stalls (SIGSTOP, a frozen VM) or is cut off: its lock connection is set to
+  ``idle_session_timeout = timeout``, and the holder runs a query on it every ``retry``
+  seconds, so PostgreSQL ends a session that stopped talking after ``timeout``; another
+  replica has the lock within ``timeout + retry``. The stalled holder, when it wakes,
+  stops counting itself leader at once: leadership is only as good as the last query
+  that confirmed it, within half the timeout.
+
+The duties are safe to overlap (each is one statement guarded by the state it changes),
+so the instant between a stalled holder waking and its first failed query costs nothing
+but a repeated check. SQLite serves one hub process: it always leads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sqlalchemy import Engine
+
+from edgeward.backoff import backoff
+
+log = logging.getLogger(__name__)
+
+#: The advisory lock's key: "edgelead" in ASCII, as a bigint (schema.MIGRATION_LOCK is
+#: "edgeward"; advisory locks are per database).
+LEADER_LOCK = 0x656467656C656164
+
+
+def libpq_url(engine: Engine) -> str:
+    """The engine's PostgreSQL URL as libpq takes it, for a connection outside the pool."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Leadership:
+    """Whether this replica leads; :meth:`run` keeps trying for (or holding) the lock."""
+
+    def __init__(self, engine: Engine, timeout: float = 10.0, retry: float = 1.0) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self.retry = min(retry, timeout / 4)
+        self.always = engine.dialect.name != "postgresql"
+        self._held = False
+        self._confirmed = 0.0
+
+    def leading(self) -> bool:
+        """Whether to run fleet-wide duties now."""
+        if self.always:
+            return True
+        return self._held and time.monotonic() - self._confirmed < self.timeout / 2
+
+    async def run(self) -> None:
+        if self.always:
+            return
+        import psycopg  # the PostgreSQL driver the engine uses (cloudhub/db.py)
+
+        delays = backoff(self.retry, 2.0, 30.0)
+        failing = False
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    libpq_url(self.engine), autocommit=True, application_name="cloudhub-leader"
+                ) as conn:
+                    await conn.execute(f"SET idle_session_timeout = {int(self.timeout * 1000)}")
+                    if failing:
+                        log.info("leader election: connected to the database again")
+                    failing = False
+                    delays = backoff(self.retry, 2.0, 30.0)
+                    await self._hold(conn)
+            except (OSError, psycopg.Error, TimeoutError) as exc:
+                if self._held:
+                    log.warning("no longer the leader: lost the database session (%s)", exc)
+                elif not failing:
+                    log.warning("leader election: cannot reach the database (%s); retrying", exc)
+                failing = True
+            finally:
+                self._held = False
+            await asyncio.sleep(next(delays))
+
+    async def _hold(self, conn: object) -> None:
+        """Try for the lock, or confirm it, every ``retry`` seconds; raises when the
+        session is lost (or a query outlives half the timeout: the network is gone)."""
+        while True:
+            started = time.monotonic()
+            async with asyncio.timeout(self.timeout / 2):
+                if self._held:
+                    await conn.execute("SELECT 1")  # type: ignore[attr-defined]
+                else:
+                    cur = await conn.execute(  # type: ignore[attr-defined]
+                        "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)
+                    )
+                    row = await cur.fetchone()
+                    if row and row[0]:
+                        self._held = True
+                        log.info("this replica now leads fleet-wide duties (expiry, compaction)")
+            if self._held:
+                self._confirmed = started
+            await asyncio.sleep(self.retry)

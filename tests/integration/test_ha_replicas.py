@@ -1,0 +1,245 @@
+"""Hub replicas on one PostgreSQL share truth only through the database (issue 14).
+
+Real cloudhub replicas, a real PostgreSQL and real node sessions: raw websocket nodes
+where a test must say exactly what a node reports, a real edgecore where it must stay
+connected through a replica's stall. Each test names the finding it guards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+
+from edgeward import protocol
+from tests.integration.test_edge_endpoint import hello, open_ws, recv_skipping_changes
+from tests.support.postgres import PostgresCluster
+from tests.support.procs import Edge, Hub, wait_for
+from tests.support.replicas import running_replicas
+
+GRACE = "4"
+LEADER_TIMEOUT = "3"
+
+
+@pytest.fixture
+def database(postgres: PostgresCluster, request: pytest.FixtureRequest) -> str:
+    return postgres.create_database(f"ha_{request.node.name[:40].lower()}".replace("-", "_"))
+
+
+@pytest.fixture
+def pair(tmp_path: Path, database: str) -> Iterator[list[Hub]]:
+    flags = ("--node-grace-period", GRACE, "--leader-timeout", LEADER_TIMEOUT)
+    with running_replicas(tmp_path, database, 2, *flags) as hubs:
+        yield hubs
+
+
+def stored_lease(database: str, name: str) -> Any:
+    """``name``'s row in node_leases, as the database holds it."""
+    engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                text("SELECT owner, usage FROM node_leases WHERE node = :n"), {"n": name}
+            ).one()
+    finally:
+        engine.dispose()
+
+
+def owner(database: str, name: str) -> str | None:
+    """The replica node_leases names as serving ``name``'s session."""
+    return stored_lease(database, name).owner
+
+
+def healthz(hub: Hub) -> dict[str, Any]:
+    return hub.request("GET", "/healthz")[1]
+
+
+def node(hub: Hub, name: str) -> dict[str, Any]:
+    status, body = hub.request("GET", f"/api/v1/nodes/{name}")
+    assert status == 200, body
+    return body
+
+
+def ready(hub: Hub, name: str) -> str | None:
+    conditions = node(hub, name).get("status", {}).get("conditions", [])
+    return next((c["status"] for c in conditions if c["type"] == "Ready"), None)
+
+
+def usage(hub: Hub, name: str) -> Any:
+    return node(hub, name).get("status", {}).get("usage")
+
+
+def heartbeat(ws: ClientConnection, seq: int, **body: Any) -> None:
+    ws.send(json.dumps({"type": "report", "items": [
+        {"seq": seq, "topic": "node/status", "key": "node-status", "body": body}
+    ]}))  # fmt: skip
+
+
+def acked(ws: ClientConnection) -> dict[str, Any]:
+    msg = recv_skipping_changes(ws)
+    assert msg["type"] == "report_ack", msg
+    return msg
+
+
+def close_code(ws: ClientConnection, timeout: float = 15) -> int:
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ws.recv(timeout=deadline - time.monotonic())
+    except ConnectionClosed as closed:
+        assert closed.rcvd is not None, closed
+        return closed.rcvd.code
+    raise AssertionError("the connection stayed open")
+
+
+def test_exactly_one_replica_leads_and_the_lead_moves_when_it_dies(pair: list[Hub]) -> None:
+    """Item 3: one leader, through the advisory lock; kill -9 it and the other leads."""
+    leaders = wait_for(
+        lambda: (
+            (found := [h for h in pair if healthz(h)["replica"]["leader"]])
+            and len(found) == 1
+            and found
+        ),
+        15,
+        "one leader",
+    )
+    ids = {healthz(h)["replica"]["id"] for h in pair}
+    assert len(ids) == 2
+    leader = leaders[0]
+    other = next(h for h in pair if h is not leader)
+    leader.kill()
+    wait_for(lambda: healthz(other)["replica"]["leader"], 15, "the other replica to lead")
+
+
+def test_a_stalled_leader_hands_over_and_stops_leading_when_it_wakes(pair: list[Hub]) -> None:
+    """Item 3: SIGSTOP the leader; PostgreSQL ends its idle session after the leader
+    timeout and the other replica leads; woken, the old leader no longer counts itself one."""
+    leader = wait_for(
+        lambda: next((h for h in pair if healthz(h)["replica"]["leader"]), None), 15, "a leader"
+    )
+    other = next(h for h in pair if h is not leader)
+    assert leader.proc is not None
+    os.kill(leader.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: healthz(other)["replica"]["leader"], 20, "the other replica to lead")
+    finally:
+        os.kill(leader.proc.pid, signal.SIGCONT)
+    assert not healthz(leader)["replica"]["leader"]
+    assert healthz(other)["replica"]["leader"]
+    assert "this replica now leads" in other.log()
+
+
+def test_a_node_that_moved_shows_its_new_replicas_usage_everywhere(
+    pair: list[Hub], database: str
+) -> None:
+    """Finding 4: a replica that once served a node never answers with its old usage."""
+    a, b = pair
+    with open_ws(a) as ws:
+        hello(ws, "mover")
+        assert owner(database, "mover") == healthz(a)["replica"]["id"]
+        heartbeat(ws, 1, usage={"cpu": "111m"})
+        acked(ws)
+    wait_for(lambda: usage(a, "mover") == {"cpu": "111m"}, 10, "the usage through A")
+    # the session's end is written: A gives the node up (and forgets what it heard)
+    wait_for(lambda: owner(database, "mover") is None, 10, "A to release the node")
+    with open_ws(b) as ws:
+        hello(ws, "mover")
+        heartbeat(ws, 2, usage={"cpu": "222m"})
+        acked(ws)
+        for hub in (a, b):
+            wait_for(lambda h=hub: usage(h, "mover") == {"cpu": "222m"}, 10, "B's usage")
+
+
+def test_a_node_on_two_replicas_keeps_only_its_newer_session(
+    pair: list[Hub], database: str
+) -> None:
+    """Item 4: the node says hello on B while its old connection to A is still open. A's
+    session writes nothing more — not a heartbeat it absorbs, not a report — and A
+    closes it as replaced; the node's state is what it said through B."""
+    a, b = pair
+    old = open_ws(a)
+    new = open_ws(b)
+    try:
+        hello(old, "twin")
+        heartbeat(old, 1, usage={"cpu": "100m"})
+        acked(old)
+        wait_for(lambda: "100m" in stored_lease(database, "twin").usage, 10, "A's flush")
+        hello(new, "twin")
+        heartbeat(new, 2, usage={"cpu": "222m"})
+        acked(new)
+        # stored by B's lease flush: A reads it from the database
+        wait_for(lambda: usage(a, "twin") == {"cpu": "222m"}, 10, "B's usage through A")
+        # a heartbeat A absorbs in memory: its flush finds the session taken and closes it,
+        # having written nothing
+        heartbeat(old, 3, usage={"cpu": "999m"})
+        assert close_code(old) == protocol.CLOSE_REPLACED
+        assert usage(a, "twin") == usage(b, "twin") == {"cpu": "222m"}
+        # and a report that needs a transaction, on a second stale session: refused
+        stale = open_ws(a)
+        try:
+            hello(stale, "twin")  # takes the node back to A (a newer hello always wins) …
+            hello(new_session := open_ws(b), "twin")  # … and B takes it again
+            try:
+                stale.send(json.dumps({"type": "report", "items": [
+                    {"seq": 4, "topic": "node/status", "key": "node-status",
+                     "body": {"capacity": {"cpu": "64"}}},
+                ]}))  # fmt: skip
+                assert close_code(stale) == protocol.CLOSE_REPLACED
+                heartbeat(new_session, 5, usage={"cpu": "333m"})
+                acked(new_session)
+            finally:
+                new_session.close()
+        finally:
+            stale.close()
+        for hub in (a, b):
+            wait_for(lambda h=hub: usage(h, "twin") == {"cpu": "333m"}, 10, "the newest usage")
+            assert node(hub, "twin")["status"].get("capacity") != {"cpu": "64"}
+        assert "another hub replica took its session over" in a.log()
+    finally:
+        old.close()
+        new.close()
+
+
+def test_a_node_of_a_stalled_replica_is_ready_again_soon_after_it_resumes(
+    pair: list[Hub], tmp_path: Path
+) -> None:
+    """Finding 2: a replica stalled past the grace period has its node marked NotReady by
+    the other; once it resumes, the node — still connected to it, never reconnecting — is
+    Ready again within a status interval, without waiting for a new session."""
+    a, b = pair
+    edge = Edge(tmp_path / "edge", "stuck", a.edge, "--status-interval", "1")
+    edge.start()
+    try:
+        wait_for(lambda: a.request("GET", "/api/v1/nodes/stuck")[0] == 200, 20, "the node")
+        wait_for(lambda: ready(b, "stuck") == "True", 20, "the node Ready")
+        assert a.proc is not None
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: ready(b, "stuck") != "True", 30, "B to mark the node NotReady")
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        wait_for(lambda: ready(b, "stuck") == "True", 10, "the node Ready again")
+        assert ready(a, "stuck") == "True"
+        assert a.log().count("node stuck: connected from") == 1, a.log()
+        assert "node stuck: connected from" not in b.log()
+    finally:
+        edge.stop()
+
+
+def test_only_the_leader_marks_silent_nodes_not_ready(pair: list[Hub]) -> None:
+    """Item 3: a node gone silent is marked NotReady once, by whichever replica leads."""
+    a, _b = pair
+    with open_ws(a) as ws:
+        hello(ws, "quiet")
+    wait_for(lambda: ready(a, "quiet") not in (None, "True"), 30, "the node NotReady")
+    marked = [h for h in pair if "node quiet is NotReady" in h.log()]
+    assert len(marked) == 1, [h.log() for h in pair]
