@@ -1,4 +1,4 @@
-# Edgeward: make demo | make test | make bench | make lint | make sim | make chaos | make deb | make package-test
+# Edgeward: make demo | make demo-ha | make test | make bench | make lint | make sim | make chaos | make deb | make package-test
 # Each target sets up what it needs on a fresh Debian machine with Python 3.11+.
 
 PYTHON ?= python3
@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench sim chaos clean system-deps package-deps deb package-test screenshots
+.PHONY: demo demo-ha test lint bench sim chaos clean system-deps package-deps deb package-test screenshots
 
 # make sim: seeds 0..SEEDS-1 of the fault simulation, or replay one with SEED=S
 SEEDS ?= 20000
@@ -37,6 +37,11 @@ demo: $(STAMP)
 	@# without Mosquitto the demo runs the embedded amqtt broker from its own venv
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || ./scripts/broker-venv
 	$(BIN)/edgeward demo
+
+# two hub replicas on a throwaway PostgreSQL behind HAProxy, an edge and a device (docs/ha.md)
+demo-ha: $(STAMP) system-deps
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || ./scripts/broker-venv
+	$(BIN)/edgeward demo-ha
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check --no-cache .
@@ -84,4 +89,4 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .venv-broker .edgeward .pytest_cache .ruff_cache dist
+	rm -rf $(VENV) .venv-broker .edgeward .edgeward-ha .pytest_cache .ruff_cache dist

@@ -21,6 +21,7 @@ from edgeward.cli import (
     apply,
     delete,
     demo,
+    demo_ha,
     describe,
     events,
     get,
@@ -56,6 +57,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     reset.register,
     version.register,
     demo.register,
+    demo_ha.register,
 ]
 
 EPILOG = """\
