@@ -21,6 +21,7 @@ from bench import (
     edge_footprint,
     fanout,
     flood,
+    ha_notify,
     history_cost,
     hub_scale,
     twin_rtt,
@@ -46,6 +47,7 @@ SCENARIOS = [
     _scenario(watch_memory, "7. watch memory"),
     _scenario(flood, "8. a mapper flood"),
     _scenario(history_cost, "9. twin history on the hub's report path"),
+    _scenario(ha_notify, "10. change notification between hub replicas"),
 ]
 
 

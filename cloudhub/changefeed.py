@@ -1,7 +1,9 @@
 """The change feed: reads each new change-log row once and hands it to subscribers.
 
-A commit in this process wakes the feed at once (``notify``); commits by
-other hub replicas sharing the database are found by polling. Subscribers
+A commit in this process wakes the feed at once (``notify``); on PostgreSQL,
+commits by other hub replicas sharing the database wake it through
+LISTEN/NOTIFY (cloudhub/pgnotify.py), and the poll every ``poll_interval``
+is the fallback for a notification that was missed. Subscribers
 are node sessions (rows that touch one node) and API watches (every row).
 A subscriber that falls more than ``max_buffered`` rows, or
 ``max_buffered_bytes`` of their stored JSON, behind is marked
@@ -26,6 +28,10 @@ from edgeward.kinds import ALL_NODES
 from edgeward.sync import ChangeRow
 
 log = logging.getLogger(__name__)
+
+#: Seconds between attempts to read the change log after a read failed (at most: a
+#: shorter poll interval retries sooner).
+RETRY_INTERVAL = 1.0
 
 
 class Subscription:
@@ -122,6 +128,11 @@ class ChangeFeed:
         if head > self.last:
             self._loop.call_soon_threadsafe(self._wake.set)
 
+    def wake(self) -> None:
+        """Read the log now, whatever its head (e.g. notifications may have been lost);
+        safe to call from any thread."""
+        self._loop.call_soon_threadsafe(self._wake.set)
+
     def subscribe_node(self, node: str) -> Subscription:
         sub = Subscription(self, node, self._max, self._max_bytes)
         self._by_node.setdefault(node, set()).add(sub)
@@ -160,7 +171,7 @@ class ChangeFeed:
                 await self._drain()
             except Exception:
                 log.exception("change feed: reading the change log failed; retrying")
-                await asyncio.sleep(self._poll)
+                await asyncio.sleep(min(self._poll, RETRY_INTERVAL))
 
     async def _drain(self) -> None:
         while True:

@@ -111,6 +111,14 @@ class HubConfig:
         "Revisions kept in the change log; an edge further behind gets a full snapshot.",
         positive,
     )
+    change_poll_interval: float = setting(
+        1.0,
+        "Seconds between reads of the change log for writes made through other hub "
+        "replicas on the same database: the fallback when a notification is missed. On "
+        "PostgreSQL each replica hears the others' commits at once (LISTEN/NOTIFY); on "
+        "SQLite this poll is how they are found.",
+        positive,
+    )
     max_watches: int = setting(
         1000,
         "Watches the REST API serves at once; more are refused with 429 (Too Many Requests) "

@@ -31,6 +31,7 @@ from cloudhub.joining import JoinService, JoinSettings
 from cloudhub.leader import Leadership
 from cloudhub.metrics import HubMetrics
 from cloudhub.nodes import NodeRegistry
+from cloudhub.pgnotify import ChangeListener, connect_params
 from cloudhub.pki import Authority, pki_paths
 from cloudhub.replicas import REFRESH, ReplicaBook
 from cloudhub.store import Store
@@ -55,6 +56,7 @@ FLAGS = (
     "edge_ping_interval",
     "edge_ping_timeout",
     "change_log_retention",
+    "change_poll_interval",
     "event_retention",
     "history_retention",
     "history_max_per_property",
@@ -140,8 +142,17 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             [f"cannot open the database {engine.url.render_as_string()}: {reason}"]
         ) from None
     store.twin_history = config.history_max_per_property > 0
-    feed = ChangeFeed(store.log_page, start=await asyncio.to_thread(store.head))
+    feed = ChangeFeed(
+        store.log_page,
+        start=await asyncio.to_thread(store.head),
+        poll_interval=config.change_poll_interval,
+    )
     store.on_commit(feed.notify)
+    listener = (  # other replicas' commits, at once (the poll is the fallback)
+        ChangeListener(connect_params(engine), feed, config.change_poll_interval)
+        if engine.dialect.name == "postgresql"
+        else None
+    )
     metrics = HubMetrics(store, sessions=lambda: len(edge.sessions))
     writer = GroupWriter(store, on_commit=metrics.committed)
     nodes = NodeRegistry(store, config.node_grace_period, writer)
@@ -253,6 +264,8 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             tg.create_task(_prune_history_forever(store, config, leadership)),
             tg.create_task(drift.run()),
         ]
+        if listener is not None:
+            tasks.append(tg.create_task(listener.run()))
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
         await _started(api_server, api_task)
         await watchdog.check()

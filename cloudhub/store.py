@@ -4,7 +4,9 @@ Every write happens inside :meth:`Store.writing`, which locks the revision row
 first; each object written in the transaction gets the next revision, a
 change-log row and that revision as its ``resourceVersion``. Reads see one
 consistent revision. Listeners registered with :meth:`Store.on_commit` learn
-the new head after each commit (the change feed wakes on it).
+the new head after each commit (the change feed wakes on it). On PostgreSQL the
+same transaction also sends the new head on the channel :data:`CHANGES_CHANNEL`,
+delivered at commit, so other hub replicas' feeds wake too (cloudhub/pgnotify.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     Connection,
     Engine,
+    Text,
     bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -161,6 +165,12 @@ _REVOKE_NODE_CERTS = (
 )
 _LOCK_HEAD = select(revision.c.head).where(revision.c.id == 1).with_for_update()
 _SET_HEAD = update(revision).where(revision.c.id == 1).values(head=bindparam("b_head"))
+#: The PostgreSQL channel each write transaction notifies with its new head (a decimal
+#: string: far below NOTIFY's 8000-byte payload limit).
+CHANGES_CHANNEL = "edgeward_changes"
+# One round trip: the notification is queued by the statement that moves the head and
+# delivered only if the transaction commits.
+_SET_HEAD_NOTIFY = _SET_HEAD.returning(func.pg_notify(CHANGES_CHANNEL, cast(revision.c.head, Text)))
 _HEAD = select(revision.c.head)
 _AFTER_KEY = tuple_(bindparam("b_after_ns"), bindparam("b_after_name"))
 _BOUNDS = select(revision.c.compacted, revision.c.head)
@@ -439,9 +449,9 @@ class Store:
         #: What this process heard from a node since its lease was last written (set by the
         #: node registry); reads merge it over the stored lease.
         self.live_lease: Callable[[str], LiveLease | None] = lambda name: None
-        self._repeatable = (
-            {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
-        )
+        postgres = engine.dialect.name == "postgresql"
+        self._repeatable = {"isolation_level": "REPEATABLE READ"} if postgres else {}
+        self._set_head = _SET_HEAD_NOTIFY if postgres else _SET_HEAD
 
     def migrate(self) -> int:
         return schema.migrate(self.engine)
@@ -452,14 +462,18 @@ class Store:
 
     @contextmanager
     def writing(self) -> Iterator[Tx]:
-        """A write transaction holding the revision lock; listeners run after commit."""
+        """A write transaction holding the revision lock; listeners run after commit.
+
+        On PostgreSQL a transaction that moved the head also notifies
+        :data:`CHANGES_CHANNEL` with it, which every listening replica hears at commit.
+        """
         with self.engine.begin() as conn:
             head = conn.execute(_LOCK_HEAD).scalar_one()
             tx = Tx(conn, head, self.clock(), self._new_uid, self.twin_history, self._note_history)
             yield tx
             tx.flush_history()
             if tx.head != tx.start:
-                conn.execute(_SET_HEAD, {"b_head": tx.head})
+                conn.execute(self._set_head, {"b_head": tx.head})
         if tx.head != tx.start:
             for listener in self._listeners:
                 listener(tx.head)
