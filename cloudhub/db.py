@@ -34,6 +34,18 @@ def open_engine(url: str) -> Engine:
         raise ConfigError([f"database: {exc}"]) from None
 
 
+def connect_params(engine: Engine, application_name: str, timeout: float) -> dict[str, Any]:
+    """psycopg connection arguments for a connection of its own (outside the pool) to the
+    PostgreSQL database of ``engine``: what its dialect would pass (host, port, user,
+    password, dbname, sslmode and the URL's other query options), named
+    ``application_name`` in pg_stat_activity, with a connect timeout unless the URL sets one."""
+    _args, params = engine.dialect.create_connect_args(engine.url)
+    params = {k: v for k, v in params.items() if k != "context"}
+    params.setdefault("connect_timeout", max(1, int(timeout)))
+    params["application_name"] = application_name
+    return params
+
+
 def _sqlite_engine(url: Any) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 30})
 

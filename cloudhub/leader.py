@@ -27,8 +27,10 @@ import asyncio
 import logging
 import time
 
+import psycopg
 from sqlalchemy import Engine
 
+from cloudhub.db import connect_params
 from edgeward.backoff import backoff
 
 log = logging.getLogger(__name__)
@@ -36,11 +38,6 @@ log = logging.getLogger(__name__)
 #: The advisory lock's key: "edgelead" in ASCII, as a bigint (schema.MIGRATION_LOCK is
 #: "edgeward"; advisory locks are per database).
 LEADER_LOCK = 0x656467656C656164
-
-
-def libpq_url(engine: Engine) -> str:
-    """The engine's PostgreSQL URL as libpq takes it, for a connection outside the pool."""
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class Leadership:
@@ -63,15 +60,12 @@ class Leadership:
     async def run(self) -> None:
         if self.always:
             return
-        import psycopg  # the PostgreSQL driver the engine uses (cloudhub/db.py)
-
         delays = backoff(self.retry, 2.0, 30.0)
         failing = False
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    libpq_url(self.engine), autocommit=True, application_name="cloudhub-leader"
-                ) as conn:
+                params = connect_params(self.engine, "cloudhub-leader", self.timeout)
+                async with await psycopg.AsyncConnection.connect(autocommit=True, **params) as conn:
                     await conn.execute(f"SET idle_session_timeout = {int(self.timeout * 1000)}")
                     if failing:
                         log.info("leader election: connected to the database again")

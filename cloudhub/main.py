@@ -22,7 +22,7 @@ from cloudhub.audit import AuditLog
 from cloudhub.changefeed import ChangeFeed
 from cloudhub.config import HubConfig
 from cloudhub.credentials import Identity
-from cloudhub.db import open_engine
+from cloudhub.db import connect_params, open_engine
 from cloudhub.drift import DriftChecker
 from cloudhub.edgegate import EdgeGate
 from cloudhub.edgeserver import EdgeServer
@@ -31,7 +31,7 @@ from cloudhub.joining import JoinService, JoinSettings
 from cloudhub.leader import Leadership
 from cloudhub.metrics import HubMetrics
 from cloudhub.nodes import NodeRegistry
-from cloudhub.pgnotify import ChangeListener, connect_params
+from cloudhub.pgnotify import APPLICATION_NAME, TIMEOUT, ChangeListener
 from cloudhub.pki import Authority, pki_paths
 from cloudhub.replicas import REFRESH, ReplicaBook
 from cloudhub.store import Store
@@ -149,7 +149,9 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     )
     store.on_commit(feed.notify)
     listener = (  # other replicas' commits, at once (the poll is the fallback)
-        ChangeListener(connect_params(engine), feed, config.change_poll_interval)
+        ChangeListener(
+            connect_params(engine, APPLICATION_NAME, TIMEOUT), feed, config.change_poll_interval
+        )
         if engine.dialect.name == "postgresql"
         else None
     )

@@ -28,7 +28,6 @@ from contextlib import aclosing
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine
 
 from cloudhub.changefeed import ChangeFeed
 from cloudhub.store import CHANGES_CHANNEL
@@ -42,17 +41,6 @@ APPLICATION_NAME = "cloudhub-notify"
 PROBE_INTERVAL = 30.0
 #: Seconds a connection attempt, a LISTEN or a probe may take before the link counts as lost.
 TIMEOUT = 10.0
-
-
-def connect_params(engine: Engine) -> dict[str, Any]:
-    """psycopg connection arguments for the database of ``engine``: what its dialect
-    would pass (host, port, user, password, dbname, sslmode and the URL's other query
-    options), named ``cloudhub-notify``, with a connect timeout unless the URL sets one."""
-    _args, params = engine.dialect.create_connect_args(engine.url)
-    params = {k: v for k, v in params.items() if k != "context"}
-    params.setdefault("connect_timeout", int(TIMEOUT))
-    params["application_name"] = APPLICATION_NAME
-    return params
 
 
 class ChangeListener:
