@@ -82,6 +82,13 @@ class HubConfig:
         "duties (expiry, compaction) to another replica.",
         positive,
     )
+    rebalance_interval: float = setting(
+        15.0,
+        "With several hub replicas (docs/ha.md): seconds between a replica's checks that "
+        "it serves no more than its share of the nodes; one serving more asks up to 5% of "
+        "its nodes per check to reconnect, so nodes spread over replicas that join or return.",
+        positive,
+    )
     drift_check_interval: float = setting(
         30.0,
         "Seconds between checks that each connected node's cache holds what the hub routed "

@@ -107,6 +107,16 @@ class EdgeServer:
         if shell is not None and shell.session == session:
             shell.request(lambda: shell.core.replaced("another hub replica"))
 
+    def move(self, name: str) -> None:
+        """Rebalancing: ask ``name``'s edge to reconnect, to another replica (close 4003)."""
+        shell = self.sessions.get(name)
+        if shell is not None:
+            shell.request(shell.core.move)
+
+    def session_ages(self) -> list[tuple[str, float]]:
+        """Each node served here, with the time its session began (time.time())."""
+        return [(name, shell.since) for name, shell in self.sessions.items()]
+
     def node_deleted(self, name: str) -> None:
         """An operator deleted the Node: close its session; it registers again from seq 0."""
         shell = self.sessions.get(name)
@@ -133,6 +143,7 @@ class SessionShell:
         "peer",
         "server",
         "session",
+        "since",
         "sub",
         "ws",
     )
@@ -147,6 +158,8 @@ class SessionShell:
         self.sub: Subscription | None = None
         #: The node's session number this connection serves under (set at registration).
         self.session: int | None = None
+        #: When it began serving its node (time.time()), for rebalancing.
+        self.since = time.time()
         self._requests: list[Callable[[], list[Command]]] = []
         self._bucket = TokenBucket(server.frames_per_second)
 

@@ -117,11 +117,6 @@ class LeaseBook:
             if lease is not None and lease.session == session:
                 lease.released = True
 
-    def serving(self) -> int:
-        """How many nodes this process serves a session of."""
-        with self._lock:
-            return sum(1 for lease in self._leases.values() if not lease.released)
-
     def superseded(self, name: str, session: int | None) -> None:
         """Another replica took ``name`` over: this process's lease of ``session`` is void."""
         with self._lock:

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import uvicorn
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -33,6 +34,7 @@ from cloudhub.metrics import HubMetrics
 from cloudhub.nodes import NodeRegistry
 from cloudhub.pgnotify import APPLICATION_NAME, TIMEOUT, ChangeListener
 from cloudhub.pki import Authority, pki_paths
+from cloudhub.rebalance import Rebalancer
 from cloudhub.replicas import REFRESH, ReplicaBook
 from cloudhub.store import Store
 from edgeward.configfile import add_flags, build, flag_values, merged, read_yaml, render_defaults
@@ -53,6 +55,7 @@ FLAGS = (
     "database",
     "node_grace_period",
     "leader_timeout",
+    "rebalance_interval",
     "edge_ping_interval",
     "edge_ping_timeout",
     "change_log_retention",
@@ -260,7 +263,14 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             tg.create_task(writer.run()),
             tg.create_task(nodes.run_expiry()),
             tg.create_task(leadership.run()),
-            tg.create_task(_refresh_replica_forever(replicas, nodes, leadership)),
+            tg.create_task(
+                _refresh_replica_forever(replicas, lambda: len(edge.sessions), leadership)
+            ),
+            tg.create_task(
+                Rebalancer(
+                    replicas, edge.session_ages, edge.move, config.rebalance_interval, time.time
+                ).run()
+            ),
             tg.create_task(_compact_forever(store, config.change_log_retention, leadership)),
             tg.create_task(_expire_events_forever(store, config.event_retention, leadership)),
             tg.create_task(_prune_history_forever(store, config, leadership)),
@@ -331,13 +341,13 @@ async def _flush_leases(nodes: NodeRegistry) -> None:
 
 
 async def _refresh_replica_forever(
-    replicas: ReplicaBook, nodes: NodeRegistry, leadership: Leadership
+    replicas: ReplicaBook, sessions: Callable[[], int], leadership: Leadership
 ) -> None:
     """This replica's row in hub_replicas; the leader forgets rows of replicas long gone."""
     while True:
         try:
             leading = leadership.leading()
-            await asyncio.to_thread(replicas.refresh, nodes.leases.serving(), leading)
+            await asyncio.to_thread(replicas.refresh, sessions(), leading)
             if leading:
                 await asyncio.to_thread(replicas.forget_gone)
         except Exception:

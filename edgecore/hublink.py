@@ -148,7 +148,7 @@ class HubLink:
             log.warning("%s", verdict.message)
             if verdict.reset_backoff:
                 delays = self._delays()
-            if not welcomed:
+            if not welcomed or verdict.next_endpoint:
                 attempt += 1  # stay on an endpoint that worked, else try the next
             delay = next(delays)
             log.info("reconnecting in %.1fs", delay)

@@ -63,6 +63,7 @@ CLOSE_INTERNAL = 1011  # the hub failed to serve the session; try again later
 CLOSE_REPLACED = 4000  # a newer connection of the same node took over
 CLOSE_NODE_DELETED = 4001  # an operator deleted the Node: register again
 CLOSE_RESYNC = 4002  # an operator asked for a resync: reconnect and take a snapshot
+CLOSE_MOVE = 4003  # rebalancing: reconnect, to another hub replica when there is a choice
 
 Op = Literal["put", "delete"]
 

@@ -306,6 +306,16 @@ class HubSession:
             return []
         return [self._close(protocol.CLOSE_RESYNC, "resync requested; reconnect for a snapshot")]
 
+    def move(self) -> list[Command]:
+        """Rebalancing: this hub replica serves more than its share of the fleet; the edge
+        reconnects, through its load balancer or to its next endpoint (docs/ha.md)."""
+        if self.closed:
+            return []
+        return [
+            Log(INFO, "asked to move to another hub replica (rebalancing)"),
+            self._close(protocol.CLOSE_MOVE, "rebalancing: reconnect to another hub replica"),
+        ]
+
     def stopping(self) -> list[Command]:
         if self.closed:
             return []

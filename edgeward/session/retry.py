@@ -27,6 +27,7 @@ the hub refused hello (error frame)        stop     another protocol, a bad name
 close 1008 (policy) / 1009 (too big)       stop     the hub refuses what we send
 close 4000 (replaced)                      retry    another connection took over; no reset
 close 4001 (node deleted)                  retry    register again, at once
+close 4003 (move)                          retry    rebalancing: at once, next endpoint
 close 1000/1001/1006/1011, anything else   retry    the hub stopped, restarted or failed
 the hub sent a frame we cannot accept      stop     a protocol violation will recur
 a local database error                     retry    e.g. a full disk, which may clear
@@ -36,7 +37,7 @@ a local database error                     retry    e.g. a full disk, which may 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgeward import protocol
 
@@ -92,6 +93,9 @@ class Verdict:
     retry: bool
     message: str
     reset_backoff: bool = False
+    #: Try the next endpoint rather than the one that served (the hub asked the node to
+    #: move to another replica).
+    next_endpoint: bool = False
 
 
 def _stop(message: str) -> Verdict:
@@ -118,6 +122,14 @@ def _closed(ended: Ended, node: str, url: str) -> Verdict:
             retry=True,
             message="the hub asked for a resync; reconnecting to take a snapshot",
             reset_backoff=True,
+        )
+    if code == protocol.CLOSE_MOVE:
+        return Verdict(
+            retry=True,
+            message="the hub asked this node to move to another replica (rebalancing); "
+            "reconnecting",
+            reset_backoff=True,
+            next_endpoint=True,
         )
     if code == protocol.CLOSE_NODE_DELETED:
         return Verdict(
@@ -172,5 +184,5 @@ def classify(ended: Ended, node: str, url: str) -> Verdict:
     verdict = _closed(ended, node, url)
     stable = ended.welcomed and ended.lived >= STABLE_SESSION
     if verdict.retry and stable and ended.close_code != protocol.CLOSE_REPLACED:
-        return Verdict(retry=True, message=verdict.message, reset_backoff=True)
+        return replace(verdict, reset_backoff=True)
     return verdict

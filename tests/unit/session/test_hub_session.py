@@ -381,9 +381,10 @@ def test_too_many_bad_frames_close_the_session() -> None:
         (lambda s: s.node_deleted(), protocol.CLOSE_NODE_DELETED),
         (lambda s: s.resync_requested(), protocol.CLOSE_RESYNC),
         (lambda s: s.stopping(), protocol.CLOSE_GOING_AWAY),
+        (lambda s: s.move(), protocol.CLOSE_MOVE),
         (lambda s: s.job_failed(ReadLog(0, PAGE), "database is locked"), protocol.CLOSE_INTERNAL),
     ],
-    ids=["replaced", "node-deleted", "resync", "stopping", "job-failed"],
+    ids=["replaced", "node-deleted", "resync", "stopping", "move", "job-failed"],
 )
 def test_a_session_ends_with_a_close_code_that_says_why(event, code: int) -> None:
     """Each ending closes with its own code (the edge's reconnect policy reads it); once

@@ -109,6 +109,17 @@ def test_a_resync_request_reconnects_at_once() -> None:
     assert "asked for a resync" in result.message
 
 
+@pytest.mark.parametrize("lived", [1.0, 60.0])
+def test_a_move_reconnects_at_once_to_the_next_endpoint(lived: float) -> None:
+    """Rebalancing closes with 4003: the edge tries its next endpoint (or its load balancer
+    again) at once, however long the session lasted."""
+    result = verdict(
+        Ended(Cause.CLOSED, close_code=protocol.CLOSE_MOVE, welcomed=True, lived=lived)
+    )
+    assert result.retry and result.reset_backoff and result.next_endpoint
+    assert "move to another replica" in result.message
+
+
 def test_tls_refusals_stop_the_link_with_what_to_do() -> None:
     """A hub whose certificate does not verify, or a hub refusing ours: no retry can help."""
     untrusted = classify(Ended(Cause.HUB_NOT_TRUSTED, "self-signed certificate"), "edge-1", URL)
