@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 
 from cloudhub.store import LogPage
-from edgeward.kinds import ALL_NODES
+from edgeward.kinds import ALL_NODES, NODE
 from edgeward.sync import ChangeRow
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,9 @@ class ChangeFeed:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._by_node: dict[str, set[Subscription]] = {}
+        #: Called with (name, revision) for each Node deletion read, whichever replica
+        #: made it: the node's session here, if older, must end (a Node routes to no one).
+        self.on_node_deleted: Callable[[str, int], None] = lambda name, revision: None
         self._all: set[Subscription] = set()
 
     def notify(self, head: int) -> None:
@@ -201,6 +204,8 @@ class ChangeFeed:
             sub._ready.set()
 
     def _dispatch(self, row: ChangeRow) -> None:
+        if row.kind == NODE.name and row.op == "delete":
+            self.on_node_deleted(row.name, row.revision)
         for sub in self._all:
             sub._push(row)
         if row.route == ALL_NODES:

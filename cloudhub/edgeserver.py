@@ -117,10 +117,11 @@ class EdgeServer:
         """Each node served here, with the time its session began (time.time())."""
         return [(name, shell.since) for name, shell in self.sessions.items()]
 
-    def node_deleted(self, name: str) -> None:
-        """An operator deleted the Node: close its session; it registers again from seq 0."""
+    def node_deleted(self, name: str, revision: int | None = None) -> None:
+        """An operator deleted the Node (at ``revision``, through any replica): close its
+        session, unless it registered after the deletion; it registers again from seq 0."""
         shell = self.sessions.get(name)
-        if shell is not None:
+        if shell is not None and (revision is None or shell.registered_at < revision):
             shell.request(shell.core.node_deleted)
 
     def resync(self, name: str) -> bool:
@@ -141,6 +142,7 @@ class SessionShell:
         "core",
         "credential",
         "peer",
+        "registered_at",
         "server",
         "session",
         "since",
@@ -160,6 +162,8 @@ class SessionShell:
         self.session: int | None = None
         #: When it began serving its node (time.time()), for rebalancing.
         self.since = time.time()
+        #: The revision its registration committed at (a later Node deletion ends it).
+        self.registered_at = 0
         self._requests: list[Callable[[], list[Command]]] = []
         self._bucket = TokenBucket(server.frames_per_second)
 
@@ -304,6 +308,7 @@ class SessionShell:
             lambda tx: server.nodes.register_in(tx, job.node, job.node_info)
         )
         self.session = registration.session
+        self.registered_at = registration.revision
         report_seq = server.nodes.registered(job.node, job.node_info, registration)
         return self.core.registered(report_seq, resync=registration.resync)
 

@@ -186,10 +186,12 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         """Which replica answers, and whether it leads fleet-wide duties (docs/ha.md)."""
         return {"id": nodes.replica, "leader": leadership.leading()}
 
-    def node_deleted(name: str) -> None:
+    def node_deleted(name: str, revision: int | None = None) -> None:
         nodes.forget(name)
         drift.forget(name)
-        edge.node_deleted(name)
+        edge.node_deleted(name, revision)
+
+    feed.on_node_deleted = node_deleted  # deletions through other replicas too
 
     def resync(name: str) -> tuple[bool, bool]:
         """Record a resync for ``name``; (known to the hub, connected here)."""

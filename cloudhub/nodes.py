@@ -238,6 +238,8 @@ class Registration(NamedTuple):
     #: The session's number (schema.node_leases.session): writes for the node from this
     #: process count only while no later hello, on any replica, took a higher one.
     session: int | None = None
+    #: The revision the registration committed at: a Node deletion after it ends the session.
+    revision: int = 0
 
 
 class SessionSuperseded(EdgewardError):
@@ -319,7 +321,7 @@ class NodeRegistry:
         resync = bool(tx.conn.execute(_GET_RESYNC, {"b_node": name}).scalar_one())
         if resync:
             tx.conn.execute(_SET_RESYNC, {"b_node": name, "b_resync": False})
-        return Registration(report_seq, capacity, outbox, resync, int(session))
+        return Registration(report_seq, capacity, outbox, resync, int(session), tx.head)
 
     def registered(self, name: str, node_info: dict[str, Any], registration: Registration) -> int:
         """:meth:`register_in`'s transaction has committed: later heartbeats need none.

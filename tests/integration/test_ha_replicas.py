@@ -243,3 +243,14 @@ def test_only_the_leader_marks_silent_nodes_not_ready(pair: list[Hub]) -> None:
     wait_for(lambda: ready(a, "quiet") not in (None, "True"), 30, "the node NotReady")
     marked = [h for h in pair if "node quiet is NotReady" in h.log()]
     assert len(marked) == 1, [h.log() for h in pair]
+
+
+def test_a_node_deleted_through_one_replica_is_closed_on_the_other(pair: list[Hub]) -> None:
+    """Item 1: any replica answers any call — deleting a Node through A ends its session
+    on B (4001: register again), as it would on A."""
+    a, b = pair
+    with open_ws(b) as ws:
+        hello(ws, "doomed")
+        assert a.request("DELETE", "/api/v1/nodes/doomed")[0] == 200
+        assert close_code(ws) == protocol.CLOSE_NODE_DELETED
+    assert "node doomed: disconnected" in b.log()
