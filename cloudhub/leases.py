@@ -105,7 +105,8 @@ class LeaseBook:
                 lease = self._leases[name] = LiveLease(now, True, report_seq)
             lease.heartbeat = max(lease.heartbeat, now)
             lease.ready = True
-            lease.released = False
+            if fields.get("session", lease.session) != lease.session:
+                lease.released = False  # a new session; a late write of an ended one is not
             lease.report_seq = max(lease.report_seq, report_seq)
             for field, value in fields.items():
                 setattr(lease, field, value)

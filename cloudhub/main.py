@@ -153,7 +153,11 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     store.on_commit(feed.notify)
     listener = (  # other replicas' commits, at once (the poll is the fallback)
         ChangeListener(
-            connect_params(engine, APPLICATION_NAME, TIMEOUT), feed, config.change_poll_interval
+            connect_params(engine, APPLICATION_NAME, TIMEOUT),
+            feed,
+            config.change_poll_interval,
+            # defined below, with the edge server; the listener starts after it
+            on_session_request=lambda payload: session_request(payload),
         )
         if engine.dialect.name == "postgresql"
         else None
@@ -164,6 +168,8 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     leadership = Leadership(engine, config.leader_timeout)
     nodes.leading = leadership.leading
     replicas = ReplicaBook(engine, nodes.replica)
+    #: Replicas share a PostgreSQL database; a SQLite file serves one hub process.
+    shared = engine.dialect.name == "postgresql"
     drift = DriftChecker(store, nodes.leases, config.drift_check_interval)
     audit = AuditLog(data_dir / "audit.log")
     authority = None if config.insecure else Authority(pki_paths(data_dir))
@@ -194,10 +200,17 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     feed.on_node_deleted = node_deleted  # deletions through other replicas too
 
     def resync(name: str) -> tuple[bool, bool]:
-        """Record a resync for ``name``; (known to the hub, connected here)."""
-        known = nodes.request_resync(name)
+        """Record a resync for ``name``; (known to the hub, connected to a replica)."""
+        known, served = nodes.request_resync(name)
         drift.forget(name)
-        return known, edge.resync(name)
+        return known, edge.resync(name) or served
+
+    def session_request(payload: str) -> None:
+        """Another replica (or this one) asks the replica serving a node to act on it."""
+        what, _, name = payload.partition(" ")
+        if what == "resync" and name:
+            drift.forget(name)
+            edge.resync(name)
 
     api_sock = transport.listen(config.api_address(), config.api_port)
     edge_sock = transport.listen(config.edge_address(), config.edge_port)
@@ -264,15 +277,6 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             tg.create_task(feed.run()),
             tg.create_task(writer.run()),
             tg.create_task(nodes.run_expiry()),
-            tg.create_task(leadership.run()),
-            tg.create_task(
-                _refresh_replica_forever(replicas, lambda: len(edge.sessions), leadership)
-            ),
-            tg.create_task(
-                Rebalancer(
-                    replicas, edge.session_ages, edge.move, config.rebalance_interval, time.time
-                ).run()
-            ),
             tg.create_task(_compact_forever(store, config.change_log_retention, leadership)),
             tg.create_task(_expire_events_forever(store, config.event_retention, leadership)),
             tg.create_task(_prune_history_forever(store, config, leadership)),
@@ -280,6 +284,17 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         ]
         if listener is not None:
             tasks.append(tg.create_task(listener.run()))
+        if shared:  # replicas: one leader, each one's row, and rebalancing (docs/ha.md)
+            rebalancer = Rebalancer(
+                replicas, edge.session_ages, edge.move, config.rebalance_interval, time.time
+            )
+            tasks += [
+                tg.create_task(leadership.run()),
+                tg.create_task(
+                    _refresh_replica_forever(replicas, lambda: len(edge.sessions), leadership)
+                ),
+                tg.create_task(rebalancer.run()),
+            ]
         api_task = tg.create_task(api_server.serve(sockets=[api_sock]))
         await _started(api_server, api_task)
         await watchdog.check()
@@ -313,7 +328,8 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         await ws_server.wait_closed()
         await asyncio.wait([api_task])  # requests in flight may still need the writer
         await _flush_leases(nodes)  # a group-writer job: the writer still runs
-        await _leave(replicas)
+        if shared:
+            await _leave(replicas)
         for task in (*tasks, stop_task):
             task.cancel()
     audit.close()

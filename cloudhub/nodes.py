@@ -22,12 +22,12 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from cloudhub import devicestatus, events
 from cloudhub.leases import LeaseBook, session_states, write_leases
 from cloudhub.schema import node_leases, node_sync
-from cloudhub.store import Store, Tx, rfc3339
+from cloudhub.store import SESSIONS_CHANNEL, Store, Tx, rfc3339
 from edgeward import storable
 from edgeward.errors import EdgewardError, NotFound, ProtocolError, ReportRefused
 from edgeward.kinds import CORE_API, NODE
@@ -192,6 +192,7 @@ _TAKE_SESSION = (
     .values(owner=bindparam("b_owner"), session=node_leases.c.session + 1)
     .returning(node_leases.c.session)
 )
+_GET_OWNER = select(node_leases.c.owner).where(node_leases.c.node == _NODE)
 _SET_READY = update(node_leases).where(node_leases.c.node == _NODE).values(ready=True)
 _GET_SEQ = select(node_sync.c.report_seq).where(node_sync.c.node == _NODE)
 _GET_RESYNC = select(node_sync.c.resync).where(node_sync.c.node == _NODE)
@@ -340,12 +341,17 @@ class NodeRegistry:
         lease = self.leases.get(name)
         return registration.report_seq if lease is None else lease.report_seq
 
-    def request_resync(self, name: str) -> bool:
-        """Ask that ``name``'s next session start with a snapshot; False when the hub has
-        never heard from it (it will get a snapshot on its first hello anyway)."""
+    def request_resync(self, name: str) -> tuple[bool, bool]:
+        """Ask that ``name``'s next session start with a snapshot: (whether the hub has ever
+        heard from it — if not, it gets a snapshot on its first hello anyway —, whether a
+        replica serves its session now). On PostgreSQL the replica serving it hears the
+        request at commit (SESSIONS_CHANNEL) and closes the session, wherever it is."""
         with self.store.writing() as tx:
             changed = tx.conn.execute(_SET_RESYNC, {"b_node": name, "b_resync": True}).rowcount
-        return bool(changed)
+            owner = tx.conn.execute(_GET_OWNER, {"b_node": name}).scalar_one_or_none()
+            if changed and tx.conn.dialect.name == "postgresql":
+                tx.conn.execute(select(func.pg_notify(SESSIONS_CHANNEL, f"resync {name}")))
+        return bool(changed), owner is not None
 
     def forget(self, name: str) -> None:
         """The Node was deleted (its stored positions with it): drop its live lease too."""
@@ -621,7 +627,7 @@ class NodeRegistry:
                 continue
             stored_session, ready = stored[name]
             if session is not None and stored_session != session:
-                superseded.append((name, session))
+                superseded.append((name, session, row["released"]))
             elif not ready and not row["released"] and row["b_beat"] >= fresh:
                 tx.conn.execute(_SET_READY, {"b_node": name})
                 _node_ready(tx, name)
@@ -634,12 +640,13 @@ class NodeRegistry:
             # what this process holds for it cannot be stored: its next report goes through
             # a transaction (which checks it) and starts a fresh live lease
             self.leases.drop(name)
-        for name, session in flushed.superseded:
-            log.warning(
-                "node %s: another hub replica took its session over; closing this one", name
-            )
+        for name, session, ended in flushed.superseded:
             self.leases.superseded(name, session)
-            self.on_superseded(name, session)
+            if not ended:  # (an ended session's node simply moved on to another replica)
+                log.warning(
+                    "node %s: another hub replica took its session over; closing this one", name
+                )
+                self.on_superseded(name, session)
         for name in flushed.repaired:
             log.info("node %s is Ready again (its lease was expired while this hub stalled)", name)
         self.leases.forget_released(rows)
@@ -664,7 +671,8 @@ class NodeRegistry:
 
 class _Flushed(NamedTuple):
     dropped: list[str]
-    superseded: list[tuple[str, int]]
+    #: (node, session, whether that session had already ended here)
+    superseded: list[tuple[str, int, bool]]
     repaired: list[str]
 
 

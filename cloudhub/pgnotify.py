@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from cloudhub.changefeed import ChangeFeed
-from cloudhub.store import CHANGES_CHANNEL
+from cloudhub.store import CHANGES_CHANNEL, SESSIONS_CHANNEL
 from edgeward.backoff import backoff
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,11 @@ class ChangeListener:
         feed: ChangeFeed,
         poll_interval: float,
         delays: Callable[[], Iterator[float]] = lambda: backoff(initial=0.2, cap=10.0),
+        on_session_request: Callable[[str], None] = lambda payload: None,
     ) -> None:
+        """``on_session_request(payload)`` gets each SESSIONS_CHANNEL notification."""
         self._params = params
+        self._on_session_request = on_session_request
         self._feed = feed
         self._poll = poll_interval
         self._delays = delays
@@ -101,6 +104,7 @@ class ChangeListener:
             conn = await psycopg.AsyncConnection.connect(**self._params, autocommit=True)
             try:
                 await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                await conn.execute(f"LISTEN {SESSIONS_CHANNEL}")
             except BaseException:
                 await conn.close()
                 raise
@@ -111,6 +115,9 @@ class ChangeListener:
             async with aclosing(conn.notifies(timeout=PROBE_INTERVAL)) as notes:
                 async for note in notes:
                     self.received += 1
+                    if note.channel == SESSIONS_CHANNEL:
+                        self._on_session_request(note.payload)
+                        continue
                     try:
                         head = int(note.payload)
                     except ValueError:

@@ -171,6 +171,9 @@ CHANGES_CHANNEL = "edgeward_changes"
 # One round trip: the notification is queued by the statement that moves the head and
 # delivered only if the transaction commits.
 _SET_HEAD_NOTIFY = _SET_HEAD.returning(func.pg_notify(CHANGES_CHANNEL, cast(revision.c.head, Text)))
+#: The PostgreSQL channel for requests to whichever replica serves a node's session,
+#: ``"resync <node>"`` (cloudhub/pgnotify.py hands them to the edge server).
+SESSIONS_CHANNEL = "edgeward_sessions"
 _HEAD = select(revision.c.head)
 _AFTER_KEY = tuple_(bindparam("b_after_ns"), bindparam("b_after_name"))
 _BOUNDS = select(revision.c.compacted, revision.c.head)

@@ -216,7 +216,12 @@ def test_a_node_of_a_stalled_replica_is_ready_again_soon_after_it_resumes(
     the other; once it resumes, the node — still connected to it, never reconnecting — is
     Ready again within a status interval, without waiting for a new session."""
     a, b = pair
-    edge = Edge(tmp_path / "edge", "stuck", a.edge, "--status-interval", "1")
+    # pings that outlast any stall here: the link must stay up, however slow the machine
+    config = tmp_path / "edgecore.yaml"
+    config.write_text("hub:\n  ping_interval: 60\n  ping_timeout: 120\n")
+    edge = Edge(
+        tmp_path / "edge", "stuck", a.edge, "--status-interval", "1", "--config", str(config)
+    )
     edge.start()
     try:
         wait_for(lambda: a.request("GET", "/api/v1/nodes/stuck")[0] == 200, 20, "the node")
@@ -227,7 +232,7 @@ def test_a_node_of_a_stalled_replica_is_ready_again_soon_after_it_resumes(
             wait_for(lambda: ready(b, "stuck") != "True", 30, "B to mark the node NotReady")
         finally:
             os.kill(a.proc.pid, signal.SIGCONT)
-        wait_for(lambda: ready(b, "stuck") == "True", 10, "the node Ready again")
+        wait_for(lambda: ready(b, "stuck") == "True", 20, "the node Ready again")
         assert ready(a, "stuck") == "True"
         assert a.log().count("node stuck: connected from") == 1, a.log()
         assert "node stuck: connected from" not in b.log()
@@ -254,3 +259,19 @@ def test_a_node_deleted_through_one_replica_is_closed_on_the_other(pair: list[Hu
         assert a.request("DELETE", "/api/v1/nodes/doomed")[0] == 200
         assert close_code(ws) == protocol.CLOSE_NODE_DELETED
     assert "node doomed: disconnected" in b.log()
+
+
+def test_a_resync_asked_through_one_replica_reaches_the_node_on_the_other(
+    pair: list[Hub],
+) -> None:
+    """Item 1: a resync through A closes the node's session on B at once (4002), so it
+    reconnects and takes a snapshot; the API says it is reconnecting."""
+    a, b = pair
+    with open_ws(b) as ws:
+        hello(ws, "again")
+        status, body = a.request("POST", "/api/v1/nodes/again/resync")
+        assert status == 202, body
+        assert "is reconnecting and takes a snapshot now" in body["message"]
+        assert close_code(ws) == protocol.CLOSE_RESYNC
+    with open_ws(a) as ws:
+        assert hello(ws, "again")["mode"] == "snapshot"
