@@ -162,10 +162,10 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         if engine.dialect.name == "postgresql"
         else None
     )
-    metrics = HubMetrics(store, sessions=lambda: len(edge.sessions))
+    leadership = Leadership(engine, config.leader_timeout)
+    metrics = HubMetrics(store, sessions=lambda: len(edge.sessions), leading=leadership.leading)
     writer = GroupWriter(store, on_commit=metrics.committed)
     nodes = NodeRegistry(store, config.node_grace_period, writer)
-    leadership = Leadership(engine, config.leader_timeout)
     nodes.leading = leadership.leading
     replicas = ReplicaBook(engine, nodes.replica)
     #: Replicas share a PostgreSQL database; a SQLite file serves one hub process.

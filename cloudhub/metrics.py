@@ -33,7 +33,13 @@ class HubMetrics:
     """One hub process's metrics, in a registry of its own (not the library's global one,
     so several hubs in one process, as the tests run them, never share counts)."""
 
-    def __init__(self, store: Store, sessions: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sessions: Callable[[], int] = lambda: 0,
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """``leading()``: whether this replica runs the fleet-wide duties (docs/ha.md)."""
         self.registry = CollectorRegistry()
         self.api_requests = Counter(
             "edgeward_api_requests",
@@ -71,7 +77,7 @@ class HubMetrics:
             buckets=SECONDS_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_FleetCollector(store, sessions))
+        self.registry.register(_FleetCollector(store, sessions, leading))
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """(body, content type) in the format the scraper's Accept header asks for:
@@ -91,9 +97,12 @@ class HubMetrics:
 class _FleetCollector(Collector):
     """What is read at each scrape: nodes by condition, the change log, sessions."""
 
-    def __init__(self, store: Store, sessions: Callable[[], int]) -> None:
+    def __init__(
+        self, store: Store, sessions: Callable[[], int], leading: Callable[[], bool]
+    ) -> None:
         self.store = store
         self.sessions = sessions
+        self.leading = leading
 
     def collect(self) -> Iterator[Any]:
         nodes = GaugeMetricFamily(
@@ -117,6 +126,11 @@ class _FleetCollector(Collector):
             "edgeward_edge_sessions",
             "Edge sessions open on this hub process.",
             value=self.sessions(),
+        )
+        yield GaugeMetricFamily(
+            "edgeward_hub_leader",
+            "1 when this hub replica runs the fleet-wide duties (expiry, compaction), else 0.",
+            value=int(self.leading()),
         )
 
 

@@ -22,6 +22,7 @@ from websockets.sync.client import ClientConnection
 
 from edgeward import protocol
 from tests.integration.test_edge_endpoint import hello, open_ws, recv_skipping_changes
+from tests.integration.test_metrics import samples, value
 from tests.support.postgres import PostgresCluster
 from tests.support.procs import Edge, Hub, wait_for
 from tests.support.replicas import running_replicas
@@ -114,6 +115,9 @@ def test_exactly_one_replica_leads_and_the_lead_moves_when_it_dies(pair: list[Hu
     )
     ids = {healthz(h)["replica"]["id"] for h in pair}
     assert len(ids) == 2
+    assert [value(samples(h), "edgeward_hub_leader") for h in pair] == [
+        float(h is leaders[0]) for h in pair
+    ]
     leader = leaders[0]
     other = next(h for h in pair if h is not leader)
     leader.kill()

@@ -63,6 +63,7 @@ def test_the_fleet_the_api_and_the_edge_port_are_measured(hub: Hub, start_edge: 
     assert value(got, "edgeward_nodes", condition="Unknown") == 1
     assert value(got, "edgeward_nodes", condition="NotReady") == 0
     assert value(got, "edgeward_edge_sessions") == 1
+    assert value(got, "edgeward_hub_leader") == 1  # a lone hub leads
     assert value(got, "edgeward_edge_frames_received_total") >= 2  # hello, then reports
     assert value(got, "edgeward_group_commit_jobs_count") >= 1  # the node's registration
     assert value(got, "edgeward_group_commit_duration_seconds_count") >= 1
