@@ -1,4 +1,5 @@
-# Edgeward: make demo | make demo-ha | make test | make bench | make lint | make sim | make chaos | make deb | make package-test
+# Edgeward: make demo | make demo-ha | make test | make bench | make lint | make sim | make chaos |
+#   make chaos-ha | make deb | make package-test
 # Each target sets up what it needs on a fresh Debian machine with Python 3.11+.
 
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-ha test lint bench sim chaos clean system-deps package-deps deb package-test screenshots
+.PHONY: demo demo-ha test lint bench sim chaos chaos-ha clean system-deps package-deps deb package-test screenshots
 
 # make sim: seeds 0..SEEDS-1 of the fault simulation, or replay one with SEED=S
 SEEDS ?= 20000
@@ -77,6 +78,13 @@ lint: $(STAMP)
 CHAOS_FAULTS ?= 1000
 chaos: $(STAMP) system-deps
 	$(BIN)/python -m tests.chaos --faults $(CHAOS_FAULTS) $(if $(SEED),--seed $(SEED))
+
+# make chaos-ha: the chaos run against 3 secure hub replicas on a throwaway PostgreSQL behind
+# HAProxy (tests/chaos/replicas.py): replicas killed and stopped, their database connections
+# terminated, edges' links broken; about 3-4 minutes (a new seed each time; SEED=S replays one)
+CHAOS_HA_FAULTS ?= 50
+chaos-ha: $(STAMP) system-deps
+	$(BIN)/python -m tests.chaos --replicas 3 --faults $(CHAOS_HA_FAULTS) $(if $(SEED),--seed $(SEED))
 
 # make screenshots: the web console's browser tests, keeping their screenshots in docs/console/
 screenshots: $(STAMP) system-deps

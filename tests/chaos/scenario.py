@@ -51,6 +51,19 @@ NS = "/api/v1/namespaces/default"
 D = "$hw/events/device/default"
 DEVICES_PER_EDGE = 3
 FAULTS = ("blackhole", "delay", "throttle", "reset", "drop", "kill-hub", "kill-edge")
+#: Faults of an edge's link (its FaultProxy) and of the edge itself, whatever the hubs are.
+LINK_FAULTS = ("blackhole", "delay", "throttle", "reset", "drop")
+#: How the hubs run: a node is NotReady after 5 s of silence, links are pinged every second.
+HUB_ARGS = (
+    "--node-grace-period",
+    "5",
+    "--edge-ping-interval",
+    "1",
+    "--edge-ping-timeout",
+    "2",
+    "--drift-check-interval",
+    "0.5",
+)
 #: Only where a tmpfs can be mounted (root): the disk of the first edge fills up.
 DISK_FULL = "disk-full"
 
@@ -66,10 +79,19 @@ class Audit:
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
+    #: hub replicas (0: one hub, no replica checks, and the line says nothing of them)
+    replicas: int = 0
+    #: replica checks that failed after convergence: a connected node NotReady on some
+    #: replica's API, a node without its one owner, not exactly one leader
+    stuck: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.duplicated or self.drifted)
+        return not (self.lost or self.duplicated or self.drifted or self.stuck)
+
+    @property
+    def findings(self) -> list[str]:
+        return [*self.lost, *self.duplicated, *self.drifted, *self.stuck]
 
     def line(self) -> str:
         return (
@@ -78,6 +100,7 @@ class Audit:
             f"refused {self.refused} (counted), lost {len(self.lost)}, "
             f"duplicated {len(self.duplicated)}, "
             f"drifted {len(self.drifted)}"
+            + (f"; {self.replicas} replicas: stuck {len(self.stuck)}" if self.replicas else "")
         )
 
 
@@ -142,6 +165,13 @@ class Mapper:
 
 
 class Scenario:
+    """One hub, ``edges`` edges. :class:`tests.chaos.replicas.ReplicaScenario` runs the same
+    load, convergence and audit against hub replicas: the hooks marked "hubs" below are
+    what it replaces."""
+
+    #: the faults :meth:`inject` draws from, in this order (a seed picks by index)
+    FAULTS: tuple[str, ...] = FAULTS
+
     def __init__(
         self,
         seed: int,
@@ -167,20 +197,31 @@ class Scenario:
 
     # -- the fleet ----------------------------------------------------------------------
 
+    # hubs: where they run, what edges connect to, how they end
+
+    def start_hubs(self) -> None:
+        """Start the hubs; ``self.hub`` is then what the API load and the audit talk to."""
+        self.hub = Hub(self.base / "hub", *HUB_ARGS)
+        self.hub.start()
+
+    def hub_edge_port(self) -> int:
+        """The loopback port the edges' fault proxies forward to."""
+        return self.hub.edge_port
+
+    def edge_url(self, proxy: FaultProxy) -> str:
+        """The hub URL an edge is given: its fault proxy."""
+        return f"ws://127.0.0.1:{proxy.port}"
+
+    def prepare_edge(self, name: str, data_dir: Path) -> None:
+        """Credentials for a new edge (none: the single hub runs --insecure)."""
+
+    def stop_hubs(self) -> None:
+        if hasattr(self, "hub"):
+            self.hub.kill()
+
     def start(self) -> None:
         self.brokers: dict[str, Mosquitto] = {}
-        self.hub = Hub(
-            self.base / "hub",
-            "--node-grace-period",
-            "5",
-            "--edge-ping-interval",
-            "1",
-            "--edge-ping-timeout",
-            "2",
-            "--drift-check-interval",
-            "0.5",
-        )
-        self.hub.start()
+        self.start_hubs()
         model = {
             "apiVersion": "devices.kubeedge.io/v1beta1",
             "kind": "DeviceModel",
@@ -228,12 +269,14 @@ class Scenario:
             # each gateway has a broker of its own, as in the field
             broker = self.brokers[name] = Mosquitto()
             broker.start()
-            proxy = FaultProxy("127.0.0.1", self.hub.edge_port)
+            proxy = FaultProxy("127.0.0.1", self.hub_edge_port())
             on_disk = self.disk is not None and e == 0
+            data_dir = (self.disk if on_disk else self.base) / name  # type: ignore[operator]
+            self.prepare_edge(name, data_dir)
             edge = Edge(
-                (self.disk if on_disk else self.base) / name,  # type: ignore[operator]
+                data_dir,
                 name,
-                f"ws://127.0.0.1:{proxy.port}",
+                self.edge_url(proxy),
                 "--mqtt",
                 f"{broker.host}:{broker.port}",
                 "--config",
@@ -264,8 +307,7 @@ class Scenario:
             edge.kill()
         for proxy in getattr(self, "proxies", {}).values():
             proxy.close()
-        if hasattr(self, "hub"):
-            self.hub.kill()
+        self.stop_hubs()
         for broker in getattr(self, "brokers", {}).values():
             broker.cleanup()
         if getattr(self, "disk", None) is not None:
@@ -309,16 +351,14 @@ class Scenario:
     # -- faults -----------------------------------------------------------------------------
 
     def inject(self) -> None:
-        fault = self.rng.choice(FAULTS + ((DISK_FULL,) if self.disk is not None else ()))
+        fault = self.rng.choice(self.FAULTS + ((DISK_FULL,) if self.disk is not None else ()))
         edge = self.rng.choice(sorted(self.edges))
         seconds = self.rng.uniform(0.3, 2.5)
         if fault == DISK_FULL:  # long enough to outlast the room left in SQLite's WAL
             edge, seconds = min(self.edges), seconds + 3
         self.audit.faults += 1
-        self.log(
-            f"fault {self.audit.faults}: {fault} {edge if 'hub' not in fault else ''}"
-            f" {seconds:.1f}s"
-        )
+        on_edge = fault in LINK_FAULTS or fault in ("kill-edge", DISK_FULL)
+        self.log(f"fault {self.audit.faults}: {fault} {edge if on_edge else ''} {seconds:.1f}s")
         proxy = self.proxies[edge]
         if fault in ("blackhole", "delay", "throttle"):
             proxy.set(fault, delay=self.rng.uniform(0.1, 1.0), rate=2048)
@@ -332,15 +372,20 @@ class Scenario:
             self.load(seconds)
         elif fault == DISK_FULL:
             self.fill_disk(seconds)
-        elif fault == "kill-hub":
-            self.hub.kill()
-            self.load(seconds)
-            self.hub.start()
-        else:
+        elif fault == "kill-edge":
             self.edges[edge].kill()
             self.load(seconds)
             self.edges[edge].start()
+        else:
+            self.hub_fault(fault, seconds)
         self.load(self.rng.uniform(0.2, 1.0))
+
+    def hub_fault(self, fault: str, seconds: float) -> None:
+        """hubs: inject ``fault`` (one of :attr:`FAULTS` that is not an edge's), under load."""
+        assert fault == "kill-hub", fault
+        self.hub.kill()
+        self.load(seconds)
+        self.hub.start()
 
     def fill_disk(self, seconds: float) -> None:
         """Take every free byte of the first edge's disk for ``seconds`` of load, then give
@@ -393,7 +438,7 @@ class Scenario:
                     db.close()
                 if outbox or self._cache_difference(name, edge) is not None:
                     return False
-            return True
+            return not self.hub_findings()
 
         try:
             wait_for(settled, timeout, "the fleet to converge")
@@ -423,6 +468,7 @@ class Scenario:
                 got = None if reported is None else int(float(reported) - 0.5)
                 self._check_final(f"reported {device}", got, want, mapper.maybe[device], audit.lost)
             self._check_cache(edge_name, edge)
+        audit.stuck.extend(self.hub_findings())
         held: dict[str, int] = {}
         after = 0
         while True:
@@ -444,6 +490,10 @@ class Scenario:
                 for p in missing[counted:]
             )
         audit.duplicated.extend(f"upload {p} x{n}" for p, n in held.items() if n > 1)
+
+    def hub_findings(self) -> list[str]:
+        """hubs: what is wrong with the hubs themselves once converged (one hub: nothing)."""
+        return []
 
     def _refused_count(self, node: str) -> int:
         """The uploads ``node`` reported it refused because edge.db could not store them."""

@@ -115,6 +115,8 @@ class Hub(Process):
         self.edge_port = 0
         self.token = ""
         self.ca = data_dir / "pki" / "ca.crt"
+        #: seconds :meth:`request` waits for an answer
+        self.request_timeout = 10.0
         super().__init__("cloudhub", [], data_dir.parent / f"{data_dir.name}.log")
         if secure:
             subprocess.run(
@@ -191,7 +193,9 @@ class Hub(Process):
             headers["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=10, context=self.tls()) as resp:
+            with urllib.request.urlopen(
+                req, timeout=self.request_timeout, context=self.tls()
+            ) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
