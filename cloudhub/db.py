@@ -11,6 +11,9 @@ from sqlalchemy.engine import make_url
 
 from edgeward.errors import ConfigError
 
+#: The application_name of the hub's pooled PostgreSQL connections.
+POOL_NAME = "cloudhub"
+
 
 def open_engine(url: str) -> Engine:
     """An engine for ``url``, tuned for the hub's access pattern.
@@ -29,7 +32,16 @@ def open_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     try:
-        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            # named in pg_stat_activity beside cloudhub-notify and cloudhub-leader
+            connect_args={}
+            if "application_name" in parsed.query
+            else {"application_name": POOL_NAME},
+        )
     except Exception as exc:  # e.g. a driver that is not installed
         raise ConfigError([f"database: {exc}"]) from None
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import psycopg
 
+from cloudhub.db import POOL_NAME
 from cloudhub.nodes import is_ready
 from edgeward.balancer import Balancer, Replica, start_balancer
 from tests.chaos.scenario import HUB_ARGS, LINK_FAULTS, Scenario
@@ -192,7 +193,7 @@ class ReplicaScenario(Scenario):
                     (self.dbname,),
                 ).fetchall()
             else:
-                name = "cloudhub-notify" if fault == "terminate-notify" else ""
+                name = "cloudhub-notify" if fault == "terminate-notify" else POOL_NAME
                 rows = conn.execute(
                     "SELECT pid FROM pg_stat_activity WHERE datname = %s"
                     " AND backend_type = 'client backend' AND application_name = %s"
