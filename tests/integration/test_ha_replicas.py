@@ -262,7 +262,7 @@ def test_a_node_deleted_through_one_replica_is_closed_on_the_other(pair: list[Hu
         hello(ws, "doomed")
         assert a.request("DELETE", "/api/v1/nodes/doomed")[0] == 200
         assert close_code(ws) == protocol.CLOSE_NODE_DELETED
-    assert "node doomed: disconnected" in b.log()
+    wait_for(lambda: "node doomed: disconnected" in b.log(), 10, "B to log the session's end")
 
 
 def test_a_resync_asked_through_one_replica_reaches_the_node_on_the_other(
