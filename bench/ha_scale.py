@@ -371,17 +371,29 @@ def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.25)
     return None
 
 
+_progress = [0.0]
+
+
+def _connected(fleet: Fleet) -> int:
+    """Nodes connected now; logged every 30 s while waiting."""
+    n = int(fleet.stats()["connected"])
+    if time.monotonic() - _progress[0] > 30:
+        _progress[0] = time.monotonic()
+        _log(f"{n} connected")
+    return n
+
+
 def _sessions(hubs: list[_Replica]) -> list[int]:
     return [int(h.health()["edge"]["sessions"]) for h in hubs if h.running]
 
 
 def run(opts: Options) -> list[Figure]:
     total = opts.size(30_000, 900)
-    share = total // REPLICAS
+    solo_nodes = opts.size(5_000, 300)  # the single-replica baselines: half a share, for time
     processes = opts.size(8, 3)
     connect_window = opts.seconds(900, 120)
     settle = opts.seconds(30, 5)
-    window = opts.seconds(90, 20)
+    window = opts.seconds(60, 20)
     empty_window = opts.seconds(30, 10)
     writes = opts.seconds(20, 5)
     raise_nofile(1 << 20)  # the replicas inherit it: up to 15,000 nodes each after a failover
@@ -396,14 +408,14 @@ def run(opts: Options) -> list[Figure]:
         solo = hubs[0]
         solo.start()
         tls_dir = tmp / "fleet-pki"
-        solo_cfg = FleetConfig(hub=(solo.edge,), nodes=share, processes=max(1, processes // 3),
+        solo_cfg = FleetConfig(hub=(solo.edge,), nodes=solo_nodes, processes=max(1, processes // 3),
                                heartbeat=HEARTBEAT, prefix="solo",
                                tls_dir=str(tls_dir) if secure else "")  # fmt: skip
         ha_cfg = replace(solo_cfg, nodes=total, processes=processes, prefix="ha", spread=True)
         if secure:
             t0 = time.monotonic()
             _enroll(solo, pg, solo_cfg.node_names() + ha_cfg.node_names(), tls_dir)
-            _log(f"enrolled {share + total} nodes in {time.monotonic() - t0:.0f} s")
+            _log(f"enrolled {solo_nodes + total} nodes in {time.monotonic() - t0:.0f} s")
         solo.api_client().ok("POST", f"{NS}/devicemodels", _model())
 
         # -- one replica alone: the baselines --------------------------------------------
@@ -412,21 +424,21 @@ def run(opts: Options) -> list[Figure]:
         empty_1 = _idle(pg, [solo], 0, empty_window)
         rss_empty_1 = rss(solo.pid)
         with _fleet(solo_cfg) as fleet:
-            _wait(lambda: fleet.stats()["connected"] >= share, connect_window)
+            _wait(lambda: _connected(fleet) >= solo_nodes, connect_window)
             time.sleep(settle)
             idle_1 = _idle(pg, [solo], fleet.stats()["connected"], window)
-            _log(f"1 replica, {share} nodes: {idle_1.statements:.2f} statements/node/min, "
+            _log(f"1 replica, {idle_1.nodes} nodes: {idle_1.statements:.2f} statements/node/min, "
                  f"CPU {idle_1.hub_cpu[0]:.0%}, RSS {idle_1.hub_rss[0] / MIB:.0f} MiB")  # fmt: skip
             for calls, query in idle_1.top:
                 _log(f"  {calls:7d}  {query}")
             head = pg.head()
             killed = time.monotonic()
             solo.restart(kill=True)
-            back = _wait(lambda: fleet.welcomed_since(killed) >= share, connect_window)
+            back = _wait(lambda: fleet.welcomed_since(killed) >= solo_nodes, connect_window)
             restart = (back or float("nan")) - killed
             time.sleep(opts.seconds(5, 1))
             restart_not_ready = pg.went_not_ready(head, "solo-")
-            _log(f"1 replica: all {share} back {restart:.1f} s after kill -9 and restart, "
+            _log(f"1 replica: all {solo_nodes} back {restart:.1f} s after kill -9 and restart, "
                  f"{restart_not_ready} NotReady")  # fmt: skip
 
         # -- three replicas --------------------------------------------------------------
@@ -442,7 +454,7 @@ def run(opts: Options) -> list[Figure]:
         with _fleet(ha_cfg) as fleet:
             began = time.monotonic()
             head = pg.head()
-            done = _wait(lambda: fleet.stats()["connected"] >= total, connect_window)
+            done = _wait(lambda: _connected(fleet) >= total, connect_window)
             connect_time = (done or float("nan")) - began
             connected = fleet.stats()["connected"]
             _log(f"{connected} of {total} connected in {connect_time:.0f} s")
@@ -485,6 +497,7 @@ def run(opts: Options) -> list[Figure]:
         for r, e, n in zip(idle_3.hub_rss, rss_empty_3, per_replica, strict=True)
     ]
     rss_per_node_1 = (idle_1.hub_rss[0] - rss_empty_1) / max(1, idle_1.nodes) / KIB
+    cpu_per_k = [c * 100 / (n / 1000) for c, n in zip(idle_3.hub_cpu, per_replica, strict=True)]
     empty_1_min = empty_1.statements  # nodes=0 counts per minute (divided by 1 node)
     empty_3_min = empty_3.statements
     machine = "2 cores shared; fleet, replicas and PostgreSQL on one machine"
@@ -527,14 +540,14 @@ def run(opts: Options) -> list[Figure]:
                note=f"each replica: {[f'{r:.1f}' for r in rss_per_node]} KiB/node; RSS "
                f"{[r // MIB for r in idle_3.hub_rss]} MiB, with no fleet "
                f"{[r // MIB for r in rss_empty_3]} MiB", **common),
-        Figure(name="replica CPU idle, busiest", value=max(idle_3.hub_cpu) * 100,
-               unit="% of a core", baseline=idle_1.hub_cpu[0] * 100,
-               baseline_name="1 replica, same share",
+        Figure(name="replica CPU idle per 1,000 nodes, busiest", value=max(cpu_per_k),
+               unit="% of a core", baseline=idle_1.hub_cpu[0] * 100 / (idle_1.nodes / 1000),
+               baseline_name=f"1 replica, {idle_1.nodes:,} nodes",
                note=f"each: {[round(c * 100, 1) for c in idle_3.hub_cpu]}%; PostgreSQL "
                f"{idle_3.pg_cpu * 100:.1f}% (1 replica: {idle_1.pg_cpu * 100:.1f}%); {machine}",
                **common),
         Figure(name="failover: all of a killed replica's nodes back", value=failover, unit="s",
-               baseline=restart, baseline_name="1 replica kill -9 + restart, same share",
+               baseline=restart, baseline_name=f"1 replica kill -9 + restart, {solo_nodes:,} nodes",
                note=f"kill -9 of the leader holding {moved:,} nodes, until none is registered "
                "to it and the whole fleet is connected again (nan: not within "
                f"{connect_window:g} s); sessions after {after_sessions}", **common),
