@@ -203,7 +203,13 @@ class SimNode:
                         ping_timeout=self.cfg.ping_timeout,
                         max_size=protocol.MAX_FRAME_BYTES,
                     )
-                    welcome = await self._hello(ws)
+                    try:
+                        welcome = await self._hello(ws)
+                    except BaseException:
+                        # a hello the hub answered late would leave a session open there
+                        # that this node no longer reads: close it
+                        ws.transport.abort()
+                        raise
                 self.stats.connect_latency.append(time.monotonic() - began)
                 delays = backoff(self.cfg.reconnect_initial, 2.0, self.cfg.reconnect_max)
                 attempt -= 1

@@ -5,9 +5,10 @@ loaded to count statements; fsync off, as the tests run it) and cloudhub
 replicas on it, secure as shipped (HTTPS with tokens, mutual TLS on the edge
 port; one ``cloudhub init``, its ``pki/`` copied to the others, as docs/ha.md
 says). First one replica alone: REST write throughput (PUT desired values,
-8 clients), then a third of the fleet on it (30 s heartbeats): database
-statements per node per minute at idle, and a kill -9 and restart with the
-time until every node is back. Then three replicas: write throughput again
+8 clients), then 5,000 nodes on it (30 s heartbeats; half a replica's share,
+to keep the run short): database statements per node per minute at idle, CPU
+per 1,000 nodes, RSS per node, and a kill -9 and restart with the time until
+every node is back. Then three replicas: write throughput again
 (clients spread over the three APIs), then the whole fleet (30,000 nodes),
 spread over the three: nodes per replica, statements per node per minute,
 transactions and WAL, each replica's RSS and CPU and PostgreSQL's CPU, at
