@@ -22,6 +22,7 @@ from bench import (
     fanout,
     flood,
     ha_notify,
+    ha_scale,
     history_cost,
     hub_scale,
     twin_rtt,
@@ -48,6 +49,7 @@ SCENARIOS = [
     _scenario(flood, "8. a mapper flood"),
     _scenario(history_cost, "9. twin history on the hub's report path"),
     _scenario(ha_notify, "10. change notification between hub replicas"),
+    _scenario(ha_scale, "11. a fleet over three hub replicas"),
 ]
 
 

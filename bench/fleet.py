@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -82,6 +83,18 @@ class FleetConfig:
     reconnect_max: float = 30.0
     #: A directory with ca.crt, node.key and <node>.crt per node: connect with mutual TLS.
     tls_dir: str = ""
+    #: Several hubs (replicas, no balancer): node i tries them in the i-th of their orders
+    #: (itertools.permutations, cycled), so each hub is first for an even share of the
+    #: fleet, and the nodes of a hub that dies move evenly to the others. False: every
+    #: node tries ``hub`` in the order given (fallbacks).
+    spread: bool = False
+
+    def hub_order(self, index: int) -> tuple[str, ...]:
+        """The hubs node number ``index`` tries, in order."""
+        if not self.spread or len(self.hub) < 2:
+            return self.hub
+        orders = list(itertools.permutations(self.hub))
+        return orders[index % len(orders)]
 
     def node_names(self) -> list[str]:
         return [f"{self.prefix}-{i:05d}" for i in range(self.first, self.first + self.nodes)]
@@ -116,9 +129,17 @@ class Stats:
 class SimNode:
     """One simulated edge node: its revision and outbox live in memory."""
 
-    def __init__(self, name: str, cfg: FleetConfig, stats: Stats, bridge: MqttBridge | None):
+    def __init__(
+        self,
+        name: str,
+        cfg: FleetConfig,
+        stats: Stats,
+        bridge: MqttBridge | None,
+        hubs: tuple[str, ...] | None = None,
+    ):
         self.name = name
         self.cfg = cfg
+        self.hubs = hubs or cfg.hub
         self.stats = stats
         self.bridge = bridge
         self.revision = 0
@@ -167,7 +188,7 @@ class SimNode:
         delays = backoff(self.cfg.reconnect_initial, 2.0, self.cfg.reconnect_max)
         attempt = 0
         while True:
-            url = self.cfg.hub[attempt % len(self.cfg.hub)]
+            url = self.hubs[attempt % len(self.hubs)]
             attempt += 1
             began = time.monotonic()
             try:
@@ -182,7 +203,13 @@ class SimNode:
                         ping_timeout=self.cfg.ping_timeout,
                         max_size=protocol.MAX_FRAME_BYTES,
                     )
-                    welcome = await self._hello(ws)
+                    try:
+                        welcome = await self._hello(ws)
+                    except BaseException:
+                        # a hello the hub answered late would leave a session open there
+                        # that this node no longer reads: close it
+                        ws.transport.abort()
+                        raise
                 self.stats.connect_latency.append(time.monotonic() - began)
                 delays = backoff(self.cfg.reconnect_initial, 2.0, self.cfg.reconnect_max)
                 attempt -= 1
@@ -410,8 +437,8 @@ async def _worker_main(cfg: FleetConfig, conn: multiprocessing.connection.Connec
     stats = Stats(nodes=cfg.nodes)
     nodes: dict[str, SimNode] = {}
     bridge = MqttBridge(cfg.mqtt, nodes, cfg) if cfg.mqtt else None
-    for name in cfg.node_names():
-        nodes[name] = SimNode(name, cfg, stats, bridge)
+    for i, name in enumerate(cfg.node_names()):
+        nodes[name] = SimNode(name, cfg, stats, bridge, cfg.hub_order(cfg.first + i))
     if bridge is not None:
         bridge.owner = {f"{cfg.namespace}/{d}": n for n in nodes for d in cfg.devices_of(n)}
         bridge.stats = stats
@@ -623,6 +650,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="hub edge endpoint, e.g. ws://127.0.0.1:10000 (repeat for fallbacks)",
     )
+    p.add_argument(
+        "--spread",
+        action="store_true",
+        help="with several --hub (replicas): each node starts on its own hub, an even share "
+        "on each, and falls back to the others in its own order",
+    )
     p.add_argument("--nodes", type=int, default=100, help="simulated nodes")
     p.add_argument(
         "--processes",
@@ -695,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         ping_interval=args.ping_interval,
         connect_concurrency=args.connect_concurrency,
         tls_dir=args.tls_dir,
+        spread=args.spread,
     )
     if args.api and cfg.devices_per_node:
         create_devices(args.api, cfg, args.token, args.ca)
