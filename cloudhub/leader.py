@@ -11,7 +11,8 @@ Handing over:
   the lock; another replica has it within ``retry``.
 - The holder stalls (SIGSTOP, a frozen VM) or is cut off: its lock connection is set to
   ``idle_session_timeout = timeout``, and the holder runs a query on it every ``retry``
-  seconds, so PostgreSQL ends a session that stopped talking after ``timeout``; another
+  seconds (from a thread of its own, so a busy event loop does not count as a stall),
+  so PostgreSQL ends a session that stopped talking after ``timeout``; another
   replica has the lock within ``timeout + retry``. The stalled holder, when it wakes,
   stops counting itself leader at once: leadership is only as good as the last query
   that confirmed it, within half the timeout.
@@ -25,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from typing import Any
 
 import psycopg
 from sqlalchemy import Engine
@@ -58,21 +61,38 @@ class Leadership:
         return self._held and time.monotonic() - self._confirmed < self.timeout / 2
 
     async def run(self) -> None:
+        """Hold or try for the lead until cancelled, in a thread of its own: a busy event
+        loop (thousands of nodes reconnecting) must not miss the confirmations and lose
+        the lead to PostgreSQL's idle timeout — only a stalled or cut-off process may."""
         if self.always:
             return
+        stop = threading.Event()
+        thread = threading.Thread(target=self._run, args=(stop,), name="leader", daemon=True)
+        thread.start()
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            stop.set()
+            self._held = False
+
+    def _run(self, stop: threading.Event) -> None:
         delays = backoff(self.retry, 2.0, 30.0)
         failing = False
-        while True:
+        params = connect_params(self.engine, "cloudhub-leader", self.timeout)
+        # a query on a link that went dead fails within half the timeout, not the kernel's
+        # two hours (libpq's tcp_user_timeout, in ms; keepalives for an idle link)
+        params.setdefault("tcp_user_timeout", int(self.timeout * 500))
+        params.setdefault("keepalives_idle", max(1, int(self.timeout / 2)))
+        while not stop.is_set():
             try:
-                params = connect_params(self.engine, "cloudhub-leader", self.timeout)
-                async with await psycopg.AsyncConnection.connect(autocommit=True, **params) as conn:
-                    await conn.execute(f"SET idle_session_timeout = {int(self.timeout * 1000)}")
+                with psycopg.connect(autocommit=True, **params) as conn:
+                    conn.execute(f"SET idle_session_timeout = {int(self.timeout * 1000)}")
                     if failing:
                         log.info("leader election: connected to the database again")
                     failing = False
                     delays = backoff(self.retry, 2.0, 30.0)
-                    await self._hold(conn)
-            except (OSError, psycopg.Error, TimeoutError) as exc:
+                    self._hold(conn, stop)
+            except (OSError, psycopg.Error) as exc:
                 if self._held:
                     log.warning("no longer the leader: lost the database session (%s)", exc)
                 elif not failing:
@@ -80,24 +100,20 @@ class Leadership:
                 failing = True
             finally:
                 self._held = False
-            await asyncio.sleep(next(delays))
+            stop.wait(next(delays))
 
-    async def _hold(self, conn: object) -> None:
-        """Try for the lock, or confirm it, every ``retry`` seconds; raises when the
-        session is lost (or a query outlives half the timeout: the network is gone)."""
-        while True:
+    def _hold(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
+        """Try for the lock, or confirm it, every ``retry`` seconds until ``stop``; raises
+        when the session is lost."""
+        while not stop.is_set():
             started = time.monotonic()
-            async with asyncio.timeout(self.timeout / 2):
-                if self._held:
-                    await conn.execute("SELECT 1")  # type: ignore[attr-defined]
-                else:
-                    cur = await conn.execute(  # type: ignore[attr-defined]
-                        "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)
-                    )
-                    row = await cur.fetchone()
-                    if row and row[0]:
-                        self._held = True
-                        log.info("this replica now leads fleet-wide duties (expiry, compaction)")
+            if self._held:
+                conn.execute("SELECT 1")
+            else:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+                if row and row[0]:
+                    self._held = True
+                    log.info("this replica now leads fleet-wide duties (expiry, compaction)")
             if self._held:
                 self._confirmed = started
-            await asyncio.sleep(self.retry)
+            stop.wait(self.retry)

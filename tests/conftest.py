@@ -24,7 +24,6 @@ _db_names = itertools.count()
 #: time (pytest-xdist), so another test's load never decides their outcome.
 SERIAL = {
     "test_chaos.py",
-    "test_chaos_ha.py",
     "test_mqtt_flood.py",
     "test_kill9.py",
     "test_hostile_crowds.py",
