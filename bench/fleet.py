@@ -214,6 +214,8 @@ class SimNode:
                 delays = backoff(self.cfg.reconnect_initial, 2.0, self.cfg.reconnect_max)
                 attempt -= 1
                 await self._session(ws, welcome)
+                if ws.close_code == protocol.CLOSE_MOVE:
+                    attempt += 1  # rebalancing: the next hub, as edgecore does
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, ProtocolError):
                 self.stats.failed_connects += 1
             await asyncio.sleep(next(delays))
