@@ -22,11 +22,11 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 
 from cloudhub import devicestatus, events
 from cloudhub.leases import LeaseBook, session_states, write_leases
-from cloudhub.schema import node_leases, node_sync
+from cloudhub.schema import hub_replicas, node_leases, node_sync
 from cloudhub.store import SESSIONS_CHANNEL, Store, Tx, rfc3339
 from edgeward import storable
 from edgeward.errors import EdgewardError, NotFound, ProtocolError, ReportRefused
@@ -537,15 +537,35 @@ class NodeRegistry:
 
         Correct without a flush: a node heard from since the last one has a live lease
         newer than the cutoff, and :meth:`LeaseBook.claim_silent` passes it over.
+
+        A node served by another replica is silent only when that replica, too, has not
+        shown life (``hub_replicas.seen``) within the grace period, or has shown it for a
+        whole grace period since the node's last contact: a replica that dies takes its
+        nodes' last unflushed contact with it, so they get a grace period from its death
+        to say hello elsewhere, as a restarted single hub gives them one from its start.
         """
         cutoff = self.store.clock() - self.grace_period
         if cutoff <= self.watching_since:
             return []
+        owner = hub_replicas.c.seen
         with self.store.reading() as conn:
             silent = list(
                 conn.execute(
                     select(node_leases.c.node)
-                    .where(node_leases.c.ready.is_(True), node_leases.c.heartbeat < cutoff)
+                    .select_from(
+                        node_leases.outerjoin(
+                            hub_replicas, hub_replicas.c.id == node_leases.c.owner
+                        )
+                    )
+                    .where(
+                        node_leases.c.ready.is_(True),
+                        node_leases.c.heartbeat < cutoff,
+                        or_(
+                            owner.is_(None),
+                            owner < cutoff,
+                            owner - node_leases.c.heartbeat > self.grace_period,
+                        ),
+                    )
                     .order_by(node_leases.c.node)
                 ).scalars()
             )

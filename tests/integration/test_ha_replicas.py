@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,35 @@ def test_a_resync_asked_through_one_replica_reaches_the_node_on_the_other(
         assert close_code(ws) == protocol.CLOSE_RESYNC
     with open_ws(a) as ws:
         assert hello(ws, "again")["mode"] == "snapshot"
+
+
+def test_a_dead_replicas_nodes_get_a_grace_period_from_its_death(
+    tmp_path: Path, database: str
+) -> None:
+    """A replica killed takes its nodes' unflushed contact with it: the leader counts their
+    silence from the replica's last sign of life, not from their older stored heartbeat, so
+    a node that says hello elsewhere within the grace period is never NotReady. Here the
+    node never comes back: it goes NotReady a grace period after its replica died, not
+    after its last report."""
+    grace = 12.0
+    flags = ("--node-grace-period", f"{grace:g}", "--leader-timeout", LEADER_TIMEOUT)
+    with running_replicas(tmp_path, database, 2, *flags) as (a, b):
+        ws = open_ws(a)
+        try:
+            hello(ws, "orphan")
+            heartbeat(ws, 1, usage={"cpu": "7m"})
+            acked(ws)
+            wait_for(lambda: "7m" in stored_lease(database, "orphan").usage, 10, "A's flush")
+            time.sleep(grace - 2)  # silent, not yet for a grace period
+            killed = time.time()
+            a.kill()
+            wait_for(lambda: ready(b, "orphan") != "True", 60, "the node NotReady")
+        finally:
+            ws.close()
+        conditions = node(b, "orphan")["status"]["conditions"]
+        since = next(c for c in conditions if c["type"] == "Ready")["lastTransitionTime"]
+        marked = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+        # A's row was refreshed every 2 s until the kill (allow 4 under load), and the
+        # transition time is written to the second: counted from the last report, it would
+        # be at most 5 s after the kill
+        assert marked >= killed + grace - 4 - 1, (since, killed)
