@@ -49,6 +49,7 @@ import yaml
 
 from bench.core import Figure, Options, Skipped
 from bench.fleet import Fleet, FleetConfig
+from bench.hub_scale import not_ready_in
 from bench.procs import NS, Api, _PyModule, child_env, raise_nofile, rss, tls_on, workdir
 from edgeward.pgcluster import PostgresCluster, _pg_bin
 from tests.support.procs import Hub
@@ -197,12 +198,7 @@ class _Postgres:
             after,
             f"{prefix}%",
         )
-        bad = set()
-        for name, body in rows:
-            for cond in json.loads(body).get("status", {}).get("conditions", []):
-                if cond.get("type") == "Ready" and cond.get("status") != "True":
-                    bad.add(name)
-        return len(bad)
+        return not_ready_in(rows)
 
     def head(self) -> int:
         return int(self.query("SELECT head FROM revision")[0][0])

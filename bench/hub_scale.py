@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterable
 
 from bench.baselines import ws_idle_bytes_per_conn
 from bench.core import Figure, Options
@@ -26,15 +27,20 @@ NAME = "hub-scale"
 KIB = 1024
 
 
-def _went_not_ready(hub: BenchHub, after: int) -> int:
-    """Nodes whose Ready condition left True in a change after revision ``after``."""
-    rows = hub.query("SELECT name, body FROM changes WHERE kind = 'Node' AND revision > ?", after)
+def not_ready_in(rows: Iterable[tuple[str, str]]) -> int:
+    """How many nodes a Node change among ``rows`` (name, stored body) shows not Ready."""
     bad = set()
     for name, body in rows:
         for cond in json.loads(body).get("status", {}).get("conditions", []):
             if cond.get("type") == "Ready" and cond.get("status") != "True":
                 bad.add(name)
     return len(bad)
+
+
+def _went_not_ready(hub: BenchHub, after: int) -> int:
+    """Nodes whose Ready condition left True in a change after revision ``after``."""
+    rows = hub.query("SELECT name, body FROM changes WHERE kind = 'Node' AND revision > ?", after)
+    return not_ready_in(rows)
 
 
 def run(opts: Options) -> list[Figure]:

@@ -176,20 +176,9 @@ def run(args: argparse.Namespace) -> int:
         )
         children.append(edge)
         say(f"edge     node {NODE}, cache {edge_dir / 'edge.db'}; log {edge.log}")
-        mapper = _Child(
-            "thermostat",
-            "edgeward.mapper.thermostat",
-            ["--broker", mqtt, "--device", DEVICE_ID, "--node", NODE, "--interval", "1"],
-            base / "thermostat.log",
-        )
-        children.append(mapper)
-        say(f"device   simulated thermostat {DEVICE_ID} on MQTT; log {mapper.log}")
-
-        text = resources.files("edgeward").joinpath("examples/thermostat.yaml").read_text()
+        mapper = _start_thermostat(mqtt, base, children)
         applied = time.monotonic()
-        for doc in load_documents(text, "thermostat.yaml"):
-            target = identify(doc, None)
-            say(f"apply    {target.label} {apply_one(client, target, doc.body)}")
+        _apply_example(client)
 
         device = client.request("GET", "/api/v1/namespaces/default/devices/thermo")
         want = _desired(device)
@@ -222,6 +211,27 @@ def run(args: argparse.Namespace) -> int:
         if children:
             say("demo stopped (data kept in " + str(base) + ")")
     return 0
+
+
+def _start_thermostat(mqtt: str, base: Path, children: list[_Child]) -> _Child:
+    """The simulated thermostat, a mapper on ``mqtt`` for the demo's node."""
+    mapper = _Child(
+        "thermostat",
+        "edgeward.mapper.thermostat",
+        ["--broker", mqtt, "--device", DEVICE_ID, "--node", NODE, "--interval", "1"],
+        base / "thermostat.log",
+    )
+    children.append(mapper)
+    say(f"device   simulated thermostat {DEVICE_ID} on MQTT; log {mapper.log}")
+    return mapper
+
+
+def _apply_example(client: HubClient) -> None:
+    """The thermostat's DeviceModel and Device, as `edgeward apply` would."""
+    text = resources.files("edgeward").joinpath("examples/thermostat.yaml").read_text()
+    for doc in load_documents(text, "thermostat.yaml"):
+        target = identify(doc, None)
+        say(f"apply    {target.label} {apply_one(client, target, doc.body)}")
 
 
 def _init_hub(hub_dir: Path) -> None:

@@ -21,12 +21,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeward.brokers import BrokerHandle, NoBrokerError, free_port, start_demo_broker
-from edgeward.cli.apply import apply_one
 from edgeward.cli.client import HubClient
 from edgeward.cli.common import add_command
 from edgeward.cli.demo import (
@@ -34,6 +32,7 @@ from edgeward.cli.demo import (
     DEVICE_ID,
     NODE,
     _admin_client,
+    _apply_example,
     _cached_if,
     _Child,
     _desired,
@@ -43,12 +42,12 @@ from edgeward.cli.demo import (
     _read_json,
     _ready_node,
     _reported,
+    _start_thermostat,
     _stop_on_signal,
     _wait,
     say,
 )
 from edgeward.cli.errors import CliError, UsageError
-from edgeward.cli.manifests import identify, load_documents
 from edgeward.mapper import parse_broker
 
 if TYPE_CHECKING:  # every edgeward command imports this module: keep it light
@@ -166,19 +165,8 @@ def run(args: argparse.Namespace) -> int:
         )
         children.append(edge)
         say(f"edge     node {NODE} via {edge_url}, cache {edge_dir / 'edge.db'}; log {edge.log}")
-        mapper = _Child(
-            "thermostat",
-            "edgeward.mapper.thermostat",
-            ["--broker", mqtt, "--device", DEVICE_ID, "--node", NODE, "--interval", "1"],
-            base / "thermostat.log",
-        )
-        children.append(mapper)
-        say(f"device   simulated thermostat {DEVICE_ID} on MQTT; log {mapper.log}")
-
-        text = resources.files("edgeward").joinpath("examples/thermostat.yaml").read_text()
-        for doc in load_documents(text, "thermostat.yaml"):
-            target = identify(doc, None)
-            say(f"apply    {target.label} {apply_one(client, target, doc.body)}")
+        mapper = _start_thermostat(mqtt, base, children)
+        _apply_example(client)
         want = _desired(client.request("GET", "/api/v1/namespaces/default/devices/thermo"))
         cache = edge_dir / "edge.db"
         seen = _wait(lambda: _cached_if(cache, want), edge, "the desired value to reach the edge")
