@@ -304,8 +304,10 @@ class SessionShell:
         self.sub = server.feed.subscribe_node(job.node)
         server.claim(self)
         log.info("node %s: connected from %s", job.node, self.peer)
+        # lock-free: a node already Ready with the same nodeInfo changes no object, so
+        # reconnects after a failover do not queue on the revision row
         registration = await server.writer.submit(
-            lambda tx: server.nodes.register_in(tx, job.node, job.node_info)
+            lambda tx: server.nodes.register_in(tx, job.node, job.node_info), lock_free=True
         )
         self.session = registration.session
         self.registered_at = registration.revision

@@ -185,7 +185,13 @@ _SET_CONTACT = (
     .where(node_leases.c.node == _NODE)
     .values(heartbeat=bindparam("b_beat"), ready=True)
 )
-_GET_LEASE = select(node_leases.c.ready, node_leases.c.session).where(node_leases.c.node == _NODE)
+# locked at once: a hello on another replica (which takes the session) waits for this
+# transaction, so a session check holds until commit without the revision lock
+_GET_LEASE = (
+    select(node_leases.c.ready, node_leases.c.session)
+    .where(node_leases.c.node == _NODE)
+    .with_for_update()
+)
 _TAKE_SESSION = (
     update(node_leases)
     .where(node_leases.c.node == _NODE)
@@ -296,7 +302,8 @@ class NodeRegistry:
         return self.registered(name, node_info, registration)
 
     def register_in(self, tx: Tx, name: str, node_info: dict[str, Any]) -> Registration:
-        """Create or refresh the Node and mark it Ready."""
+        """Create or refresh the Node and mark it Ready. In a lock-free transaction it
+        raises RevisionLockNeeded, before it locks any row, when the Node must change."""
         node = tx.get(NODE, None, name)
         if node is None:
             tx.create(
@@ -512,6 +519,8 @@ class NodeRegistry:
         """Record contact; a node that was NotReady becomes Ready again. SessionSuperseded
         when ``session`` is given and is no longer the node's."""
         lease = tx.conn.execute(_GET_LEASE, {"b_node": name}).one_or_none()
+        if lease is None or not lease.ready:
+            tx.require_lock()  # a new lease, or a NotReady node's, makes the Node Ready
         if lease is None:
             tx.conn.execute(
                 insert(node_leases).values(node=name, heartbeat=tx.now, ready=True, usage="{}")
@@ -627,7 +636,9 @@ class NodeRegistry:
             return 0
         try:
             # the same rows on a retry: the job may run twice (groupwriter.py)
-            written = await self.writer.submit(lambda tx: self._write_leases(tx, rows))
+            written = await self.writer.submit(
+                lambda tx: self._write_leases(tx, rows), lock_free=True
+            )
         except BaseException:
             self.leases.restore(rows)
             raise
@@ -649,6 +660,7 @@ class NodeRegistry:
             if session is not None and stored_session != session:
                 superseded.append((name, session, row["released"]))
             elif not ready and not row["released"] and row["b_beat"] >= fresh:
+                tx.require_lock()  # (rare: in a lock-free flush, it all runs again locked)
                 tx.conn.execute(_SET_READY, {"b_node": name})
                 _node_ready(tx, name)
                 repaired.append(name)

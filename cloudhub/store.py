@@ -3,10 +3,18 @@
 Every write happens inside :meth:`Store.writing`, which locks the revision row
 first; each object written in the transaction gets the next revision, a
 change-log row and that revision as its ``resourceVersion``. Reads see one
-consistent revision. Listeners registered with :meth:`Store.on_commit` learn
-the new head after each commit (the change feed wakes on it). On PostgreSQL the
-same transaction also sends the new head on the channel :data:`CHANGES_CHANNEL`,
-delivered at commit, so other hub replicas' feeds wake too (cloudhub/pgnotify.py).
+consistent revision. Node bookkeeping that writes no object (a lease flush, the
+hello of a node already Ready) may run in a *lock-free* transaction instead
+(``writing(lock_free=True)``), which never takes the revision lock: an object
+write in it raises :class:`RevisionLockNeeded`, and the caller runs the work
+again in a locking transaction. So hub replicas' heartbeats and reconnects do not
+queue behind each other on one row, and no transaction ever waits for the
+revision lock while holding a node's rows (no deadlock between the two).
+
+Listeners registered with :meth:`Store.on_commit` learn the new head after each
+commit (the change feed wakes on it). On PostgreSQL the same transaction also
+sends the new head on the channel :data:`CHANGES_CHANNEL`, delivered at commit,
+so other hub replicas' feeds wake too (cloudhub/pgnotify.py).
 """
 
 from __future__ import annotations
@@ -252,8 +260,21 @@ class ObjectPage:
     done: bool
 
 
+class RevisionLockNeeded(BaseException):
+    """An object write in a lock-free transaction: run the work again in a locking one.
+
+    A BaseException, so that handlers that roll back one failed row (``except
+    Exception``) let it through to the group writer instead of counting it a refusal.
+    """
+
+
 class Tx:
-    """One write transaction. Each object write takes the next revision."""
+    """One write transaction. Each object write takes the next revision.
+
+    ``locked``: whether it holds the revision lock. Without it (a lock-free transaction)
+    ``head`` is the head as read when it began, and any object write raises
+    :class:`RevisionLockNeeded`.
+    """
 
     def __init__(
         self,
@@ -263,8 +284,10 @@ class Tx:
         new_uid: Callable[[], str],
         twin_history: bool = True,
         history_written: Callable[[set[tuple[str, str, str]]], None] = lambda keys: None,
+        locked: bool = True,
     ) -> None:
         self.conn = conn
+        self.locked = locked
         #: Whether reported twin values are kept as history (cloudhub/history.py), the rows
         #: waiting to be written in one statement (flush_history), and who hears which
         #: properties got rows (the count limit looks at those only).
@@ -275,6 +298,12 @@ class Tx:
         self.head = head
         self.now = now
         self._new_uid = new_uid
+
+    def require_lock(self) -> None:
+        """Raise :class:`RevisionLockNeeded` unless this transaction holds the revision lock
+        (work that may write an object, checked before it touches any node's rows)."""
+        if not self.locked:
+            raise RevisionLockNeeded
 
     def mark(self) -> tuple[int, int]:
         """Where this transaction stands, for :meth:`rewind` after a savepoint rolls back."""
@@ -374,8 +403,10 @@ class Tx:
         certificates are revoked: it must join again to connect."""
         current = self._current(kind, namespace, name, expected_rv)
         if kind is NODE:
-            self.conn.execute(_DELETE_NODE_SYNC, {"b_name": name})
+            self.require_lock()
+            # leases before sync rows, in the order every hub transaction locks them
             self.conn.execute(_DELETE_NODE_LEASE, {"b_name": name})
+            self.conn.execute(_DELETE_NODE_SYNC, {"b_name": name})
             self.conn.execute(_REVOKE_NODE_CERTS, {"b_name": name})
         return self._save(kind, "delete", current, prev_route=kind.route(current))
 
@@ -400,6 +431,7 @@ class Tx:
         route_change: bool = True,
         spec_write: bool = False,
     ) -> dict[str, Any]:
+        self.require_lock()
         revision = self.head + 1
         meta = body["metadata"] = {**body["metadata"], "resourceVersion": str(revision)}
         text = _deleted_text(body) if op == "delete" else stored_text(kind, body, spec_write)
@@ -453,6 +485,9 @@ class Store:
         #: node registry); reads merge it over the stored lease.
         self.live_lease: Callable[[str], LiveLease | None] = lambda name: None
         postgres = engine.dialect.name == "postgresql"
+        #: Whether the database locks rows (PostgreSQL), so lock-free transactions can run
+        #: beside locking ones; SQLite locks the whole database at BEGIN.
+        self.row_locks = postgres
         self._repeatable = {"isolation_level": "REPEATABLE READ"} if postgres else {}
         self._set_head = _SET_HEAD_NOTIFY if postgres else _SET_HEAD
 
@@ -464,15 +499,27 @@ class Store:
         self._listeners.append(listener)
 
     @contextmanager
-    def writing(self) -> Iterator[Tx]:
+    def writing(self, lock_free: bool = False) -> Iterator[Tx]:
         """A write transaction holding the revision lock; listeners run after commit.
 
         On PostgreSQL a transaction that moved the head also notifies
         :data:`CHANGES_CHANNEL` with it, which every listening replica hears at commit.
+        ``lock_free``: one that does not take the lock, for work that writes only node
+        rows (see the module's docstring); on SQLite, whose transactions take the whole
+        database's write lock at BEGIN anyway, it makes no difference.
         """
+        lock_free = lock_free and self.row_locks
         with self.engine.begin() as conn:
-            head = conn.execute(_LOCK_HEAD).scalar_one()
-            tx = Tx(conn, head, self.clock(), self._new_uid, self.twin_history, self._note_history)
+            head = conn.execute(_HEAD if lock_free else _LOCK_HEAD).scalar_one()
+            tx = Tx(
+                conn,
+                head,
+                self.clock(),
+                self._new_uid,
+                self.twin_history,
+                self._note_history,
+                locked=not lock_free,
+            )
             yield tx
             tx.flush_history()
             if tx.head != tx.start:
