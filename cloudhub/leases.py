@@ -189,9 +189,9 @@ class LeaseBook:
 
 
 def write_leases(conn: Connection, rows: list[dict[str, Any]]) -> list[str]:
-    """Write lease rows (from :meth:`LeaseBook.take_dirty`) in the caller's transaction,
-    which holds the revision lock: every hub write takes that lock first, then node rows,
-    so a flush and a group batch never wait on each other's node rows.
+    """Write lease rows (from :meth:`LeaseBook.take_dirty`) in the caller's transaction: a
+    group-writer job (lock-free, cloudhub/store.py), so a flush and a batch of the same
+    replica never wait on each other's node rows.
 
     All rows in one statement per table; when that fails, each row alone. A row that
     fails alone is dropped and logged; returns the names of the nodes dropped.

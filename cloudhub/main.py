@@ -291,7 +291,12 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             tasks += [
                 tg.create_task(leadership.run()),
                 tg.create_task(
-                    _refresh_replica_forever(replicas, lambda: len(edge.sessions), leadership)
+                    _refresh_replica_forever(
+                        replicas,
+                        lambda: len(edge.sessions),
+                        leadership,
+                        lambda: nodes.flushed_through,
+                    )
                 ),
                 tg.create_task(rebalancer.run()),
             ]
@@ -359,13 +364,16 @@ async def _flush_leases(nodes: NodeRegistry) -> None:
 
 
 async def _refresh_replica_forever(
-    replicas: ReplicaBook, sessions: Callable[[], int], leadership: Leadership
+    replicas: ReplicaBook,
+    sessions: Callable[[], int],
+    leadership: Leadership,
+    flushed: Callable[[], float | None],
 ) -> None:
     """This replica's row in hub_replicas; the leader forgets rows of replicas long gone."""
     while True:
         try:
             leading = leadership.leading()
-            await asyncio.to_thread(replicas.refresh, sessions(), leading)
+            await asyncio.to_thread(replicas.refresh, sessions(), leading, flushed())
             if leading:
                 await asyncio.to_thread(replicas.forget_gone)
         except Exception:

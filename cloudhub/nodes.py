@@ -192,16 +192,24 @@ _GET_LEASE = (
     .where(node_leases.c.node == _NODE)
     .with_for_update()
 )
-_TAKE_SESSION = (
+# A hello's contact and session in one statement: the row is locked by it.
+_HELLO_LEASE = (
     update(node_leases)
     .where(node_leases.c.node == _NODE)
-    .values(owner=bindparam("b_owner"), session=node_leases.c.session + 1)
+    .values(
+        heartbeat=bindparam("b_beat"),
+        ready=True,
+        owner=bindparam("b_owner"),
+        session=node_leases.c.session + 1,
+    )
     .returning(node_leases.c.session)
 )
+# A Ready node's only: nothing else can be written without the revision lock.
+_HELLO_READY_LEASE = _HELLO_LEASE.where(node_leases.c.ready.is_(True))
 _GET_OWNER = select(node_leases.c.owner).where(node_leases.c.node == _NODE)
 _SET_READY = update(node_leases).where(node_leases.c.node == _NODE).values(ready=True)
 _GET_SEQ = select(node_sync.c.report_seq).where(node_sync.c.node == _NODE)
-_GET_RESYNC = select(node_sync.c.resync).where(node_sync.c.node == _NODE)
+_GET_POSITIONS = select(node_sync.c.report_seq, node_sync.c.resync).where(node_sync.c.node == _NODE)
 _SET_RESYNC = (
     update(node_sync).where(node_sync.c.node == _NODE).values(resync=bindparam("b_resync"))
 )
@@ -267,8 +275,8 @@ def new_replica_id() -> str:
 class NodeRegistry:
     """Registers nodes, records their reports and marks silent ones NotReady.
 
-    With a ``writer`` the lease flush is a group-writer job, sharing a batch's commit and
-    its revision lock; without one (tests, tools) every write is a transaction of its own.
+    With a ``writer`` the lease flush is a group-writer job, sharing a batch's lock-free
+    commit; without one (tests, tools) every write is a transaction of its own.
     """
 
     def __init__(
@@ -291,6 +299,9 @@ class NodeRegistry:
         self.leading: Callable[[], bool] = lambda: True
         self.leases = LeaseBook()
         store.live_lease = self.leases.get
+        #: Every contact this process heard before this time is in the database (the
+        #: start of its last lease flush that committed); the replica book publishes it.
+        self.flushed_through: float | None = None
         # Silence is counted from this process's start at the earliest: after a hub restart
         # every node gets a whole grace period to reconnect, as Kubernetes' node controller does.
         self.watching_since = store.clock()
@@ -303,7 +314,11 @@ class NodeRegistry:
 
     def register_in(self, tx: Tx, name: str, node_info: dict[str, Any]) -> Registration:
         """Create or refresh the Node and mark it Ready. In a lock-free transaction it
-        raises RevisionLockNeeded, before it locks any row, when the Node must change."""
+        raises RevisionLockNeeded, before it locks any row, when the Node or its lease
+        must change (a new node, a NotReady one, a new nodeInfo).
+
+        Few statements: in the locking transaction each one is time the whole fleet's
+        writers wait for (a first hello of 30,000 nodes is 30,000 of them in a row)."""
         node = tx.get(NODE, None, name)
         if node is None:
             tx.create(
@@ -315,21 +330,42 @@ class NodeRegistry:
                     "spec": {},
                     "status": _mark_ready({"nodeInfo": node_info}, tx.now),
                 },
+                absent=True,
             )
             capacity = outbox = None
         else:
             status = _mark_ready({**node.get("status", {}), "nodeInfo": node_info}, tx.now)
             tx.replace_status(NODE, None, name, status, current=node)
             capacity, outbox = status.get("capacity"), status.get("outbox")
-        self._touch_lease(tx, name)
-        session = tx.conn.execute(
-            _TAKE_SESSION, {"b_node": name, "b_owner": self.replica}
-        ).scalar_one()
-        report_seq = self._report_seq(tx, name, register=True)
-        resync = bool(tx.conn.execute(_GET_RESYNC, {"b_node": name}).scalar_one())
+        session = self._take_session(tx, name)
+        positions = tx.conn.execute(_GET_POSITIONS, {"b_node": name}).one_or_none()
+        if positions is None:
+            tx.conn.execute(
+                insert(node_sync).values(node=name, report_seq=0, acked_revision=0, resync=False)
+            )
+            report_seq, resync = 0, False
+        else:
+            report_seq, resync = int(positions.report_seq), bool(positions.resync)
         if resync:
             tx.conn.execute(_SET_RESYNC, {"b_node": name, "b_resync": False})
-        return Registration(report_seq, capacity, outbox, resync, int(session), tx.head)
+        return Registration(report_seq, capacity, outbox, resync, session, tx.head)
+
+    def _take_session(self, tx: Tx, name: str) -> int:
+        """Record a hello's contact and take the node's next session number (the Node is
+        already Ready: register_in made it so). Without the revision lock, only a Ready
+        node's lease may be taken (RevisionLockNeeded otherwise: the lock makes it Ready)."""
+        params = {"b_node": name, "b_beat": tx.now, "b_owner": self.replica}
+        statement = _HELLO_LEASE if tx.locked else _HELLO_READY_LEASE
+        session = tx.conn.execute(statement, params).scalar_one_or_none()
+        if session is not None:
+            return int(session)
+        tx.require_lock()  # a new node's lease, or a NotReady one's
+        tx.conn.execute(
+            insert(node_leases).values(
+                node=name, heartbeat=tx.now, ready=True, usage="{}", owner=self.replica, session=1
+            )
+        )
+        return 1
 
     def registered(self, name: str, node_info: dict[str, Any], registration: Registration) -> int:
         """:meth:`register_in`'s transaction has committed: later heartbeats need none.
@@ -504,16 +540,11 @@ class NodeRegistry:
         return tuple(rejected)
 
     @staticmethod
-    def _report_seq(tx: Tx, name: str, register: bool = False) -> int:
+    def _report_seq(tx: Tx, name: str) -> int:
         seq = tx.conn.execute(_GET_SEQ, {"b_node": name}).scalar_one_or_none()
-        if seq is not None:
-            return int(seq)
-        if not register:
+        if seq is None:
             raise NotFound(NODE.name, "", name)
-        tx.conn.execute(
-            insert(node_sync).values(node=name, report_seq=0, acked_revision=0, resync=False)
-        )
-        return 0
+        return int(seq)
 
     def _touch_lease(self, tx: Tx, name: str, session: int | None = None) -> None:
         """Record contact; a node that was NotReady becomes Ready again. SessionSuperseded
@@ -548,15 +579,19 @@ class NodeRegistry:
         newer than the cutoff, and :meth:`LeaseBook.claim_silent` passes it over.
 
         A node served by another replica is silent only when that replica, too, has not
-        shown life (``hub_replicas.seen``) within the grace period, or has shown it for a
-        whole grace period since the node's last contact: a replica that dies takes its
-        nodes' last unflushed contact with it, so they get a grace period from its death
-        to say hello elsewhere, as a restarted single hub gives them one from its start.
+        shown life (``hub_replicas.seen``) within the grace period, or has written every
+        contact it heard up to a whole grace period after the node's last one
+        (``hub_replicas.flushed``; ``seen`` for a replica that has not said): a replica
+        that dies takes its nodes' last unflushed contact with it, so they get a grace
+        period from its death to say hello elsewhere, as a restarted single hub gives them
+        one from its start; and a live replica whose flushes lag behind under load does not
+        see its connected nodes expired for the lag.
         """
         cutoff = self.store.clock() - self.grace_period
         if cutoff <= self.watching_since:
             return []
         owner = hub_replicas.c.seen
+        written = func.coalesce(hub_replicas.c.flushed, owner)
         with self.store.reading() as conn:
             silent = list(
                 conn.execute(
@@ -572,7 +607,7 @@ class NodeRegistry:
                         or_(
                             owner.is_(None),
                             owner < cutoff,
-                            owner - node_leases.c.heartbeat > self.grace_period,
+                            written - node_leases.c.heartbeat > self.grace_period,
                         ),
                     )
                     .order_by(node_leases.c.node)
@@ -615,8 +650,10 @@ class NodeRegistry:
     def flush(self) -> int:
         """Write the live leases changed since the last flush, in a transaction of their own
         that takes the revision lock first like every hub write; returns how many."""
+        taken = self.store.clock()
         rows = self.leases.take_dirty()
         if not rows:
+            self.flushed_through = taken
             return 0
         try:
             with self.store.writing() as tx:
@@ -624,15 +661,19 @@ class NodeRegistry:
         except BaseException:
             self.leases.restore(rows)
             raise
+        self.flushed_through = taken
         return self._flushed(rows, written)
 
     async def flush_async(self) -> int:
-        """:meth:`flush` as a group-writer job, sharing a batch's commit (and its revision
-        lock); in a thread of its own when the registry has no writer."""
+        """:meth:`flush` as a group-writer job, sharing a batch's lock-free commit (it runs
+        again with the revision lock when it repairs readiness); in a thread of its own
+        when the registry has no writer."""
         if self.writer is None:
             return await asyncio.to_thread(self.flush)
+        taken = self.store.clock()
         rows = self.leases.take_dirty()
         if not rows:
+            self.flushed_through = taken
             return 0
         try:
             # the same rows on a retry: the job may run twice (groupwriter.py)
@@ -642,6 +683,7 @@ class NodeRegistry:
         except BaseException:
             self.leases.restore(rows)
             raise
+        self.flushed_through = taken
         return self._flushed(rows, written)
 
     def _write_leases(self, tx: Tx, rows: list[dict[str, Any]]) -> _Flushed:

@@ -32,9 +32,11 @@ class ReplicaBook:
         self.clock = clock
         self.started = clock()
 
-    def refresh(self, sessions: int, leader: bool) -> None:
+    def refresh(self, sessions: int, leader: bool, flushed: float | None = None) -> None:
+        """Say this replica lives: its sessions, whether it leads, and up to when every
+        contact it heard is written (NodeRegistry.flushed_through)."""
         now = self.clock()
-        values = {"seen": now, "sessions": sessions, "leader": leader}
+        values = {"seen": now, "sessions": sessions, "leader": leader, "flushed": flushed}
         with self.engine.begin() as conn:
             found = conn.execute(
                 update(hub_replicas).where(hub_replicas.c.id == self.replica).values(**values)

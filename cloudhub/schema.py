@@ -179,6 +179,8 @@ hub_replicas = Table(
     Column("seen", Float, nullable=False),
     Column("sessions", Integer, nullable=False),
     Column("leader", Boolean, nullable=False),
+    # every contact the replica heard before this time is written (schema 7)
+    Column("flushed", Float, nullable=True),
 )
 
 
@@ -218,9 +220,14 @@ def _v6(conn: Connection) -> None:
     metadata.create_all(conn, tables=[hub_replicas], checkfirst=True)
 
 
+def _v7(conn: Connection) -> None:
+    if "flushed" not in {c["name"] for c in inspect(conn).get_columns("hub_replicas")}:
+        conn.execute(text("ALTER TABLE hub_replicas ADD COLUMN flushed FLOAT"))
+
+
 #: Ordered schema steps; step i brings the schema from version i to i + 1.
 #: Append only: an installed hub runs the steps it has not run yet.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 
 
 #: The key of the PostgreSQL advisory lock that migrations hold: "edgeward" in ASCII, as a

@@ -330,9 +330,11 @@ class Tx:
         ).scalar_one_or_none()
         return None if row is None else json.loads(row)
 
-    def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, kind: Kind, obj: dict[str, Any], absent: bool = False) -> dict[str, Any]:
+        """``absent``: the caller read the object absent in this transaction, under the
+        revision lock (so no other writer can have created it since)."""
         meta = obj["metadata"]
-        if self.get(kind, meta.get("namespace"), meta["name"]) is not None:
+        if not absent and self.get(kind, meta.get("namespace"), meta["name"]) is not None:
             raise AlreadyExists(kind.name, _ns(kind, meta.get("namespace")), meta["name"])
         admit(kind, obj, self.get)
         body = dict(obj)

@@ -13,6 +13,7 @@ from sqlalchemy import select, text, update
 
 from cloudhub.groupwriter import GroupWriter
 from cloudhub.nodes import NodeRegistry
+from cloudhub.replicas import ReplicaBook
 from cloudhub.schema import node_leases, node_sync
 from cloudhub.store import Store, Tx, rfc3339
 from edgeward import storable
@@ -776,3 +777,28 @@ def test_an_outage_report_that_cannot_be_kept_is_refused_and_the_rest_go_on(
     assert high == 2 and [r.seq for r in rejected] == [1]
     assert "node/outage" in rejected[0].reason
     assert [o["start"] for o in get_node(store)["status"]["outages"]] == [rfc3339(T0 + 5)]
+
+
+def test_a_live_replicas_lagging_flush_does_not_expire_its_nodes(
+    store: Store, clock: ManualClock
+) -> None:
+    """The leader counts a node of another live replica silent from what that replica has
+    written (``hub_replicas.flushed``), not from the replica's sign of life: a replica
+    whose lease flushes lag under load keeps its connected nodes Ready, and a node it has
+    truly not heard from is still expired once its flushes show it."""
+    serving = NodeRegistry(store, grace_period=GRACE, replica="serving")
+    leader = NodeRegistry(store, grace_period=GRACE, replica="leader")
+    book = ReplicaBook(store.engine, "serving", clock=clock)
+    serving.register("edge-a", INFO)  # contact T0, written
+    serving.register("edge-b", INFO)
+    assert serving.flush() == 0 and serving.flushed_through == T0
+    clock.now = T0 + GRACE + 10
+    # edge-a is heard now; the flush that would write it is late
+    assert serving.absorb("edge-a", (status_item(1),), 0) == 1
+    book.refresh(2, False, serving.flushed_through)
+    assert leader.mark_silent() == [], "a lagging flush made connected nodes NotReady"
+    clock.now = T0 + GRACE + 40
+    assert serving.flush() == 1  # edge-a's contact at T0 + 50 is written; edge-b has none
+    book.refresh(2, False, serving.flushed_through)
+    assert leader.mark_silent() == ["edge-b"]
+    assert ready(get_node(store, "edge-a"))["status"] == "True"
