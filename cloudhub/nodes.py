@@ -650,10 +650,8 @@ class NodeRegistry:
     def flush(self) -> int:
         """Write the live leases changed since the last flush, in a transaction of their own
         that takes the revision lock first like every hub write; returns how many."""
-        taken = self.store.clock()
-        rows = self.leases.take_dirty()
+        taken, rows = self._take_dirty()
         if not rows:
-            self.flushed_through = taken
             return 0
         try:
             with self.store.writing() as tx:
@@ -670,10 +668,8 @@ class NodeRegistry:
         when the registry has no writer."""
         if self.writer is None:
             return await asyncio.to_thread(self.flush)
-        taken = self.store.clock()
-        rows = self.leases.take_dirty()
+        taken, rows = self._take_dirty()
         if not rows:
-            self.flushed_through = taken
             return 0
         try:
             # the same rows on a retry: the job may run twice (groupwriter.py)
@@ -685,6 +681,15 @@ class NodeRegistry:
             raise
         self.flushed_through = taken
         return self._flushed(rows, written)
+
+    def _take_dirty(self) -> tuple[float, list[dict[str, Any]]]:
+        """The live leases to flush and when they were taken (``flushed_through`` once they
+        are written; at once when there are none: everything heard is written)."""
+        taken = self.store.clock()
+        rows = self.leases.take_dirty()
+        if not rows:
+            self.flushed_through = taken
+        return taken, rows
 
     def _write_leases(self, tx: Tx, rows: list[dict[str, Any]]) -> _Flushed:
         """Write ``rows``, then hold them against the database: a session another replica

@@ -245,6 +245,33 @@ def test_a_node_of_a_stalled_replica_is_ready_again_soon_after_it_resumes(
         edge.stop()
 
 
+def test_each_replica_publishes_up_to_when_its_heartbeats_are_written(
+    pair: list[Hub], database: str
+) -> None:
+    """The leader counts a live replica's node silent from ``hub_replicas.flushed``: each
+    replica must keep it moving, past a heartbeat it absorbed once its flush wrote it."""
+    a, _b = pair
+    replica = healthz(a)["replica"]["id"]
+    with open_ws(a) as ws:
+        hello(ws, "steady")
+        heartbeat(ws, 1, usage={"cpu": "3m"})
+        acked(ws)
+        heard = time.time()
+
+        def flushed() -> float | None:
+            engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
+            try:
+                with engine.connect() as conn:
+                    return conn.execute(
+                        text("SELECT flushed FROM hub_replicas WHERE id = :r"), {"r": replica}
+                    ).scalar_one_or_none()
+            finally:
+                engine.dispose()
+
+        wait_for(lambda: (flushed() or 0) > heard, 30, "A's row to pass the heartbeat")
+        assert "3m" in stored_lease(database, "steady").usage
+
+
 def test_only_the_leader_marks_silent_nodes_not_ready(pair: list[Hub]) -> None:
     """Item 3: a node gone silent is marked NotReady once, by whichever replica leads."""
     a, _b = pair
