@@ -28,6 +28,7 @@ from cloudhub import devicestatus, events
 from cloudhub.leases import LeaseBook, session_states, write_leases
 from cloudhub.schema import hub_replicas, node_leases, node_sync
 from cloudhub.store import SESSIONS_CHANNEL, Store, Tx, rfc3339
+from cloudhub.takeover import TakeoverWatch
 from edgeward import storable
 from edgeward.errors import EdgewardError, NotFound, ProtocolError, ReportRefused
 from edgeward.kinds import CORE_API, NODE
@@ -299,6 +300,7 @@ class NodeRegistry:
         self.leading: Callable[[], bool] = lambda: True
         self.leases = LeaseBook()
         store.live_lease = self.leases.get
+        self.takeovers = TakeoverWatch(self.replica)
         #: Every contact this process heard before this time is in the database (the
         #: start of its last lease flush that committed); the replica book publishes it.
         self.flushed_through: float | None = None
@@ -585,39 +587,45 @@ class NodeRegistry:
         that dies takes its nodes' last unflushed contact with it, so they get a grace
         period from its death to say hello elsewhere, as a restarted single hub gives them
         one from its start; and a live replica whose flushes lag behind under load does not
-        see its connected nodes expired for the lag.
+        see its connected nodes expired for the lag. A gone replica's nodes wait longer
+        while the other replicas are still taking them over (:class:`TakeoverWatch`).
         """
-        cutoff = self.store.clock() - self.grace_period
-        if cutoff <= self.watching_since:
-            return []
+        now = self.store.clock()
+        cutoff = now - self.grace_period
         owner = hub_replicas.c.seen
         written = func.coalesce(hub_replicas.c.flushed, owner)
+        unheard = written - node_leases.c.heartbeat > self.grace_period
         with self.store.reading() as conn:
-            silent = list(
-                conn.execute(
-                    select(node_leases.c.node)
-                    .select_from(
-                        node_leases.outerjoin(
-                            hub_replicas, hub_replicas.c.id == node_leases.c.owner
-                        )
-                    )
-                    .where(
-                        node_leases.c.ready.is_(True),
-                        node_leases.c.heartbeat < cutoff,
-                        or_(
-                            owner.is_(None),
-                            owner < cutoff,
-                            written - node_leases.c.heartbeat > self.grace_period,
-                        ),
-                    )
-                    .order_by(node_leases.c.node)
-                ).scalars()
-            )
+            progress = self.takeovers.look(conn, now, self.watching_since)
+            if cutoff <= self.watching_since:
+                return []
+            silent = conn.execute(
+                select(node_leases.c.node, node_leases.c.owner, unheard)
+                .select_from(
+                    node_leases.outerjoin(hub_replicas, hub_replicas.c.id == node_leases.c.owner)
+                )
+                .where(
+                    node_leases.c.ready.is_(True),
+                    node_leases.c.heartbeat < cutoff,
+                    or_(owner.is_(None), owner < cutoff, unheard),
+                )
+                .order_by(node_leases.c.node)
+            ).all()
+        # a gone replica's node waits while the others are still taking its nodes over,
+        # unless that replica had not heard from it either (cloudhub/takeover.py)
+        silent = [
+            (name, by)
+            for name, by, not_heard in silent
+            if not_heard or progress.get(by, _NEVER) < cutoff
+        ]
         expired = []
-        for name in [n for n in silent if self.leases.claim_silent(n, cutoff)]:
+        for name, by in silent:
+            if not self.leases.claim_silent(name, cutoff):
+                continue
             try:
                 if self._mark_not_ready(name, cutoff):
                     expired.append(name)
+                    self.takeovers.marked(by)
             except Exception:  # one node's trouble must not keep the others Ready
                 log.exception("node %s: marking it NotReady failed", name)
         return expired
@@ -741,11 +749,15 @@ class NodeRegistry:
             except Exception:
                 log.exception("writing heartbeats failed; checking for silent nodes anyway")
             if not self.leading():
+                self.takeovers.forget()
                 continue
             try:
                 await asyncio.to_thread(self.mark_silent)
             except Exception:
                 log.exception("node lifecycle: checking leases failed; retrying")
+
+
+_NEVER = float("-inf")
 
 
 class _Flushed(NamedTuple):

@@ -433,15 +433,20 @@ def test_after_a_hub_restart_unchanged_heartbeats_stay_in_memory(
 def test_a_restarted_hub_gives_every_node_a_grace_period(
     store: Store, registry: NodeRegistry, clock: ManualClock
 ) -> None:
-    """Nodes silent while the hub was down are not NotReady before they could reconnect."""
+    """Nodes silent while the hub was down are not NotReady before they could reconnect,
+    nor while the others are still reconnecting: the restarted hub is taking over the old
+    process's nodes (cloudhub/takeover.py)."""
     registry.register("edge-a", INFO)
     registry.register("edge-b", INFO)
     clock.now = T0 + 600  # the hub was down for ten minutes
     restarted = NodeRegistry(store, grace_period=GRACE)
-    clock.now += GRACE
     assert restarted.expire() == []
+    clock.now += GRACE
     restarted.register("edge-b", INFO)  # edge-b reconnected meanwhile
     clock.now += 1
+    assert restarted.expire() == []
+    clock.now += GRACE + 1  # a grace period since the last node came back
+    restarted.register("edge-b", INFO)  # it goes on reporting
     assert restarted.expire() == ["edge-a"]
     assert ready(get_node(store, "edge-b"))["status"] == "True"
 
@@ -802,3 +807,69 @@ def test_a_live_replicas_lagging_flush_does_not_expire_its_nodes(
     book.refresh(2, False, serving.flushed_through)
     assert leader.mark_silent() == ["edge-b"]
     assert ready(get_node(store, "edge-a"))["status"] == "True"
+
+
+def test_a_gone_replicas_nodes_wait_while_the_others_take_them_over(
+    store: Store, clock: ManualClock
+) -> None:
+    """A replica dies holding more nodes than the others can greet within the grace period:
+    the leader does not mark them NotReady while they keep arriving elsewhere, and marks
+    the ones that never do a grace period after the last one arrived. A node the dead
+    replica itself had not heard from for a grace period is marked at once."""
+    gone = NodeRegistry(store, grace_period=GRACE, replica="gone")
+    survivor = NodeRegistry(store, grace_period=GRACE, replica="survivor")
+    clock.now = T0 - GRACE - 20
+    gone.register("edge-quiet", INFO)  # never heard from again
+    clock.now = T0
+    for name in ("edge-a", "edge-b", "edge-c", "edge-d"):
+        gone.register(name, INFO)
+    gone.flush()
+    ReplicaBook(store.engine, "gone", clock=clock).refresh(5, False, gone.flushed_through)
+    leader = NodeRegistry(store, grace_period=GRACE, replica="leader")
+    leader.watching_since = T0 - GRACE - 30  # it led before the death
+    clock.now = T0 + 15  # "gone" died at T0
+    assert leader.mark_silent() == ["edge-quiet"]
+    survivor_book = ReplicaBook(store.engine, "survivor", clock=clock)
+    taken: list[str] = []
+
+    def survivor_lives() -> None:  # its nodes report, it flushes and says it lives
+        for name in taken:
+            survivor.register(name, INFO)
+        survivor.flush()
+        survivor_book.refresh(len(taken), False, survivor.flushed_through)
+
+    for offset, name in ((30, "edge-a"), (60, "edge-b")):
+        clock.now = T0 + offset
+        taken.append(name)
+        survivor_lives()
+        assert leader.mark_silent() == []
+        clock.now += 15
+        survivor_lives()
+        assert leader.mark_silent() == [], f"NotReady while the takeover went on ({name})"
+    clock.now = T0 + 60 + GRACE + 1  # the last arrival was a grace period ago
+    survivor_lives()
+    assert leader.mark_silent() == ["edge-c", "edge-d"]
+    for name in ("edge-a", "edge-b"):
+        assert ready(get_node(store, name))["status"] == "True"
+    clock.now += 30
+    survivor_lives()
+    assert leader.mark_silent() == []
+
+
+def test_a_new_leader_counts_a_takeover_from_the_gone_replicas_last_sign_of_life(
+    store: Store, clock: ManualClock
+) -> None:
+    """A leader that did not see a takeover begin knows only the gone replica's row: the
+    nodes nobody took over are marked a grace period after its death, as before."""
+    gone = NodeRegistry(store, grace_period=GRACE, replica="gone")
+    for name in ("edge-a", "edge-b"):
+        gone.register(name, INFO)
+    gone.flush()
+    ReplicaBook(store.engine, "gone", clock=clock).refresh(2, False, gone.flushed_through)
+    leader = NodeRegistry(store, grace_period=GRACE, replica="leader")
+    leader.watching_since = T0 - GRACE
+    clock.now = T0 + GRACE - 1
+    assert leader.mark_silent() == []
+    leader.takeovers.forget()  # leadership went elsewhere and came back
+    clock.now = T0 + GRACE + 1
+    assert leader.mark_silent() == ["edge-a", "edge-b"]
