@@ -63,6 +63,13 @@ class HubConfig:
         "SQLAlchemy database URL, e.g. postgresql://user@host/edgeward. "
         "Empty: SQLite at <data_dir>/hub.db.",
     )
+    edge_handshake_limit: int = setting(
+        128,
+        "Edge connections let through their TLS handshake and hello at once; the others "
+        "wait their turn, so a fleet reconnecting together is served at the hub's pace "
+        "instead of timing out (cloudhub/intake.py).",
+        positive,
+    )
     node_grace_period: float = setting(
         40.0, "Seconds without contact before a node is marked NotReady.", positive
     )

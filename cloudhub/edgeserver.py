@@ -28,6 +28,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from cloudhub import intake
 from cloudhub.changefeed import ChangeFeed, Subscription
 from cloudhub.edgegate import EdgeGate, node_identity
 from cloudhub.groupwriter import GroupWriter
@@ -176,7 +177,9 @@ class SessionShell:
     async def run(self) -> None:
         how = ""  # how the connection ended, for the log line that says it did
         try:
-            if await self._greet():
+            greeted = await self._greet()
+            intake.greeted(self.ws)
+            if greeted:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._receive())
                     tg.create_task(self._follow())

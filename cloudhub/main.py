@@ -28,6 +28,7 @@ from cloudhub.drift import DriftChecker
 from cloudhub.edgegate import EdgeGate
 from cloudhub.edgeserver import EdgeServer
 from cloudhub.groupwriter import GroupWriter
+from cloudhub.intake import Intake
 from cloudhub.joining import JoinService, JoinSettings
 from cloudhub.leader import Leadership
 from cloudhub.metrics import HubMetrics
@@ -58,6 +59,7 @@ FLAGS = (
     "rebalance_interval",
     "edge_ping_interval",
     "edge_ping_timeout",
+    "edge_handshake_limit",
     "change_log_retention",
     "change_poll_interval",
     "event_retention",
@@ -178,6 +180,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         store, feed, nodes, writer, gate, config.node_frames_per_second, metrics=metrics
     )
     handshakes = transport.HandshakeWatch()
+    intake = Intake(config.edge_handshake_limit, timeout=handshakes.timeout)
 
     def edge_stats() -> dict[str, int]:
         """The edge port's counters for /healthz: who is connected and who was turned away."""
@@ -185,7 +188,10 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             "sessions": len(edge.sessions),
             "refused": 0 if gate is None else gate.refused,
             "helloTimeouts": edge.hello_timeouts,
-            "handshakeTimeouts": handshakes.timeouts,
+            "handshakeTimeouts": handshakes.timeouts + intake.timeouts,
+            "handshaking": intake.in_turn,
+            "waitingToHandshake": intake.waiting,
+            "abandonedWaiting": intake.abandoned,
         }
 
     def replica_stats() -> dict[str, object]:
@@ -270,6 +276,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             gate,
             handshakes,
             (config.edge_ping_interval, config.edge_ping_timeout),
+            intake,
         ) as ws_server,
         asyncio.TaskGroup() as tg,
     ):

@@ -18,10 +18,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
+from websockets.server import ServerProtocol
 
 from cloudhub.edgegate import EdgeGate
+from cloudhub.intake import Intake, Turn
 from cloudhub.pki import Authority
 from edgeward import protocol
 from edgeward.errors import ConfigError
@@ -111,6 +113,14 @@ class HandshakeWatch:
         watch = self
 
         class WatchedConnection(ServerConnection):
+            #: Its place among connections in their handshake (cloudhub/intake.py).
+            turn: Turn | None = None
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if self.turn is not None:
+                    self.turn.end()
+                super().connection_lost(exc)
+
             async def handshake(self, *args: Any, **kwargs: Any) -> None:
                 try:
                     await super().handshake(*args, **kwargs)
@@ -158,35 +168,49 @@ def edge_endpoint(
     gate: EdgeGate | None = None,
     watch: HandshakeWatch | None = None,
     ping: tuple[float, float] = (20.0, 20.0),
-) -> Any:
-    """The websocket server edges connect to (an async context manager yielding a Server).
+    intake: Intake | None = None,
+) -> Server:
+    """The websocket server edges connect to (an async context manager yielding itself).
 
     No permessage-deflate: frames are small JSON, and compression costs memory
     per connection on the hub and CPU on small gateways. ``ping``: the keepalive's
-    interval and timeout, in seconds.
+    interval and timeout, in seconds. Connections reach their handshake through
+    ``intake``, a limited number at a time (cloudhub/intake.py).
     """
     watch = watch or HandshakeWatch()
-    tls: dict[str, Any] = {}
+    intake = intake or Intake(timeout=watch.timeout)
+    tls = None
     if authority is not None:
         small_tls_buffers()
-        tls = {
-            "ssl": watch.watch_tls(authority.edge_context()),
-            "ssl_handshake_timeout": watch.timeout,
-        }
-    return ws_serve(
+        tls = watch.watch_tls(authority.edge_context())
+    connection_class = watch.connection_class()
+    options: dict[str, Any] = {
+        "ping_interval": ping[0],
+        "ping_timeout": ping[1],
+        # a link found dead by its pings cannot carry the close handshake either
+        "close_timeout": min(ping[1], 10.0),
+    }
+    server = ws_serve(
         handler,
-        sock=sock,
         max_size=protocol.MAX_FRAME_BYTES,
         compression=None,
         open_timeout=watch.timeout,
-        ping_interval=ping[0],
-        ping_timeout=ping[1],
-        # a link found dead by its pings cannot carry the close handshake either
-        close_timeout=min(ping[1], 10.0),
         process_request=None if gate is None else gate.process_request,
-        create_connection=watch.connection_class(),
-        **tls,
+        create_connection=connection_class,
+        **options,
     )
+
+    def connection(turn: Turn) -> ServerConnection:
+        # as websockets' serve() makes them: it does not accept connections here, the intake does
+        ws = connection_class(ServerProtocol(max_size=protocol.MAX_FRAME_BYTES), server, **options)
+        ws.turn = turn
+        return ws
+
+    async def accepting() -> Any:
+        return await intake.start(sock, connection, tls)
+
+    server.create_server = accepting
+    return server
 
 
 class _Config(uvicorn.Config):

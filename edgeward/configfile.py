@@ -219,7 +219,8 @@ def add_flags(parser: Any, cls: type, names: tuple[str, ...]) -> None:
             type=hint if hint in (int, float, str) else str,
             default=None,
             metavar=name.upper(),
-            help=f"{fields[name].metadata['doc']} (default: {default!r})",
+            # argparse formats help with %: a literal one (say "5%") must be doubled
+            help=f"{fields[name].metadata['doc']} (default: {default!r})".replace("%", "%%"),
         )
 
 

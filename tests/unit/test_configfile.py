@@ -487,3 +487,17 @@ def test_edge_config_refuses_a_reconnect_cap_below_the_first_delay() -> None:
     """A reconnect cap below the first delay is refused at start-up, not at the first reconnect."""
     found = problems(EdgeConfig, {"hub": {"reconnect_initial_delay": 60, "reconnect_max_delay": 5}})
     assert any("reconnect" in p for p in found)
+
+
+@pytest.mark.parametrize("module", ["cloudhub.main", "edgecore.main"])
+def test_help_lists_every_flag_even_with_a_percent_sign_in_its_text(
+    module: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse formats help text with %: "5%" in a setting's doc once made
+    ``cloudhub --help`` crash with a TypeError."""
+    main = __import__(module, fromlist=["main"])
+    with pytest.raises(SystemExit) as stopped:
+        main.main(["--help"])
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out and "(default: " in out

@@ -1,0 +1,101 @@
+"""The edge port lets a limited number of connections through their handshake at once
+(cloudhub/intake.py), against a real cloudhub process."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from cloudhub.intake import HOLD
+from tests.integration.test_edge_endpoint import hello, open_ws
+from tests.support.procs import Hub, wait_for
+
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.fixture
+def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
+    h = Hub(tmp_path / "hub", "--edge-handshake-limit", str(request.param))
+    h.start()
+    try:
+        yield h
+    finally:
+        h.kill()
+
+
+def counters(hub: Hub) -> dict[str, int]:
+    status, body = hub.request("GET", "/healthz")
+    assert status == 200, body
+    return body["edge"]
+
+
+def upgrading(hub: Hub, stack: ExitStack) -> socket.socket:
+    """A connection that has asked for the websocket (and will never say hello)."""
+    sock = stack.enter_context(socket.create_connection(("127.0.0.1", hub.edge_port)))
+    sock.sendall(UPGRADE)
+    return sock
+
+
+def answer(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(4096)
+    except TimeoutError:
+        return b""
+
+
+@pytest.mark.parametrize("hub", [2], indirect=True)
+def test_connections_beyond_the_limit_wait_their_turn(hub: Hub) -> None:
+    """Two connections in their handshake take both turns; a third waits, unanswered and
+    counted as waiting, until a turn ends (here: held for HOLD seconds by a peer that never
+    says hello), and is then served."""
+    with ExitStack() as stack:
+        stalled = [upgrading(hub, stack) for _ in range(2)]
+        for sock in stalled:
+            assert answer(sock, 5).startswith(b"HTTP/1.1 101")
+        third = upgrading(hub, stack)
+        assert answer(third, 1) == b"", "a third connection was let through at once"
+        edge = counters(hub)
+        assert (edge["handshaking"], edge["waitingToHandshake"]) == (2, 1), edge
+        assert answer(third, HOLD + 5).startswith(b"HTTP/1.1 101")
+
+
+@pytest.mark.parametrize("hub", [1], indirect=True)
+def test_silent_connections_take_no_turn(hub: Hub) -> None:
+    """Connections that say nothing cost no work, so they wait outside the queue: a node
+    connects past fifty of them with a single turn."""
+    with ExitStack() as stack:
+        for _ in range(50):
+            stack.enter_context(socket.create_connection(("127.0.0.1", hub.edge_port)))
+        ws = open_ws(hub)
+        try:
+            assert hello(ws, "edge-a")["type"] == "welcome"
+        finally:
+            ws.close()
+        assert counters(hub)["waitingToHandshake"] == 0
+
+
+@pytest.mark.parametrize("hub", [1], indirect=True)
+def test_a_connection_whose_client_left_while_waiting_is_dropped_unread(hub: Hub) -> None:
+    """A client that gave up while it waited gets no handshake nobody would finish: it is
+    dropped when its turn comes, counted as abandoned, and the next one is served."""
+    with ExitStack() as stack:
+        holder = upgrading(hub, stack)
+        assert answer(holder, 5).startswith(b"HTTP/1.1 101")
+        with socket.create_connection(("127.0.0.1", hub.edge_port)) as gone:
+            gone.sendall(UPGRADE)
+            wait_for(lambda: counters(hub)["waitingToHandshake"] == 1, 5, "it to wait")
+        ws = open_ws(hub)  # waits behind both, up to HOLD seconds
+        try:
+            assert hello(ws, "edge-a")["type"] == "welcome"
+        finally:
+            ws.close()
+        edge = counters(hub)
+        assert edge["abandonedWaiting"] == 1, edge
