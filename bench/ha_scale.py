@@ -27,6 +27,12 @@ of the others, as ``leastconn`` would spread them. What a balancer adds to a
 failover (its health check marking the replica down, ~2 s) is not measured.
 Cross-replica latency is scenario 10 (``ha_notify``). Needs PostgreSQL's
 server binaries.
+
+The simulator shares the machine with what it measures and needs about as
+much CPU as the three replicas together; its processes run at niceness
+``FLEET_NICE``, so the replicas and PostgreSQL get the CPU first, as they
+would with the nodes on machines of their own (run on 2026-11-30 and the
+first of 2026-12-01 without it).
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ from tests.support.procs import Hub
 NAME = "ha-scale"
 REPLICAS = 3
 HEARTBEAT = 30.0
+#: Niceness of the simulated fleet's processes (see above).
+FLEET_NICE = 5
 #: REST clients writing at once, in the throughput phases
 WRITERS = 8
 MIB = 2**20
@@ -406,7 +414,7 @@ def run(opts: Options) -> list[Figure]:
         solo.start()
         tls_dir = tmp / "fleet-pki"
         solo_cfg = FleetConfig(hub=(solo.edge,), nodes=solo_nodes, processes=max(1, processes // 3),
-                               heartbeat=HEARTBEAT, prefix="solo",
+                               heartbeat=HEARTBEAT, prefix="solo", nice=FLEET_NICE,
                                tls_dir=str(tls_dir) if secure else "")  # fmt: skip
         ha_cfg = replace(solo_cfg, nodes=total, processes=processes, prefix="ha", spread=True)
         if secure:

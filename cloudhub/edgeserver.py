@@ -36,7 +36,7 @@ from cloudhub.metrics import HubMetrics
 from cloudhub.nodes import NodeRegistry, SessionSuperseded
 from cloudhub.store import Store
 from edgeward.certs import CertificateError
-from edgeward.protocol import Error, Rejected, ReportItem
+from edgeward.protocol import Error, Rejected, ReportItem, Welcome
 from edgeward.session import HubSession
 from edgeward.session.commands import (
     Close,
@@ -203,6 +203,7 @@ class SessionShell:
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
                 frame = await self.ws.recv()
+            intake.hello_received(self.ws)
         except TimeoutError:
             self.server.hello_timeouts += 1  # counted here, not as a refusal: it said nothing
             await self._execute(self.core.hello_timed_out(), audit=False)
@@ -253,7 +254,10 @@ class SessionShell:
                 if isinstance(command.message, Error):
                     refusal = command.message.reason
                 await self.ws.send(command.message.encode())
+                if isinstance(command.message, Welcome):
+                    intake.greeted(self.ws)  # the catch-up that follows is paced by the node
             elif isinstance(command, Close):
+                intake.greeted(self.ws)  # the close handshake is paced by the peer
                 gate, credential = self.server.gate, self.credential
                 if command.code == 1008 and audit and gate is not None and credential:
                     action = "frame" if self.core.node else "hello"

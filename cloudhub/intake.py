@@ -15,8 +15,11 @@ The others wait, first come first served, costing a socket each:
   is dropped after the handshake timeout, counted like a stalled handshake;
 - a connection whose client gave up while it waited is dropped unread
   (``abandoned``), instead of being handed a handshake nobody will finish;
-- a turn lasts at most ``hold`` seconds: a peer that stalls its handshake on
+- while the hub waits for the peer (the TLS handshake, the upgrade, the hello)
+  a turn lasts at most ``hold`` seconds: a peer that stalls its handshake on
   purpose delays the queue by that much, not for the whole handshake timeout.
+  Once the hello is in, the turn lasts until it is answered: the wait is the
+  hub's, and a hub slow to answer must not let more connections in.
 """
 
 from __future__ import annotations
@@ -51,11 +54,24 @@ class Turn:
         self._release: Callable[[], None] | None = release
         self._timer = asyncio.get_running_loop().call_later(hold, self.end)
 
+    def working(self) -> None:
+        """The hub, not the peer, is what the connection waits for now (its hello is in):
+        the turn lasts until the hello is answered, however long the hub takes. Otherwise
+        a hub too slow to answer within ``hold`` would let ever more connections in."""
+        self._timer.cancel()
+
     def end(self) -> None:
         if self._release is not None:
             self._release()
             self._release = None
             self._timer.cancel()
+
+
+def hello_received(connection: Any) -> None:
+    """The connection said hello: its turn no longer times out (:meth:`Turn.working`)."""
+    turn = getattr(connection, "turn", None)
+    if turn is not None:
+        turn.working()
 
 
 def greeted(connection: Any) -> None:
@@ -143,15 +159,17 @@ class Intake:
                 conn,
                 ssl=tls,
                 ssl_handshake_timeout=self.timeout if tls is not None else None,
+                # as websockets' serve() sets it: its close time-out, at most 10 s
+                ssl_shutdown_timeout=self.timeout if tls is not None else None,
             )
-        except (OSError, ssl.SSLError, EOFError) as exc:  # refused, timed out or reset
-            log.debug("edge port: handshake failed: %s", exc)
-            turn.end()
-            conn.close()
-        except BaseException:
+        except asyncio.CancelledError:
             turn.end()
             conn.close()
             raise
+        except Exception as exc:  # refused, timed out or reset: the peer's trouble
+            log.debug("edge port: handshake failed: %r", exc)
+            turn.end()
+            conn.close()
 
     def _end_turn(self) -> None:
         self.in_turn -= 1

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import sqlite3
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -99,3 +101,33 @@ def test_a_connection_whose_client_left_while_waiting_is_dropped_unread(hub: Hub
             ws.close()
         edge = counters(hub)
         assert edge["abandonedWaiting"] == 1, edge
+
+
+@pytest.mark.parametrize("hub", [1], indirect=True)
+def test_a_hello_the_hub_is_slow_to_answer_keeps_its_turn(hub: Hub, tmp_path: Path) -> None:
+    """Once a connection's hello is in, the wait is the hub's: its turn does not time out,
+    so a hub too slow to answer (here: its database held by another writer) does not let
+    more connections in than it can answer."""
+    with ExitStack() as stack:
+        holder = stack.enter_context(sqlite3.connect(tmp_path / "hub" / "hub.db", timeout=30))
+        holder.execute("BEGIN IMMEDIATE")  # the hub's writes wait for this
+        first = stack.enter_context(socket.create_connection(("127.0.0.1", hub.edge_port)))
+        first.sendall(UPGRADE)
+        assert answer(first, 5).startswith(b"HTTP/1.1 101")
+        first.sendall(
+            masked_text(
+                json.dumps({"type": "hello", "node": "edge-a", "revision": 0, "protocol": 1})
+            )
+        )
+        second = upgrading(hub, stack)
+        assert answer(second, HOLD + 2) == b"", "a hello's turn timed out while the hub worked"
+        holder.rollback()
+        assert answer(second, 10).startswith(b"HTTP/1.1 101")
+        assert b"welcome" in answer(first, 10)
+
+
+def masked_text(text: str) -> bytes:
+    """One websocket text frame as a client sends it (masked, with a zero mask)."""
+    payload = text.encode()
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
