@@ -36,7 +36,6 @@ import itertools
 import json
 import multiprocessing
 import multiprocessing.connection
-import os
 import random
 import resource
 import ssl
@@ -89,10 +88,6 @@ class FleetConfig:
     #: fleet, and the nodes of a hub that dies move evenly to the others. False: every
     #: node tries ``hub`` in the order given (fallbacks).
     spread: bool = False
-    #: Niceness of the worker processes: on a machine shared with the hubs, a positive
-    #: value gives the system under test the CPU first and the simulated fleet the rest
-    #: (its nodes would run on machines of their own).
-    nice: int = 0
 
     def hub_order(self, index: int) -> tuple[str, ...]:
         """The hubs node number ``index`` tries, in order."""
@@ -505,8 +500,6 @@ def _command(cmd: str, arg: Any, stats: Stats, nodes: dict[str, SimNode]) -> Any
 def _worker(cfg: FleetConfig, conn: multiprocessing.connection.Connection) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if cfg.nice:
-        os.nice(cfg.nice)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_worker_main(cfg, conn))
 

@@ -29,16 +29,17 @@ Cross-replica latency is scenario 10 (``ha_notify``). Needs PostgreSQL's
 server binaries.
 
 The simulator shares the machine with what it measures and needs about as
-much CPU as the three replicas together; its processes run at niceness
-``FLEET_NICE``, so the replicas and PostgreSQL get the CPU first, as they
-would with the nodes on machines of their own (run on 2026-11-30 and the
-first of 2026-12-01 without it).
+much CPU as the three replicas together. Its processes run at normal
+priority: at niceness 5 (tried 2026-12-01) the replicas' handshakes starved
+it during the failover until it could not send its hellos within the hub's
+10 s, which measured the simulator, not the hub.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,8 +64,9 @@ from tests.support.procs import Hub
 NAME = "ha-scale"
 REPLICAS = 3
 HEARTBEAT = 30.0
-#: Niceness of the simulated fleet's processes (see above).
-FLEET_NICE = 5
+#: Set to run with a fleet of another size (an experiment; the figures' targets are for
+#: the default 30,000).
+NODES_ENV = "EDGEWARD_BENCH_HA_NODES"
 #: REST clients writing at once, in the throughput phases
 WRITERS = 8
 MIB = 2**20
@@ -393,8 +395,9 @@ def _sessions(hubs: list[_Replica]) -> list[int]:
 
 
 def run(opts: Options) -> list[Figure]:
-    total = opts.size(30_000, 900)
-    solo_nodes = opts.size(5_000, 300)  # the single-replica baselines: half a share, for time
+    total = int(os.environ.get(NODES_ENV, 0)) or opts.size(30_000, 900)
+    # the single-replica baselines: half a share, for time
+    solo_nodes = min(opts.size(5_000, 300), total // 6)
     processes = opts.size(8, 3)
     connect_window = opts.seconds(900, 120)
     settle = opts.seconds(30, 5)
@@ -414,7 +417,7 @@ def run(opts: Options) -> list[Figure]:
         solo.start()
         tls_dir = tmp / "fleet-pki"
         solo_cfg = FleetConfig(hub=(solo.edge,), nodes=solo_nodes, processes=max(1, processes // 3),
-                               heartbeat=HEARTBEAT, prefix="solo", nice=FLEET_NICE,
+                               heartbeat=HEARTBEAT, prefix="solo",
                                tls_dir=str(tls_dir) if secure else "")  # fmt: skip
         ha_cfg = replace(solo_cfg, nodes=total, processes=processes, prefix="ha", spread=True)
         if secure:
