@@ -162,14 +162,12 @@ class Intake:
                 # as websockets' serve() sets it: its close time-out, at most 10 s
                 ssl_shutdown_timeout=self.timeout if tls is not None else None,
             )
-        except asyncio.CancelledError:
+        except BaseException as exc:
             turn.end()
             conn.close()
-            raise
-        except Exception as exc:  # refused, timed out or reset: the peer's trouble
-            log.debug("edge port: handshake failed: %r", exc)
-            turn.end()
-            conn.close()
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the server stops
+            log.debug("edge port: handshake failed: %r", exc)  # refused, timed out, reset
 
     def _end_turn(self) -> None:
         self.in_turn -= 1

@@ -14,12 +14,8 @@ import pytest
 
 from cloudhub.intake import HOLD
 from tests.integration.test_edge_endpoint import hello, open_ws
+from tests.integration.test_hostile_crowds import UPGRADE, edge_counters
 from tests.support.procs import Hub, wait_for
-
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
 
 
 @pytest.fixture
@@ -30,12 +26,6 @@ def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
         yield h
     finally:
         h.kill()
-
-
-def counters(hub: Hub) -> dict[str, int]:
-    status, body = hub.request("GET", "/healthz")
-    assert status == 200, body
-    return body["edge"]
 
 
 def upgrading(hub: Hub, stack: ExitStack) -> socket.socket:
@@ -64,7 +54,7 @@ def test_connections_beyond_the_limit_wait_their_turn(hub: Hub) -> None:
             assert answer(sock, 5).startswith(b"HTTP/1.1 101")
         third = upgrading(hub, stack)
         assert answer(third, 1) == b"", "a third connection was let through at once"
-        edge = counters(hub)
+        edge = edge_counters(hub)
         assert (edge["handshaking"], edge["waitingToHandshake"]) == (2, 1), edge
         assert answer(third, HOLD + 5).startswith(b"HTTP/1.1 101")
 
@@ -81,7 +71,7 @@ def test_silent_connections_take_no_turn(hub: Hub) -> None:
             assert hello(ws, "edge-a")["type"] == "welcome"
         finally:
             ws.close()
-        assert counters(hub)["waitingToHandshake"] == 0
+        assert edge_counters(hub)["waitingToHandshake"] == 0
 
 
 @pytest.mark.parametrize("hub", [1], indirect=True)
@@ -93,13 +83,13 @@ def test_a_connection_whose_client_left_while_waiting_is_dropped_unread(hub: Hub
         assert answer(holder, 5).startswith(b"HTTP/1.1 101")
         with socket.create_connection(("127.0.0.1", hub.edge_port)) as gone:
             gone.sendall(UPGRADE)
-            wait_for(lambda: counters(hub)["waitingToHandshake"] == 1, 5, "it to wait")
+            wait_for(lambda: edge_counters(hub)["waitingToHandshake"] == 1, 5, "it to wait")
         ws = open_ws(hub)  # waits behind both, up to HOLD seconds
         try:
             assert hello(ws, "edge-a")["type"] == "welcome"
         finally:
             ws.close()
-        edge = counters(hub)
+        edge = edge_counters(hub)
         assert edge["abandonedWaiting"] == 1, edge
 
 
