@@ -177,9 +177,9 @@ class SessionShell:
     async def run(self) -> None:
         how = ""  # how the connection ended, for the log line that says it did
         try:
-            greeted = await self._greet()
-            intake.greeted(self.ws)
-            if greeted:
+            welcomed = await self._greet()
+            intake.greeted(self.ws)  # however the greeting ended: the next connection's turn
+            if welcomed:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._receive())
                     tg.create_task(self._follow())
