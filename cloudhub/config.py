@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from edgeward.configfile import non_negative, one_of, port_number, positive, setting
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: A replica's transaction may sit idle for this many leader timeouts (HubConfig).
+IDLE_TRANSACTION_LEADER_TIMEOUTS = 3
 
 
 def _advertised(value: tuple[str, ...]) -> str | None:
@@ -86,7 +88,9 @@ class HubConfig:
         10.0,
         "With several hub replicas on one PostgreSQL (docs/ha.md): seconds after which a "
         "leader that stopped answering (stalled, cut off) loses the lead for fleet-wide "
-        "duties (expiry, compaction) to another replica.",
+        "duties (expiry, compaction) to another replica; a replica's database transaction "
+        "left idle for three times this is ended by PostgreSQL, so a stalled replica "
+        "cannot hold rows the others need.",
         positive,
     )
     rebalance_interval: float = setting(
@@ -147,6 +151,13 @@ class HubConfig:
 
     def edge_address(self) -> str:
         return self.edge_bind or ("127.0.0.1" if self.insecure else "0.0.0.0")
+
+    def idle_transaction_timeout(self) -> float:
+        """How long PostgreSQL lets one of this hub's transactions sit idle before it
+        ends the connection (cloudhub.db.open_engine): long enough for a replica slowed
+        by a saturated machine (the 30,000-node bench saw 5 to 9 s between two statements),
+        short enough that a stalled one frees its row locks soon after it loses the lead."""
+        return IDLE_TRANSACTION_LEADER_TIMEOUTS * self.leader_timeout
 
     def database_url(self) -> str:
         if self.database:

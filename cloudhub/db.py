@@ -15,13 +15,19 @@ from edgeward.errors import ConfigError
 POOL_NAME = "cloudhub"
 
 
-def open_engine(url: str) -> Engine:
+def open_engine(url: str, idle_transaction_timeout: float | None = None) -> Engine:
     """An engine for ``url``, tuned for the hub's access pattern.
 
     SQLite runs in WAL mode with synchronous=FULL (a write the hub
     acknowledged survives power loss) and takes its write lock at BEGIN, so
     concurrent writers queue instead of failing mid-transaction.
     ``postgresql://`` URLs use psycopg 3.
+
+    ``idle_transaction_timeout`` (PostgreSQL): seconds after which the server ends a
+    connection left idle inside a transaction. A replica that stalls (SIGSTOP, a frozen
+    VM) mid-transaction holds its row locks — the revision row, nodes' leases — and
+    every other replica's writes wait on them; without a limit, until PostgreSQL notices
+    the dead TCP connection, which can take hours.
     """
     try:
         parsed = make_url(url)
@@ -31,16 +37,19 @@ def open_engine(url: str) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
+    connect_args: dict[str, Any] = {}
+    if "application_name" not in parsed.query:
+        # named in pg_stat_activity beside cloudhub-notify and cloudhub-leader
+        connect_args["application_name"] = POOL_NAME
+    if idle_transaction_timeout is not None:
+        millis = max(1, int(idle_transaction_timeout * 1000))
+        limit = f"-c idle_in_transaction_session_timeout={millis}"
+        # the URL's own options come after: a setting it names wins
+        theirs = parsed.query.get("options")
+        connect_args["options"] = f"{limit} {theirs}" if isinstance(theirs, str) else limit
     try:
         return create_engine(
-            parsed,
-            pool_pre_ping=True,
-            pool_size=10,
-            max_overflow=20,
-            # named in pg_stat_activity beside cloudhub-notify and cloudhub-leader
-            connect_args={}
-            if "application_name" in parsed.query
-            else {"application_name": POOL_NAME},
+            parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
         )
     except Exception as exc:  # e.g. a driver that is not installed
         raise ConfigError([f"database: {exc}"]) from None

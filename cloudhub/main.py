@@ -136,7 +136,7 @@ def return_large_blocks() -> None:
 async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     return_large_blocks()
     data_dir = data_directory(config.data_dir)
-    engine = open_engine(config.database_url())
+    engine = open_engine(config.database_url(), config.idle_transaction_timeout())
     store = Store(engine)
     try:
         await asyncio.to_thread(store.migrate)

@@ -7,22 +7,29 @@ connected through a replica's stall. Each test names the finding it guards.
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
+from cloudhub.db import open_engine
 from edgeward import protocol
 from tests.integration.test_edge_endpoint import hello, open_ws, recv_skipping_changes
+from tests.integration.test_ha_notify import DEVICES, device, ok
 from tests.integration.test_metrics import samples, value
 from tests.support.postgres import PostgresCluster
 from tests.support.procs import Edge, Hub, wait_for
@@ -339,3 +346,115 @@ def test_a_dead_replicas_nodes_get_a_grace_period_from_its_death(
         # transition time is written to the second: counted from the last report, it would
         # be at most 5 s after the kill
         assert marked >= killed + grace - 4 - 1, (since, killed)
+
+
+def _backends_of(hub: Hub, database: str) -> set[int]:
+    """The PostgreSQL backend pids serving ``hub``'s connections (matched by client port)."""
+    assert hub.proc is not None
+    pg_port = int(database.rsplit(":", 1)[1].split("/", 1)[0])
+    ports = [
+        c.laddr.port
+        for c in psutil.Process(hub.proc.pid).net_connections("tcp")
+        if c.raddr and c.raddr.port == pg_port
+    ]
+    with _admin(database) as conn:
+        rows = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE client_port = ANY(:ports)"),
+            {"ports": ports},
+        )
+        return {int(pid) for (pid,) in rows}
+
+
+@contextmanager
+def _admin(database: str) -> Iterator[Connection]:
+    engine = create_engine(database.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _blocked_by(database: str, backends: set[int]) -> bool:
+    """Whether some backend waits for a lock one of ``backends`` holds."""
+    with _admin(database) as conn:
+        rows = conn.execute(text("SELECT pg_blocking_pids(pid) FROM pg_stat_activity"))
+        return any(set(blockers or ()) & backends for (blockers,) in rows)
+
+
+def test_a_replica_stopped_inside_a_transaction_does_not_block_the_others_for_long(
+    pair: list[Hub], database: str
+) -> None:
+    """A replica frozen (SIGSTOP, a frozen VM) in the middle of a write holds the revision
+    row's lock, which every write in the fleet takes. PostgreSQL ends its transaction once
+    it has sat idle for three leader timeouts, so the other replica's writes go on while
+    it stays frozen; after it resumes it serves writes again on a new connection."""
+    a, b = pair
+    idle_limit = 3 * float(LEADER_TIMEOUT)
+    stop = threading.Event()
+    names = itertools.count()
+
+    def keep_writing() -> None:  # so that a stop is likely to find A inside a transaction
+        while not stop.is_set():
+            try:
+                a.request("POST", DEVICES, device(f"busy-{next(names)}"))
+            except OSError:
+                time.sleep(0.05)
+
+    writers = [threading.Thread(target=keep_writing, daemon=True) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    assert a.proc is not None
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    b.request_timeout = idle_limit + 30
+    try:
+        for attempt in range(200):
+            os.kill(a.proc.pid, signal.SIGSTOP)
+            backends = _backends_of(a, database)
+            started = time.monotonic()
+            write = pool.submit(b.request, "POST", DEVICES, device(f"other-{attempt}"))
+            time.sleep(0.5)
+            if not write.done() and _blocked_by(database, backends):
+                break
+            os.kill(a.proc.pid, signal.SIGCONT)
+            ok(write.result(), 201)
+            time.sleep(0.1 * (attempt % 5))
+        else:
+            raise AssertionError("A never held a lock B waited for when it was stopped")
+        ok(write.result(timeout=idle_limit + 30), 201)
+        took = time.monotonic() - started
+        assert took >= idle_limit - 1, took  # it did wait for A, then went on without it
+    finally:
+        stop.set()
+        os.kill(a.proc.pid, signal.SIGCONT)
+        pool.shutdown(wait=False)
+    for writer in writers:
+        writer.join(30)
+    ok(a.request("POST", DEVICES, device("after-the-stop")), 201)
+    assert a.request("GET", f"{DEVICES}/after-the-stop")[0] == 200
+
+
+def test_the_idle_transaction_limit_keeps_the_urls_own_options(database: str) -> None:
+    """The limit rides on libpq's ``options``; a URL that sets its own keeps them, and one
+    that sets the limit itself wins."""
+    settings = "?options=-c%20statement_timeout%3D4321"
+    engine = open_engine(database + settings, 2.5)
+    try:
+        with engine.connect() as conn:
+            show = {
+                name: conn.execute(text(f"SHOW {name}")).scalar_one()
+                for name in ("idle_in_transaction_session_timeout", "statement_timeout")
+            }
+            assert show == {
+                "idle_in_transaction_session_timeout": "2500ms",
+                "statement_timeout": "4321ms",
+            }
+    finally:
+        engine.dispose()
+    engine = open_engine(database + "?options=-c%20idle_in_transaction_session_timeout%3D777", 2)
+    try:
+        with engine.connect() as conn:
+            shown = conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar_one()
+            assert shown == "777ms"
+    finally:
+        engine.dispose()
