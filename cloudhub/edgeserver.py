@@ -32,6 +32,7 @@ from cloudhub import intake
 from cloudhub.changefeed import ChangeFeed, Subscription
 from cloudhub.edgegate import EdgeGate, node_identity
 from cloudhub.groupwriter import GroupWriter
+from cloudhub.hellos import HelloBatcher
 from cloudhub.metrics import HubMetrics
 from cloudhub.nodes import NodeRegistry, SessionSuperseded
 from cloudhub.store import Store
@@ -89,6 +90,7 @@ class EdgeServer:
         self.signer = signer
         self.metrics = metrics
         self.sessions: dict[str, SessionShell] = {}
+        self.hellos = HelloBatcher(nodes, writer)
         self.hello_timeouts = 0
         nodes.on_superseded = self.superseded
 
@@ -311,11 +313,9 @@ class SessionShell:
         self.sub = server.feed.subscribe_node(job.node)
         server.claim(self)
         log.info("node %s: connected from %s", job.node, self.peer)
-        # lock-free: a node already Ready with the same nodeInfo changes no object, so
-        # reconnects after a failover do not queue on the revision row
-        registration = await server.writer.submit(
-            lambda tx: server.nodes.register_in(tx, job.node, job.node_info), lock_free=True
-        )
+        # batched with the hellos around it (a burst after a failover is thousands), and
+        # lock-free for a node already Ready with the same nodeInfo (cloudhub/hellos.py)
+        registration = await server.hellos.register(job.node, job.node_info)
         self.session = registration.session
         self.registered_at = registration.revision
         report_seq = server.nodes.registered(job.node, job.node_info, registration)

@@ -74,7 +74,7 @@ def ready_condition(
     return {**status, "conditions": [ready, *conditions]}
 
 
-def _mark_ready(status: dict[str, Any], now: float) -> dict[str, Any]:
+def mark_ready(status: dict[str, Any], now: float) -> dict[str, Any]:
     return ready_condition(status, "True", "EdgecoreReady", "edgecore is posting status", now)
 
 
@@ -330,13 +330,13 @@ class NodeRegistry:
                     "kind": NODE.name,
                     "metadata": {"name": name},
                     "spec": {},
-                    "status": _mark_ready({"nodeInfo": node_info}, tx.now),
+                    "status": mark_ready({"nodeInfo": node_info}, tx.now),
                 },
                 absent=True,
             )
             capacity = outbox = None
         else:
-            status = _mark_ready({**node.get("status", {}), "nodeInfo": node_info}, tx.now)
+            status = mark_ready({**node.get("status", {}), "nodeInfo": node_info}, tx.now)
             tx.replace_status(NODE, None, name, status, current=node)
             capacity, outbox = status.get("capacity"), status.get("outbox")
         session = self._take_session(tx, name)
@@ -771,7 +771,7 @@ def _node_ready(tx: Tx, name: str) -> None:
     """The Node's Ready condition to True, if it is not."""
     node = tx.get(NODE, None, name)
     if node is not None and not is_ready(node):
-        tx.replace_status(NODE, None, name, _mark_ready(node.get("status", {}), tx.now))
+        tx.replace_status(NODE, None, name, mark_ready(node.get("status", {}), tx.now))
         log.info("node %s is Ready", name)
 
 

@@ -397,6 +397,61 @@ class Tx:
         body = {**current, "status": status}
         return self._save(kind, "update", body, prev_route=None, route_change=False)
 
+    def create_all(self, kind: Kind, objs: list[dict[str, Any]]) -> None:
+        """:meth:`create` for objects this transaction read absent under the revision lock
+        (``absent=True``) and that need no admission check (nodes): one statement per
+        table for all of them. Each takes the next revision, in the order given."""
+        bodies = []
+        for obj in objs:
+            body = dict(obj)
+            body["metadata"] = {
+                **obj["metadata"],
+                "uid": self._new_uid(),
+                "creationTimestamp": rfc3339(self.now),
+            }
+            body["status"] = obj.get("status", {})
+            bodies.append(body)
+        self._save_all(kind, "create", bodies)
+
+    def replace_status_all(
+        self, kind: Kind, writes: list[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> None:
+        """:meth:`replace_status` for many objects as this transaction read them, each with
+        its new status: one statement per table for all that change."""
+        changed = [{**current, "status": status} for current, status in writes
+                   if current.get("status") != status]  # fmt: skip
+        self._save_all(kind, "update", changed)
+
+    def _save_all(self, kind: Kind, op: str, bodies: list[dict[str, Any]]) -> None:
+        """:meth:`_save` of creates (routed) or status-only updates (not routed)."""
+        if not bodies:
+            return
+        self.require_lock()
+        rows, change_rows = [], []
+        for body in bodies:
+            self.head += 1
+            meta = body["metadata"] = {**body["metadata"], "resourceVersion": str(self.head)}
+            route = kind.route(body)
+            row = {
+                "b_kind": kind.name,
+                "b_namespace": _ns(kind, meta.get("namespace")),
+                "b_name": meta["name"],
+                "b_rv": self.head,
+                "b_route": route,
+                "b_body": stored_text(kind, body, spec_write=op == "create"),
+            }
+            rows.append(row)
+            change_rows.append(
+                {
+                    **row,
+                    "b_op": op,
+                    "b_route": route if op == "create" else None,
+                    "b_prev_route": None,
+                }
+            )
+        self.conn.execute(_INSERT_OBJECT if op == "create" else _UPDATE_OBJECT, rows)
+        self.conn.execute(_INSERT_CHANGE, change_rows)
+
     def delete(
         self, kind: Kind, namespace: str | None, name: str, expected_rv: int | None = None
     ) -> dict[str, Any]:
