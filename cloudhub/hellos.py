@@ -233,7 +233,7 @@ class HelloBatcher:
                 for name, registration in done.items():
                     if not futures[name].done():
                         futures[name].set_result(registration)
-        except Exception as exc:
+        except Exception as exc:  # left: those the failed transaction was to register
             self.failed_batches += 1
             log.warning(
                 "registering %d hellos together failed (%s: %s); registering each alone",
@@ -241,7 +241,7 @@ class HelloBatcher:
                 type(exc).__name__,
                 (str(exc).strip().splitlines() or [""])[0],
             )
-            await asyncio.gather(*(self._register_alone(h, futures[h.node]) for h in left))
+        await asyncio.gather(*(self._register_alone(h, futures[h.node]) for h in left))
 
     async def _register_alone(self, hello: Hello, future: asyncio.Future[Registration]) -> None:
         try:
