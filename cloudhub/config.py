@@ -77,8 +77,9 @@ class HubConfig:
     )
     edge_ping_interval: float = setting(
         20.0,
-        "Seconds between websocket pings to each connected edge: a link that stops passing "
-        "packets without closing (a NAT that forgot it, a cable pulled) is found this way.",
+        "Seconds an edge's link may stay silent before the hub pings it (anything the edge "
+        "sends, its own pings included, counts): a link that stops passing packets without "
+        "closing (a NAT that forgot it, a cable pulled) is found this way.",
         positive,
     )
     edge_ping_timeout: float = setting(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,6 +21,8 @@ from typing import Any
 import uvicorn
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.server import ServerProtocol
 
 from cloudhub.edgegate import EdgeGate
@@ -27,6 +30,8 @@ from cloudhub.intake import Intake, Turn
 from cloudhub.pki import Authority
 from edgeward import protocol
 from edgeward.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: Seconds a client has to finish the TLS handshake, then the websocket upgrade.
 HANDSHAKE_TIMEOUT = 10.0
@@ -128,7 +133,46 @@ class HandshakeWatch:
                     watch.timeouts += 1
                     raise
 
+            #: When the peer last sent anything (loop time).
+            heard = 0.0
+
+            def data_received(self, data: bytes) -> None:
+                self.heard = self.loop.time()
+                super().data_received(data)
+
+            async def keepalive(self) -> None:
+                await keepalive_when_silent(self)
+
         return WatchedConnection
+
+
+async def keepalive_when_silent(ws: Any) -> None:
+    """websockets' keepalive, except that only a link silent for a whole ping interval
+    is pinged: anything the peer sends (its own pings, reports, acks) shows the link
+    passes packets. Edges ping the hub on their own, so a healthy link never needs the
+    hub's pings, which with the edges' own were ~40% of an idle hub's CPU
+    (docs/performance.md). A link that stops passing packets is still pinged, and closed
+    when no pong comes within the timeout, as before. ``ws`` is a WatchedConnection."""
+    interval, timeout = ws.ping_interval, ws.ping_timeout
+    try:
+        while True:
+            quiet = ws.loop.time() - ws.heard
+            if quiet < interval:
+                await asyncio.sleep(interval - quiet)
+                continue
+            pong = await ws.ping()
+            try:
+                async with asyncio.timeout(timeout):
+                    await pong
+            except TimeoutError:
+                # as websockets does it: fail the connection (close frame, then TCP close)
+                async with ws.send_context():
+                    ws.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                return
+    except ConnectionClosed:
+        return
+    except Exception:
+        log.error("keepalive ping failed", exc_info=True)
 
 
 def _watched_tls(watch: HandshakeWatch) -> type[ssl.SSLObject]:

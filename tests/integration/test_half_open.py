@@ -4,12 +4,16 @@ the configured timeout, and the edge links up again once the path carries packet
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.frames import Frame, Opcode
+from websockets.sync.client import ClientConnection, connect
 
+from tests.integration.test_edge_endpoint import hello
 from tests.support.faultproxy import FaultProxy
 from tests.support.procs import Edge, Hub, wait_for
 
@@ -99,3 +103,41 @@ def _edge_has(edge: Edge, name: str) -> bool:
         return db.execute("SELECT 1 FROM objects WHERE name = ?", (name,)).fetchone() is not None
     finally:
         db.close()
+
+
+class CountingPings(ClientConnection):
+    """A client connection that counts the pings it receives (websockets answers them)."""
+
+    pings = 0
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode is Opcode.PING:
+            self.pings += 1
+        super().process_event(event)
+
+
+def test_the_hub_pings_only_a_link_that_has_gone_quiet(tmp_path: Path) -> None:
+    """Anything an edge sends shows its link passes packets, so the hub pings only a link
+    silent for a whole interval (answering pings both ways was ~40% of an idle hub's CPU):
+    an edge that talks gets no ping; a quiet one is pinged each interval and stays linked
+    while it answers."""
+    hub = Hub(tmp_path / "hub", "--edge-ping-interval", str(PING), "--edge-ping-timeout", "2")
+    hub.start()
+    try:
+        options: dict[str, Any] = {"compression": None, "proxy": None, "ping_interval": None}
+        with (
+            connect(hub.edge, create_connection=CountingPings, **options) as talking,
+            connect(hub.edge, create_connection=CountingPings, **options) as quiet,
+        ):
+            assert isinstance(talking, CountingPings) and isinstance(quiet, CountingPings)
+            hello(talking, "talking")
+            hello(quiet, "quiet")
+            end = time.monotonic() + 6 * PING
+            while time.monotonic() < end:
+                talking.ping()  # an edge's own keepalive
+                time.sleep(PING / 4)
+            assert talking.pings == 0
+            assert quiet.pings >= 3
+            assert sessions(hub) == 2
+    finally:
+        hub.kill()
