@@ -45,6 +45,13 @@ Job = Callable[[Tx], Any]
 MAX_BATCH = 500
 
 
+class WriterStopped(RuntimeError):
+    """The hub is stopping: the job was not run (or its outcome is unknown)."""
+
+    def __init__(self) -> None:
+        super().__init__("the hub is stopping")
+
+
 class GroupWriter:
     def __init__(
         self,
@@ -78,7 +85,7 @@ class GroupWriter:
             while not self._queue.empty():
                 _job, future, _lock_free = self._queue.get_nowait()
                 if not future.done():
-                    future.set_exception(RuntimeError("the hub is stopping"))
+                    future.set_exception(WriterStopped())
 
     async def _serve(self) -> None:
         while True:
@@ -108,7 +115,7 @@ class GroupWriter:
             # Stopping: the thread commits or fails on its own; tell each job which.
             await asyncio.wait([commit])
             for _, future in self._settle(jobs, commit):
-                future.set_exception(RuntimeError("the hub is stopping"))
+                future.set_exception(WriterStopped())
             raise
         except Exception:
             pass  # _settle hands the failure to each job: the writer must go on

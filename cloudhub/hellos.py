@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select, update
 
-from cloudhub.groupwriter import GroupWriter
+from cloudhub.groupwriter import GroupWriter, WriterStopped
 from cloudhub.nodes import NodeRegistry, Registration, mark_ready
 from cloudhub.schema import node_leases, node_sync, objects
 from cloudhub.store import Tx
@@ -233,6 +233,11 @@ class HelloBatcher:
                 for name, registration in done.items():
                     if not futures[name].done():
                         futures[name].set_result(registration)
+        except WriterStopped as exc:
+            for hello in left:
+                if not futures[hello.node].done():
+                    futures[hello.node].set_exception(exc)
+            return
         except Exception as exc:  # left: those the failed transaction was to register
             self.failed_batches += 1
             log.warning(

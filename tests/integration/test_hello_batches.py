@@ -9,17 +9,20 @@ one hello that cannot be stored fails alone.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import insert, select, text
 
-from cloudhub.groupwriter import GroupWriter
+from cloudhub.groupwriter import GroupWriter, WriterStopped
 from cloudhub.hellos import HelloBatcher
 from cloudhub.nodes import NodeRegistry, Registration
 from cloudhub.schema import node_leases, node_sync, objects
 from cloudhub.store import Store
+from edgeward.errors import NotFound
 from edgeward.kinds import NODE, resource_version
 from tests.integration.test_lock_free_writes import GUARD, revision_lock_held
 from tests.support.clock import T0, ManualClock
@@ -206,3 +209,32 @@ def test_a_nodes_second_hello_waits_for_the_next_batch(store: Store) -> None:
     assert (first.session, second.session) == (1, 2)
     assert stored_rows(store, node_leases, "twice").session == 2
     assert batcher.batches == 2
+
+
+def test_hellos_queued_when_the_hub_stops_are_told_so(store: Store) -> None:
+    """A batch whose transaction never ran because the hub is stopping is not retried hello
+    by hello against a writer that is gone: each hello is told the hub is stopping."""
+    registry = NodeRegistry(store, grace_period=GRACE)
+    started = threading.Event()
+
+    def slow(tx: Any) -> None:
+        started.set()
+        time.sleep(0.3)
+
+    async def scenario() -> list[Any]:
+        writer = GroupWriter(store)
+        batcher = HelloBatcher(registry, writer)
+        runner = asyncio.create_task(writer.run())
+        busy = asyncio.ensure_future(writer.submit(slow))
+        await asyncio.to_thread(started.wait, 5)
+        hellos = [asyncio.ensure_future(batcher.register(f"late-{i}", INFO)) for i in range(3)]
+        await asyncio.sleep(0.05)  # the batch is queued behind the slow job
+        runner.cancel()
+        async with asyncio.timeout(GUARD):
+            return await asyncio.gather(busy, *hellos, return_exceptions=True)
+
+    busy, *outcomes = asyncio.run(scenario())
+    assert busy is None
+    assert all(isinstance(o, WriterStopped) for o in outcomes), outcomes
+    with pytest.raises(NotFound):
+        store.get(NODE, None, "late-0")
