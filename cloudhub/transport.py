@@ -149,8 +149,9 @@ class HandshakeWatch:
 async def keepalive_when_silent(ws: Any) -> None:
     """websockets' keepalive, except that only a link silent for a whole ping interval
     is pinged: anything the peer sends (its own pings, reports, acks) shows the link
-    passes packets. Edges ping the hub on their own, so a healthy link never needs the
-    hub's pings, which with the edges' own were ~40% of an idle hub's CPU
+    passes packets. Edges ping the hub on their own, so a healthy link seldom needs the
+    hub's pings (only when an edge's ping comes late), which with the edges' own were
+    ~40% of an idle hub's CPU
     (docs/performance.md). A link that stops passing packets is still pinged, and closed
     when no pong comes within the timeout, as before. ``ws`` is a WatchedConnection."""
     interval, timeout = ws.ping_interval, ws.ping_timeout
