@@ -45,8 +45,9 @@ def open_engine(url: str, idle_transaction_timeout: float | None = None) -> Engi
         millis = max(1, int(idle_transaction_timeout * 1000))
         limit = f"-c idle_in_transaction_session_timeout={millis}"
         # the URL's own options come after: a setting it names wins
-        theirs = parsed.query.get("options")
-        connect_args["options"] = f"{limit} {theirs}" if isinstance(theirs, str) else limit
+        theirs = parsed.query.get("options", ())
+        theirs = (theirs,) if isinstance(theirs, str) else theirs  # given more than once
+        connect_args["options"] = " ".join((limit, *theirs))
     try:
         return create_engine(
             parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args

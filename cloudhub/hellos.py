@@ -27,10 +27,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, insert, select, update
 
 from cloudhub.groupwriter import GroupWriter, WriterStopped
-from cloudhub.nodes import NodeRegistry, Registration, mark_ready
+from cloudhub.nodes import NodeRegistry, Registration, mark_ready, new_node
 from cloudhub.schema import node_leases, node_sync, objects
 from cloudhub.store import Tx
-from edgeward.kinds import CORE_API, NODE
+from edgeward.kinds import NODE
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def register_many(
             changed.append(name)
     params = {"b_beat": tx.now, "b_owner": replica}
     if tx.locked:
-        tx.create_all(NODE, [_new_node(name, info[name], tx.now) for name in names
+        tx.create_all(NODE, [new_node(name, info[name], tx.now) for name in names
                              if name not in stored])  # fmt: skip
         tx.replace_status_all(NODE, [(stored[name], statuses[name]) for name in changed])
         sessions = _take_sessions(tx, _TAKE_SESSIONS, names, params)
@@ -133,16 +133,6 @@ def register_many(
             tx.head,
         )
     return registrations, [hello for hello in hellos if hello.node not in registrations]
-
-
-def _new_node(name: str, node_info: dict[str, Any], now: float) -> dict[str, Any]:
-    return {
-        "apiVersion": CORE_API,
-        "kind": NODE.name,
-        "metadata": {"name": name},
-        "spec": {},
-        "status": mark_ready({"nodeInfo": node_info}, now),
-    }
 
 
 def _take_sessions(

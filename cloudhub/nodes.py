@@ -78,6 +78,17 @@ def mark_ready(status: dict[str, Any], now: float) -> dict[str, Any]:
     return ready_condition(status, "True", "EdgecoreReady", "edgecore is posting status", now)
 
 
+def new_node(name: str, node_info: dict[str, Any], now: float) -> dict[str, Any]:
+    """The Node a node's first hello creates: Ready, with the nodeInfo it sent."""
+    return {
+        "apiVersion": CORE_API,
+        "kind": NODE.name,
+        "metadata": {"name": name},
+        "spec": {},
+        "status": mark_ready({"nodeInfo": node_info}, now),
+    }
+
+
 def is_ready(node: dict[str, Any]) -> bool:
     for cond in node.get("status", {}).get("conditions", []):
         if cond.get("type") == "Ready":
@@ -323,17 +334,7 @@ class NodeRegistry:
         writers wait for (a first hello of 30,000 nodes is 30,000 of them in a row)."""
         node = tx.get(NODE, None, name)
         if node is None:
-            tx.create(
-                NODE,
-                {
-                    "apiVersion": CORE_API,
-                    "kind": NODE.name,
-                    "metadata": {"name": name},
-                    "spec": {},
-                    "status": mark_ready({"nodeInfo": node_info}, tx.now),
-                },
-                absent=True,
-            )
+            tx.create(NODE, new_node(name, node_info, tx.now), absent=True)
             capacity = outbox = None
         else:
             status = mark_ready({**node.get("status", {}), "nodeInfo": node_info}, tx.now)

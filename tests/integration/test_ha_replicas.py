@@ -458,3 +458,13 @@ def test_the_idle_transaction_limit_keeps_the_urls_own_options(database: str) ->
             assert shown == "777ms"
     finally:
         engine.dispose()
+    twice = "?options=-c%20statement_timeout%3D4321&options=-c%20lock_timeout%3D1234"
+    engine = open_engine(database + twice, 2)
+    try:
+        with engine.connect() as conn:
+            shown = [conn.execute(text(f"SHOW {n}")).scalar_one()
+                     for n in ("statement_timeout", "lock_timeout",
+                               "idle_in_transaction_session_timeout")]  # fmt: skip
+            assert shown == ["4321ms", "1234ms", "2s"]
+    finally:
+        engine.dispose()
