@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -79,7 +80,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, mqtt_broker: Mosquitto) -> I
 
 def wait(driver: Any, what: str, condition: Any) -> Any:
     try:
-        return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(lambda d: condition(d))
+        # live pages redraw: an element found and then read may be replaced in between
+        return WebDriverWait(
+            driver, WAIT, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(lambda d: condition(d))
     except Exception as exc:
         logged = driver.get_log("browser")
         raise AssertionError(
@@ -125,9 +129,13 @@ def desired_at_hub(hub: Hub) -> str:
 
 
 def chart_last(driver: Any, prop: str) -> str:
-    """The newest value the history figure of ``prop`` shows."""
-    found = driver.find_elements(By.CSS_SELECTOR, f'figure[data-property="{prop}"]')
-    return (found[0].get_attribute("data-last") or "") if found else ""
+    """The newest value the history figure of ``prop`` shows, read in one script: the page
+    redraws the figure as reports arrive, so an element found first and read after may be gone."""
+    return driver.execute_script(
+        "const f = document.querySelector(`figure[data-property='${arguments[0]}']`);"
+        "return f ? (f.dataset.last || '') : '';",
+        prop,
+    )
 
 
 def refused_only(driver: Any, *codes: str) -> None:
