@@ -50,9 +50,11 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q tests/unit/devicetwin tests/unit/session \
 		--cov=devicetwin --cov=edgeward.session --cov-branch \
 		--cov-report=term-missing:skip-covered --cov-fail-under=100
-	@# two at a time (pytest-xdist: most of a test's time is spent waiting on real processes),
-	@# then the tests whose premise is a timing or a load, alone (tests/conftest.py SERIAL)
-	$(BIN)/python -m pytest -q -n 2 -m "not serial" --ignore=tests/unit/devicetwin \
+	@# two at a time (pytest-xdist: most of a test's time is spent waiting on real processes;
+	@# worksteal: a worker left idle takes queued tests from the other, which "load" never did,
+	@# 5:26 against 6:39 here), then the tests whose premise is a timing or a load, alone
+	@# (tests/conftest.py SERIAL)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not serial" --ignore=tests/unit/devicetwin \
 		--ignore=tests/unit/session --ignore=tests/package
 	$(BIN)/python -m pytest -q -m serial --ignore=tests/unit/devicetwin \
 		--ignore=tests/unit/session --ignore=tests/package

@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.package.roots import Machine, Overlay, cached_root
+from tests.package.roots import Machine, Overlay, cached_root, make_roots_meanwhile
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The version the upgrade test starts from (the same source, an older version number).
 OLD_VERSION = "0.0.9-1"
+
+
+#: The roots the tests install into: (release, architecture, with systemd).
+ROOTS = (("bookworm", "amd64", True), ("trixie", "amd64", True), ("bookworm", "arm64", False))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -24,6 +28,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         skip = pytest.mark.skip(reason="needs debootstrap and unshare: run make package-test")
         for item in items:
             item.add_marker(skip)
+
+
+#: The fixtures below that need a Debian root.
+ROOT_FIXTURES = {"machine", "arm64_root", "bookworm_root"}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Once the tests to run are known (after -k and skips), their roots start being made."""
+    if session.config.option.collectonly:
+        return
+    runnable = [item for item in session.items if not item.get_closest_marker("skip")]
+    if any(ROOT_FIXTURES & set(getattr(item, "fixturenames", ())) for item in runnable):
+        make_roots_meanwhile(*ROOTS)
 
 
 def build(out: Path, *args: str) -> None:

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,8 +68,31 @@ def wait(check: Callable[[], T | None], timeout: float, what: str, step: float =
         time.sleep(step)
 
 
+#: Roots being made in the background (:func:`make_roots_meanwhile`), by their arguments.
+_making: dict[tuple[str, str, bool], Future[Path]] = {}
+
+
+def make_roots_meanwhile(*wanted: tuple[str, str, bool]) -> None:
+    """Start making the roots not cached yet, all at once, in the background: debootstrap
+    mostly waits on the mirror and on qemu, so on a clean machine the three roots take about
+    as long together as the slowest alone, and the packages build meanwhile."""
+    pool = ThreadPoolExecutor(max_workers=len(wanted), thread_name_prefix="debootstrap")
+    for key in wanted:
+        if key not in _making:
+            _making[key] = pool.submit(_make_root, *key)
+    pool.shutdown(wait=False)
+
+
 def cached_root(suite: str, arch: str, with_systemd: bool) -> Path:
-    """A debootstrapped root, made on first use (a minute or two; arm64 several)."""
+    """A debootstrapped root, made on first use (a minute or two; arm64 several), or the one
+    being made in the background."""
+    making = _making.get((suite, arch, with_systemd))
+    if making is not None:
+        return making.result()
+    return _make_root(suite, arch, with_systemd)
+
+
+def _make_root(suite: str, arch: str, with_systemd: bool) -> Path:
     packages = BASE + (SYSTEMD if with_systemd else ())
     key = hashlib.sha256(",".join(packages).encode()).hexdigest()[:8]
     root = CACHE / f"{suite}-{arch}-{key}"
@@ -78,6 +102,7 @@ def cached_root(suite: str, arch: str, with_systemd: bool) -> Path:
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     print(f"\nmaking a {suite} {arch} root in {root} (once; cached)", flush=True)
+    began = time.monotonic()
     command = [
         "debootstrap",
         "--variant=minbase",
@@ -100,6 +125,7 @@ def cached_root(suite: str, arch: str, with_systemd: bool) -> Path:
     subprocess.run(["chroot", str(partial), "apt-get", "clean"], env=ENV, check=False)
     (partial / ".complete").write_text(" ".join(command) + "\n")
     partial.rename(root)
+    print(f"\nmade the {suite} {arch} root in {time.monotonic() - began:.0f} s", flush=True)
     return root
 
 
