@@ -189,6 +189,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             "refused": 0 if gate is None else gate.refused,
             "helloTimeouts": edge.hello_timeouts,
             "handshakeTimeouts": handshakes.timeouts + intake.timeouts,
+            "handshakeFailures": handshakes.failures,
             "handshaking": intake.in_turn,
             "waitingToHandshake": intake.waiting,
             "abandonedWaiting": intake.abandoned,

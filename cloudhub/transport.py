@@ -89,7 +89,8 @@ def url(scheme: str, sock: socket.socket, connectable: bool = False) -> str:
 
 
 class HandshakeWatch:
-    """Counts edge connections cut off for not finishing their handshake in time.
+    """Counts edge connections cut off for not finishing their handshake in time, and TLS
+    handshakes that failed.
 
     asyncio gives up on a TLS handshake after ``ssl_handshake_timeout`` and websockets
     on an HTTP upgrade after ``open_timeout``, both without a word. A hub held busy by
@@ -107,9 +108,12 @@ class HandshakeWatch:
     def __init__(self, timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self.timeout = timeout
         self.timeouts = 0
+        #: TLS handshakes the hub's side refused: no client certificate, one from another
+        #: CA, a protocol version or cipher it does not speak, bytes that are not TLS.
+        self.failures = 0
 
     def watch_tls(self, context: ssl.SSLContext) -> ssl.SSLContext:
-        """``context``, counting the TLS handshakes that time out."""
+        """``context``, counting the TLS handshakes that time out or fail."""
         context.sslobject_class = _watched_tls(self)
         return context
 
@@ -189,8 +193,10 @@ def _watched_tls(watch: HandshakeWatch) -> type[ssl.SSLObject]:
                 super().do_handshake()
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 raise  # under way: asyncio calls again when the peer sends more
-            except BaseException:
+            except BaseException as exc:
                 self._stop()
+                if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+                    watch.failures += 1  # a peer that hung up mid-way was not refused
                 raise
             self._stop()
 

@@ -258,7 +258,10 @@ def test_clients_without_a_certificate_of_the_hub_fail_the_handshake(
     assert names == nodes_before and "stranger" not in names
     assert hub.request("GET", "/api/v1/nodes/stranger")[0] == 404
     assert connections_of(hub, "edge-a") == sessions_before  # never replaced
-    assert hub.request("GET", "/healthz")[1]["edge"]["sessions"] == health_before["sessions"]
+    health = hub.request("GET", "/healthz")[1]["edge"]
+    assert health["sessions"] == health_before["sessions"]
+    # each of the five attempts above failed its TLS handshake, and the hub counted it
+    assert health["handshakeFailures"] - health_before["handshakeFailures"] == 5
     still_served(world)
 
 
