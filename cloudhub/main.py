@@ -165,7 +165,12 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         else None
     )
     leadership = Leadership(engine, config.leader_timeout)
-    metrics = HubMetrics(store, sessions=lambda: len(edge.sessions), leading=leadership.leading)
+    metrics = HubMetrics(
+        store,
+        sessions=lambda: len(edge.sessions),
+        leading=leadership.leading,
+        turned_away=lambda: turned_away(),  # defined below, with the edge server
+    )
     writer = GroupWriter(store, on_commit=metrics.committed)
     nodes = NodeRegistry(store, config.node_grace_period, writer)
     nodes.leading = leadership.leading
@@ -182,14 +187,24 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     handshakes = transport.HandshakeWatch()
     intake = Intake(config.edge_handshake_limit, timeout=handshakes.timeout)
 
+    def turned_away() -> dict[str, int]:
+        """The edge port's refusals and time-outs since start, by reason (/metrics)."""
+        return {
+            "tls_refused": handshakes.failures,
+            "handshake_timeout": handshakes.timeouts + intake.timeouts,
+            "hello_timeout": edge.hello_timeouts,
+            "refused": 0 if gate is None else gate.refused,
+        }
+
     def edge_stats() -> dict[str, int]:
         """The edge port's counters for /healthz: who is connected and who was turned away."""
+        away = turned_away()
         return {
             "sessions": len(edge.sessions),
-            "refused": 0 if gate is None else gate.refused,
-            "helloTimeouts": edge.hello_timeouts,
-            "handshakeTimeouts": handshakes.timeouts + intake.timeouts,
-            "handshakeFailures": handshakes.failures,
+            "refused": away["refused"],
+            "helloTimeouts": away["hello_timeout"],
+            "handshakeTimeouts": away["handshake_timeout"],
+            "handshakeFailures": away["tls_refused"],
             "handshaking": intake.in_turn,
             "waitingToHandshake": intake.waiting,
             "abandonedWaiting": intake.abandoned,

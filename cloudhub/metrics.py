@@ -4,7 +4,8 @@ Counted as things happen: REST API requests by method and status code, frames an
 report rows from edges, group commits (jobs per batch and seconds per transaction).
 Read from the database at each scrape, so every replica tells the same truth: nodes by
 condition (``Ready``, ``NotReady``, ``Unknown`` for a Node that never connected) and the
-change log's depth (revisions it holds). Read from this process: edge sessions open.
+change log's depth (revisions it holds). Read from this process: edge sessions open, and
+connections the edge port turned away, by reason.
 
 Names follow Prometheus' conventions (``edgeward_`` prefix, ``_total`` on counters,
 base units); docs/metrics.md lists them with the Grafana dashboard that uses them.
@@ -13,11 +14,11 @@ base units); docs/metrics.md lists them with the Grafana dashboard that uses the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -38,8 +39,10 @@ class HubMetrics:
         store: Store,
         sessions: Callable[[], int] = lambda: 0,
         leading: Callable[[], bool] = lambda: True,
+        turned_away: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
-        """``leading()``: whether this replica runs the fleet-wide duties (docs/ha.md)."""
+        """``leading()``: whether this replica runs the fleet-wide duties (docs/ha.md);
+        ``turned_away()``: the edge port's refusals and time-outs since start, by reason."""
         self.registry = CollectorRegistry()
         self.api_requests = Counter(
             "edgeward_api_requests",
@@ -77,7 +80,7 @@ class HubMetrics:
             buckets=SECONDS_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_FleetCollector(store, sessions, leading))
+        self.registry.register(_FleetCollector(store, sessions, leading, turned_away))
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """(body, content type) in the format the scraper's Accept header asks for:
@@ -98,11 +101,16 @@ class _FleetCollector(Collector):
     """What is read at each scrape: nodes by condition, the change log, sessions."""
 
     def __init__(
-        self, store: Store, sessions: Callable[[], int], leading: Callable[[], bool]
+        self,
+        store: Store,
+        sessions: Callable[[], int],
+        leading: Callable[[], bool],
+        turned_away: Callable[[], Mapping[str, int]],
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.leading = leading
+        self.turned_away = turned_away
 
     def collect(self) -> Iterator[Any]:
         nodes = GaugeMetricFamily(
@@ -127,6 +135,17 @@ class _FleetCollector(Collector):
             "Edge sessions open on this hub process.",
             value=self.sessions(),
         )
+        turned_away = CounterMetricFamily(
+            "edgeward_edge_connections_turned_away",
+            "Edge-port connections this hub process turned away since it started, by reason: "
+            "tls_refused (no client certificate, another CA, not TLS), handshake_timeout (TLS "
+            "or the websocket upgrade unfinished in 10 s), hello_timeout, refused (at the "
+            "upgrade for the certificate, or for what the session said).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.turned_away().items()):
+            turned_away.add_metric([reason], count)
+        yield turned_away
         yield GaugeMetricFamily(
             "edgeward_hub_leader",
             "1 when this hub replica runs the fleet-wide duties (expiry, compaction), else 0.",

@@ -3,6 +3,9 @@ and parsed with prometheus_client's own parser: what an operator's Prometheus wo
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -103,6 +106,40 @@ def test_metrics_need_a_viewer_or_an_admin_token(tmp_path: Path) -> None:
         assert value(got, "edgeward_api_requests_total", method="GET", code="403") == 1
     finally:
         hub.kill()
+
+
+def test_the_edge_port_counts_the_connections_it_turns_away(tmp_path: Path) -> None:
+    """A TLS client with no certificate, and one speaking plain HTTP to the TLS port, are
+    each counted once, under tls_refused; the other reasons are there, at 0."""
+    hub = Hub(tmp_path / "hub", secure=True)
+    hub.start()
+    try:
+        no_certificate = ssl.create_default_context(cafile=str(hub.ca))
+        with (
+            socket.create_connection(("127.0.0.1", hub.edge_port), timeout=10) as raw,
+            contextlib.suppress(ssl.SSLError, ConnectionError),
+            no_certificate.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            tls.recv(4096)  # TLS 1.3: the refusal arrives on the first read
+        with socket.create_connection(("127.0.0.1", hub.edge_port), timeout=10) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: hub\r\n\r\n")
+            with contextlib.suppress(ConnectionError):
+                raw.recv(4096)  # the hub's alert, or nothing, then the close
+
+        def counted() -> Samples | None:
+            got = samples(hub)
+            return got if value(got, TURNED_AWAY, reason="tls_refused") == 2 else None
+
+        got = wait_for(counted, 10, "both refused handshakes to be counted")
+        for reason in ("handshake_timeout", "hello_timeout", "refused"):
+            assert got[(TURNED_AWAY, (("reason", reason),))] == 0, reason
+        assert hub.request("GET", "/healthz")[1]["edge"]["handshakeFailures"] == 2
+    finally:
+        hub.kill()
+
+
+TURNED_AWAY = "edgeward_edge_connections_turned_away_total"
 
 
 def test_any_accept_header_gets_metrics_in_a_format_it_names(hub: Hub) -> None:

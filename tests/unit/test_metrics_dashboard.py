@@ -31,7 +31,11 @@ class FleetStore:
 
 
 def exported() -> set[str]:
-    metrics = HubMetrics(FleetStore(), sessions=lambda: 2)  # type: ignore[arg-type]
+    metrics = HubMetrics(
+        FleetStore(),  # type: ignore[arg-type]
+        sessions=lambda: 2,
+        turned_away=lambda: {"tls_refused": 1},
+    )
     metrics.api_requests.labels("GET", "200").inc()
     metrics.api_seconds.labels("GET").observe(0.01)
     metrics.committed(3, 0.0)
@@ -68,7 +72,11 @@ def test_every_edge_dashboard_query_names_a_metric_edgecore_exports() -> None:
 
 
 def test_scrape_time_values_come_from_the_store() -> None:
-    metrics = HubMetrics(FleetStore(), sessions=lambda: 2)  # type: ignore[arg-type]
+    metrics = HubMetrics(
+        FleetStore(),  # type: ignore[arg-type]
+        sessions=lambda: 2,
+        turned_away=lambda: {"tls_refused": 1},
+    )
     body, _ = metrics.render()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
