@@ -76,10 +76,15 @@ def make_roots_meanwhile(*wanted: tuple[str, str, bool]) -> None:
     """Start making the roots not cached yet, all at once, in the background: debootstrap
     mostly waits on the mirror and on qemu, so on a clean machine the three roots take about
     as long together as the slowest alone, and the packages build meanwhile."""
-    pool = ThreadPoolExecutor(max_workers=len(wanted), thread_name_prefix="debootstrap")
-    for key in wanted:
-        if key not in _making:
-            _making[key] = pool.submit(_make_root, *key)
+    missing = [key for key in wanted if key not in _making and not _is_cached(*key)]
+    if not missing:
+        return
+    # said here, before the tests start: a thread's print would go to a test's captured output
+    names = ", ".join(f"{suite} {arch}" for suite, arch, _ in missing)
+    print(f"\nmaking Debian roots in {CACHE} in the background (once; cached): {names}")
+    pool = ThreadPoolExecutor(max_workers=len(missing), thread_name_prefix="debootstrap")
+    for key in missing:
+        _making[key] = pool.submit(_make_root, *key)
     pool.shutdown(wait=False)
 
 
@@ -92,10 +97,19 @@ def cached_root(suite: str, arch: str, with_systemd: bool) -> Path:
     return _make_root(suite, arch, with_systemd)
 
 
-def _make_root(suite: str, arch: str, with_systemd: bool) -> Path:
+def _root_of(suite: str, arch: str, with_systemd: bool) -> tuple[Path, tuple[str, ...]]:
+    """Where the root is cached, and the packages it holds."""
     packages = BASE + (SYSTEMD if with_systemd else ())
     key = hashlib.sha256(",".join(packages).encode()).hexdigest()[:8]
-    root = CACHE / f"{suite}-{arch}-{key}"
+    return CACHE / f"{suite}-{arch}-{key}", packages
+
+
+def _is_cached(suite: str, arch: str, with_systemd: bool) -> bool:
+    return (_root_of(suite, arch, with_systemd)[0] / ".complete").exists()
+
+
+def _make_root(suite: str, arch: str, with_systemd: bool) -> Path:
+    root, packages = _root_of(suite, arch, with_systemd)
     if (root / ".complete").exists():
         return root
     CACHE.mkdir(parents=True, exist_ok=True)
