@@ -98,7 +98,8 @@ class HubMetrics:
 
 
 class _FleetCollector(Collector):
-    """What is read at each scrape: nodes by condition, the change log, sessions."""
+    """What is read at each scrape: nodes by condition, the change log, sessions, and the
+    connections the edge port turned away."""
 
     def __init__(
         self,
