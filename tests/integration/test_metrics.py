@@ -17,6 +17,7 @@ from tests.integration.test_security import node_ready
 from tests.support.procs import Hub, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+TURNED_AWAY = "edgeward_edge_connections_turned_away_total"
 
 
 def scrape(hub: Hub, token: str | None = None, accept: str = "") -> tuple[int, str, str]:
@@ -137,9 +138,6 @@ def test_the_edge_port_counts_the_connections_it_turns_away(tmp_path: Path) -> N
         assert hub.request("GET", "/healthz")[1]["edge"]["handshakeFailures"] == 2
     finally:
         hub.kill()
-
-
-TURNED_AWAY = "edgeward_edge_connections_turned_away_total"
 
 
 def test_any_accept_header_gets_metrics_in_a_format_it_names(hub: Hub) -> None:
