@@ -155,9 +155,9 @@ async def keepalive_when_silent(ws: Any) -> None:
     is pinged: anything the peer sends (its own pings, reports, acks) shows the link
     passes packets. Edges ping the hub on their own, so a healthy link seldom needs the
     hub's pings (only when an edge's ping comes late), which with the edges' own were
-    ~40% of an idle hub's CPU
-    (docs/performance.md). A link that stops passing packets is still pinged, and closed
-    when no pong comes within the timeout, as before. ``ws`` is a WatchedConnection."""
+    ~40% of an idle hub's CPU (docs/performance.md). A link that stops passing packets is
+    still pinged, and closed when no pong comes within the timeout, as before. ``ws`` is a
+    WatchedConnection."""
     interval, timeout = ws.ping_interval, ws.ping_timeout
     try:
         while True:
