@@ -8,6 +8,13 @@ value, so values buffered through an outage keep the time they were measured; a
 timestamp that is not a plausible time (before 2000, or a day ahead of the hub's clock)
 is replaced by the time the hub received it.
 
+The report path appends history rows to ``twin_history_recent``, which has no index but
+its primary key; the leader moves them into ``twin_history``, indexed by property and time,
+about once a second (:func:`merge`). Reads look at both. Inserting each value into the
+per-property index as it arrived dirtied one index page per value, which cost the report
+path up to a fifth of its rate; a merge writes each page once for all the values it
+moves (docs/performance.md §9).
+
 Bounded by ``history_retention`` (seconds since the hub received a value) and
 ``history_max_per_property`` (rows per property), both applied every minute
 (:func:`prune`); docs/history.md.
@@ -19,11 +26,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, literal, select, text, union_all
 
-from cloudhub.schema import twin_history
-from cloudhub.store import Store, Tx
+from cloudhub.schema import twin_history, twin_history_recent
+from cloudhub.store import HistoryRow, Store, Tx
 
+#: Seconds between merges: values wait at most about this long in the unindexed table
+#: that every read scans (at 10,000 values a second, a few milliseconds of a read).
+MERGE_INTERVAL = 1.0
 #: Values a read returns at most.
 MAX_PAGE = 10_000
 #: Epoch seconds of 2000-01-01: an edge timestamp before it is a clock that was never set.
@@ -48,14 +58,14 @@ def record(tx: Tx, device: dict[str, Any], entries: list[dict[str, Any]]) -> int
         if reported is None or reported == before.get(entry["propertyName"]):
             continue
         rows.append(
-            {
-                "namespace": meta["namespace"],
-                "device": meta["name"],
-                "property": entry["propertyName"],
-                "time": _time(reported["metadata"].get("timestamp"), tx.now),
-                "received": tx.now,
-                "value": reported["value"],
-            }
+            HistoryRow(
+                meta["namespace"],
+                meta["name"],
+                entry["propertyName"],
+                _time(reported["metadata"].get("timestamp"), tx.now),
+                tx.now,
+                reported["value"],
+            )
         )
     tx.history_rows.extend(rows)  # written by tx.flush_history(), before the commit
     return len(rows)
@@ -80,10 +90,30 @@ class Query:
 
 
 def read(engine: Engine, query: Query) -> list[dict[str, Any]]:
-    """The newest ``limit`` values since ``since``, oldest first."""
-    t = twin_history
+    """The newest ``limit`` values since ``since``, oldest first.
+
+    One statement over both tables, so a merge committing meanwhile can neither hide a
+    value nor show it twice. Of two values with one time, the later arrival is newer: a
+    value not yet merged arrived after every merged one."""
+    both = union_all(
+        select(_newest(twin_history, query, arrival=0)),
+        select(_newest(twin_history_recent, query, arrival=1)),
+    ).subquery()
     statement = (
-        select(t.c.time, t.c.value)
+        select(both.c.time, both.c.value)
+        .order_by(both.c.time.desc(), both.c.arrival.desc(), both.c.id.desc())
+        .limit(query.limit)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    return [{"time": _rfc3339_ms(r.time), "value": r.value} for r in reversed(rows)]
+
+
+def _newest(table: Any, query: Query, arrival: int) -> Any:
+    """The newest ``limit`` values of ``query`` in ``table``, ranked by ``arrival``."""
+    t = table
+    return (
+        select(t.c.time, t.c.value, literal(arrival).label("arrival"), t.c.id)
         .where(
             t.c.namespace == query.namespace,
             t.c.device == query.device,
@@ -92,10 +122,49 @@ def read(engine: Engine, query: Query) -> list[dict[str, Any]]:
         )
         .order_by(t.c.time.desc(), t.c.id.desc())
         .limit(query.limit)
+        .subquery()
     )
-    with engine.connect() as conn:
-        rows = conn.execute(statement).all()
-    return [{"time": _rfc3339_ms(r.time), "value": r.value} for r in reversed(rows)]
+
+
+_COLUMNS = "namespace, device, property, time, received, value"
+#: PostgreSQL: the rows deleted are the rows inserted, in one statement, so a report
+#: committing meanwhile is neither lost nor moved twice, even by two merges at once.
+_MOVE_POSTGRESQL = text(
+    f"WITH moved AS (DELETE FROM twin_history_recent RETURNING id, {_COLUMNS}), "
+    f"kept AS (INSERT INTO twin_history ({_COLUMNS}) "
+    f"SELECT {_COLUMNS} FROM moved ORDER BY id) "
+    "SELECT namespace, device, property, count(*) FROM moved GROUP BY 1, 2, 3"
+)
+#: SQLite: up to the newest staged id, under the write lock that the transaction takes at
+#: BEGIN, so nothing is inserted between the statements.
+_MOVING_SQLITE = text(
+    "SELECT namespace, device, property, count(*) FROM twin_history_recent "
+    "WHERE id <= :high GROUP BY 1, 2, 3"
+)
+_COPY_SQLITE = text(
+    f"INSERT INTO twin_history ({_COLUMNS}) "
+    f"SELECT {_COLUMNS} FROM twin_history_recent WHERE id <= :high ORDER BY id"
+)
+_DELETE_SQLITE = text("DELETE FROM twin_history_recent WHERE id <= :high")
+
+
+def merge(store: Store) -> int:
+    """Move the values written since the last merge, by this hub or any replica, into
+    ``twin_history`` in the order they arrived (ids there grow with the time a value was
+    received, which the age limit's search needs), and note their properties for the
+    count limit; the number moved."""
+    with store.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            moved = conn.execute(_MOVE_POSTGRESQL).all()
+        else:
+            high = conn.execute(select(func.max(twin_history_recent.c.id))).scalar()
+            if high is None:
+                return 0
+            moved = conn.execute(_MOVING_SQLITE, {"high": high}).all()
+            conn.execute(_COPY_SQLITE, {"high": high})
+            conn.execute(_DELETE_SQLITE, {"high": high})
+    store.note_history_merged({(ns, device, prop) for ns, device, prop, _ in moved})
+    return sum(count for *_, count in moved)
 
 
 def _rfc3339_ms(epoch: float) -> str:
@@ -111,6 +180,7 @@ def prune(store: Store, before: float, max_per_property: int) -> int:
     row); after that only for the properties given rows since the last prune, the only
     ones that can have grown, so a prune costs what was written meanwhile."""
     t = twin_history
+    merge(store)  # the values written since the last merge count too
     written = store.take_history_written()
     deleted = 0
     with store.engine.begin() as conn:

@@ -168,6 +168,23 @@ Index(
     twin_history.c.time,
 )
 
+#: History rows as the report path writes them (schema 8): appended, with no index but the
+#: primary key, and moved into ``twin_history`` in arrival order about once a second
+#: (cloudhub/history.py ``merge``). A frame's values land on a few pages here instead of
+#: one page of the per-property index each; reads look at both tables.
+twin_history_recent = Table(
+    "twin_history_recent",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("namespace", String(63), nullable=False),
+    Column("device", String(63), nullable=False),
+    Column("property", String(128), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("received", Float, nullable=False),
+    Column("value", Text, nullable=False),
+    sqlite_autoincrement=True,
+)
+
 
 #: The hub replicas sharing this database (docs/ha.md): each refreshes its row every few
 #: seconds; ``seen`` is the database's clock, so replicas' clocks never disagree on it.
@@ -225,9 +242,13 @@ def _v7(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE hub_replicas ADD COLUMN flushed FLOAT"))
 
 
+def _v8(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[twin_history_recent], checkfirst=True)
+
+
 #: Ordered schema steps; step i brings the schema from version i to i + 1.
 #: Append only: an installed hub runs the steps it has not run yet.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 
 
 #: The key of the PostgreSQL advisory lock that migrations hold: "edgeward" in ASCII, as a

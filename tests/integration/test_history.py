@@ -5,12 +5,16 @@ store on SQLite and PostgreSQL; the API and CLI against a real hub, edgecore and
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
 import urllib.parse
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from cloudhub import history
+from cloudhub.schema import twin_history, twin_history_recent
 from cloudhub.store import Store
 from tests.integration.test_cli import assert_one_error, run
 from tests.integration.test_twins import NS, D, device, model, reported, update
@@ -59,6 +63,70 @@ def test_changed_values_are_kept_and_read_back_newest_last(store: Store) -> None
     assert [i["value"] for i in history.read(store.engine, since)] == ["21.5", "22.5", "23.5"]
     other = history.Query("default", "thermo", "humidity")
     assert history.read(store.engine, other) == []
+
+
+def test_values_not_yet_merged_are_read_with_the_merged_ones(store: Store) -> None:
+    """The report path appends to an unindexed table that the leader merges into the
+    indexed one: a read sees both, in one order, before and after the merge, and a value
+    is moved once."""
+    current = thermo(store)
+    stamp = int(T0 * 1000)
+    with store.writing() as tx:  # two values with one timestamp: the later one is newer
+        history.record(tx, current, [entry("20.5", stamp)])
+        history.record(tx, current, [entry("21.5", stamp)])
+    query = history.Query("default", "thermo", "temperature")
+    assert [i["value"] for i in history.read(store.engine, query)] == ["20.5", "21.5"]
+    assert history.merge(store) == 2
+    with store.writing() as tx:
+        history.record(tx, current, [entry("22.5", stamp)])
+        history.record(tx, current, [entry("23.5", stamp - 1000)])
+    both = [i["value"] for i in history.read(store.engine, query)]
+    assert both == ["23.5", "20.5", "21.5", "22.5"]
+    newest = history.Query("default", "thermo", "temperature", limit=2)
+    assert [i["value"] for i in history.read(store.engine, newest)] == ["21.5", "22.5"]
+    assert history.merge(store) == 2
+    assert history.merge(store) == 0
+    assert [i["value"] for i in history.read(store.engine, query)] == both
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(twin_history)).scalar() == 4
+        assert conn.execute(select(func.count()).select_from(twin_history_recent)).scalar() == 0
+
+
+def test_merges_racing_each_other_and_the_reports_move_every_value_once(store: Store) -> None:
+    """Two replicas' leaders may overlap for a moment: merges running at once, while values
+    keep arriving, lose none and move none twice."""
+    current = thermo(store)
+    written = 400
+    done = threading.Event()
+    failures: list[Exception] = []
+
+    def keep_merging() -> None:
+        while not done.is_set():
+            try:
+                history.merge(store)
+            except Exception as exc:  # the test reports it
+                failures.append(exc)
+                return
+
+    mergers = [threading.Thread(target=keep_merging) for _ in range(2)]
+    for thread in mergers:
+        thread.start()
+    try:
+        for i in range(0, written, 10):
+            with store.writing() as tx:
+                for j in range(i, i + 10):
+                    history.record(tx, current, [entry(f"{j}.5", int(T0 * 1000) + j)])
+    finally:
+        done.set()
+        for thread in mergers:
+            thread.join()
+    assert failures == []
+    history.merge(store)
+    query = history.Query("default", "thermo", "temperature", limit=written + 1)
+    values = [i["value"] for i in history.read(store.engine, query)]
+    assert values == [f"{j}.5" for j in range(written)]
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(twin_history)).scalar() == written
 
 
 def test_retention_keeps_the_newest_values_within_age_and_count(
@@ -131,6 +199,20 @@ def test_reported_values_are_served_by_the_api_and_the_cli(hub: Hub, reporting: 
     assert_one_error(run("twin", "history", "nope", "temperature", hub=hub), 1, "not found")
     assert_one_error(run("twin", "history", "hist", "bad prop", hub=hub), 1, "property")
     assert_one_error(run("twin", "history", "hist", "t", "--limit", "0", hub=hub), 2, "limit")
+
+
+def test_the_hub_merges_new_values_into_the_indexed_history(hub: Hub, reporting: Any) -> None:
+    db = sqlite3.connect(f"file:{hub.data_dir / 'hub.db'}?mode=ro", uri=True, timeout=5)
+    try:
+
+        def merged() -> bool:
+            waiting = db.execute("SELECT count(*) FROM twin_history_recent").fetchone()[0]
+            indexed = db.execute("SELECT value FROM twin_history ORDER BY id").fetchall()
+            return waiting == 0 and [v for (v,) in indexed] == ["20.5", "21.5", "22.5"]
+
+        wait_for(merged, 10, "the hub to merge the reported values")
+    finally:
+        db.close()
 
 
 @pytest.mark.parametrize(
@@ -231,3 +313,20 @@ def test_after_the_first_prune_only_properties_written_since_are_counted(
     kept = history.read(store.engine, history.Query("default", "thermo", "temperature"))
     assert [i["value"] for i in kept] == ["2.5", "3.5", "4.5"]
     assert store.take_history_written() == set(), "the prune took them"
+
+
+def test_the_leader_holds_values_another_replica_wrote_to_the_count(
+    store: Store, engine: Any, clock: ManualClock
+) -> None:
+    """Replicas share the database: the leader's prune cuts the properties whose values
+    came through another replica too, not only its own."""
+    current = thermo(store)
+    assert history.prune(store, before=0, max_per_property=3) == 0  # the whole table, once
+    other_replica = Store(engine, clock=clock)
+    for i in range(5):
+        clock.now = T0 + i
+        with other_replica.writing() as tx:
+            history.record(tx, current, [entry(f"{i}.5", int(clock.now * 1000))])
+    assert history.prune(store, before=0, max_per_property=3) == 2
+    kept = history.read(store.engine, history.Query("default", "thermo", "temperature"))
+    assert [i["value"] for i in kept] == ["2.5", "3.5", "4.5"]
