@@ -265,6 +265,31 @@ def test_clients_without_a_certificate_of_the_hub_fail_the_handshake(
     still_served(world)
 
 
+def answer_and_ticket(port: int, ctx: ssl.SSLContext, request: bytes) -> tuple[bytes, bool]:
+    """The start of the answer to ``request`` over TLS 1.3, and whether the server sent a
+    session ticket (tickets come right after the handshake, before any answer)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(request)
+        answer = tls.recv(4096)
+        assert tls.version() == "TLSv1.3"
+        return answer, tls.session.has_ticket
+
+
+def test_the_edge_port_sends_no_session_tickets(world: World, tmp_path: Path) -> None:
+    """Edges never resume a TLS session, so the hub spends no handshake work on tickets for
+    them (a fleet reconnecting is 10,000 handshakes); the API port, which browsers use,
+    still sends them."""
+    hub = world.hub
+    node = join(hub, "ticketless", tmp_path / "ticketless")
+    answer, ticket = answer_and_ticket(hub.edge_port, node.context(), UPGRADE)
+    assert answer.startswith(b"HTTP/1.1 101") and not ticket
+    health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    api = ssl.create_default_context(cafile=str(hub.ca))
+    answer, ticket = answer_and_ticket(hub.api_port, api, health)
+    assert answer.startswith(b"HTTP/1.1 200") and ticket
+
+
 # -- b. a node speaking for another -----------------------------------------------------
 
 
