@@ -5,8 +5,10 @@ one hub process and report node status every 30 s. Figures: the hub's RSS
 per connected node (RSS after connect minus RSS before, over the nodes), its
 CPU share while the fleet idles (heartbeats and pings only), the time for
 every node to connect, and after the hub is killed and started again on the
-same ports, the time until every node is welcomed back — and how many nodes
-went NotReady meanwhile (read from the hub's change log). Targets: < 50 KiB
+same ports, the time until every node is welcomed back, the hub's CPU time
+per node for it (the reconnect's wall time also holds the simulated fleet's
+work on the same cores), and how many nodes went NotReady meanwhile (read
+from the hub's change log). Targets: < 50 KiB
 per node, < 30% of one core at idle. Baseline for memory: what a bare
 ``websockets`` server gains per idle connection, measured the same way.
 """
@@ -17,6 +19,8 @@ import contextlib
 import json
 import time
 from collections.abc import Iterable
+
+import psutil
 
 from bench.baselines import ws_idle_bytes_per_conn
 from bench.core import Figure, Options
@@ -78,6 +82,8 @@ def run(opts: Options) -> list[Figure]:
             hub.restart(kill=True)
             back = fleet.wait(lambda _s: fleet.welcomed_since(killed) >= reached, window)
             reconnect = (back - killed) if back is not None else float("nan")
+            restarted = psutil.Process(hub.pid).cpu_times()
+            restart_cpu = restarted.user + restarted.system
             time.sleep(opts.seconds(5, 1))
             not_ready = _went_not_ready(hub, head)
         finally:
@@ -105,6 +111,10 @@ def run(opts: Options) -> list[Figure]:
                "connected are welcomed again (nan: not within the window); "
                f"{'with TLS handshakes' if hub.secure else 'plain ws://'}",
                **common),
+        Figure(name="hub CPU per node reconnected", value=restart_cpu / max(1, reached) * 1000,
+               unit="ms", note=f"{restart_cpu:.1f} s of CPU from the hub's start until every "
+               "node was back, its start-up included; the simulated fleet's own handshakes "
+               "ran on the same cores", **common),
         Figure(name="hub stop (SIGTERM) after the fleet left", value=shutdown, unit="s",
                note="graceful shutdown time; 120 s means it had to be killed", **common),
         Figure(name="nodes that went NotReady", value=float(not_ready), unit="nodes",
