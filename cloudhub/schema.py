@@ -10,6 +10,7 @@ already dropped from it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -146,20 +147,21 @@ Index("events_node_seq", events.c.node, events.c.seq, unique=True)
 Index("events_received", events.c.received)
 
 
+def _history_columns() -> list[Column[Any]]:
+    return [
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("namespace", String(63), nullable=False),
+        Column("device", String(63), nullable=False),
+        Column("property", String(128), nullable=False),
+        Column("time", Float, nullable=False),  # when the value was reported (edge clock)
+        Column("received", Float, nullable=False),  # when the hub stored it (hub clock)
+        Column("value", Text, nullable=False),
+    ]
+
+
 #: Each reported value of each twin property, with its time (cloudhub/history.py), kept
 #: for ``history_retention`` and at most ``history_max_per_property`` per property.
-twin_history = Table(
-    "twin_history",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("namespace", String(63), nullable=False),
-    Column("device", String(63), nullable=False),
-    Column("property", String(128), nullable=False),
-    Column("time", Float, nullable=False),  # when the value was reported (edge clock)
-    Column("received", Float, nullable=False),  # when the hub stored it (hub clock)
-    Column("value", Text, nullable=False),
-    sqlite_autoincrement=True,
-)
+twin_history = Table("twin_history", metadata, *_history_columns(), sqlite_autoincrement=True)
 Index(
     "twin_history_property_time",
     twin_history.c.namespace,
@@ -173,16 +175,7 @@ Index(
 #: (cloudhub/history.py ``merge``). A frame's values land on a few pages here instead of
 #: one page of the per-property index each; reads look at both tables.
 twin_history_recent = Table(
-    "twin_history_recent",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("namespace", String(63), nullable=False),
-    Column("device", String(63), nullable=False),
-    Column("property", String(128), nullable=False),
-    Column("time", Float, nullable=False),
-    Column("received", Float, nullable=False),
-    Column("value", Text, nullable=False),
-    sqlite_autoincrement=True,
+    "twin_history_recent", metadata, *_history_columns(), sqlite_autoincrement=True
 )
 
 

@@ -298,35 +298,21 @@ def test_a_refused_row_in_a_frame_leaves_the_others_history_once(store: Store) -
     assert history.read(store.engine, refused) == []
 
 
+@pytest.mark.parametrize("through", ["this replica", "another replica"])
 def test_after_the_first_prune_only_properties_written_since_are_counted(
-    store: Store, clock: ManualClock
+    store: Store, engine: Any, clock: ManualClock, through: str
 ) -> None:
     """The first prune holds every property to the limit; later ones look only at the
-    properties given values since, and still cut them to the limit."""
+    properties given values since, and still cut them to the limit, whichever replica
+    sharing the database the values came through."""
     current = thermo(store)
     assert history.prune(store, before=0, max_per_property=3) == 0  # the whole table: empty
+    writer = store if through == "this replica" else Store(engine, clock=clock)
     for i in range(5):
         clock.now = T0 + i
-        with store.writing() as tx:
+        with writer.writing() as tx:
             history.record(tx, current, [entry(f"{i}.5", int(clock.now * 1000))])
     assert history.prune(store, before=0, max_per_property=3) == 2
     kept = history.read(store.engine, history.Query("default", "thermo", "temperature"))
     assert [i["value"] for i in kept] == ["2.5", "3.5", "4.5"]
     assert store.take_history_written() == set(), "the prune took them"
-
-
-def test_the_leader_holds_values_another_replica_wrote_to_the_count(
-    store: Store, engine: Any, clock: ManualClock
-) -> None:
-    """Replicas share the database: the leader's prune cuts the properties whose values
-    came through another replica too, not only its own."""
-    current = thermo(store)
-    assert history.prune(store, before=0, max_per_property=3) == 0  # the whole table, once
-    other_replica = Store(engine, clock=clock)
-    for i in range(5):
-        clock.now = T0 + i
-        with other_replica.writing() as tx:
-            history.record(tx, current, [entry(f"{i}.5", int(clock.now * 1000))])
-    assert history.prune(store, before=0, max_per_property=3) == 2
-    kept = history.read(store.engine, history.Query("default", "thermo", "temperature"))
-    assert [i["value"] for i in kept] == ["2.5", "3.5", "4.5"]
