@@ -46,6 +46,7 @@ class MqttConnection:
         self._loop_thread = threading.get_ident()
         self._misc: asyncio.Task[None] | None = None
         self._fd = -1  # the socket paho has open (see _on_socket_open)
+        self._write_wanted = False  # paho asked to write before it announced its socket
         client.on_disconnect = self._on_disconnect
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
@@ -114,10 +115,14 @@ class MqttConnection:
     def _watch(self, client: mqtt.Client, fd: int) -> None:
         self.paused = False
         self._loop.add_reader(fd, client.loop_read)
+        if self._write_wanted:
+            self._loop.add_writer(fd, client.loop_write)
         self._misc = self._loop.create_task(self._misc_loop(client))
 
     def _on_socket_close(self, _c: Any, _u: Any, _sock: Any) -> None:
         self._on_loop(self._unwatch, self._fd)
+        self._fd = -1
+        self._write_wanted = False
 
     def _unwatch(self, fd: int) -> None:
         self._loop.remove_reader(fd)
@@ -127,10 +132,18 @@ class MqttConnection:
         self._lost.set()
 
     def _on_register_write(self, client: mqtt.Client, _u: Any, _sock: Any) -> None:
+        # paho has its new socket before it announces it (on_socket_open, from connect()'s
+        # thread): a publish on the loop in between asks to write on a socket not watched
+        # yet. Remembered, the socket's watch starts with it; raising would fail the publish.
+        if self._fd < 0:
+            self._write_wanted = True
+            return
         self._on_loop(self._loop.add_writer, self._fd, client.loop_write)
 
     def _on_unregister_write(self, _c: Any, _u: Any, _sock: Any) -> None:
-        self._on_loop(self._loop.remove_writer, self._fd)
+        self._write_wanted = False
+        if self._fd >= 0:
+            self._on_loop(self._loop.remove_writer, self._fd)
 
     def _on_loop(self, fn: Any, *args: Any) -> None:
         """Run ``fn`` on the loop: now when paho calls from it (the usual case: reads, writes,
