@@ -22,6 +22,9 @@ Bounded by ``history_retention`` (seconds since the hub received a value) and
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,12 +37,16 @@ from cloudhub.store import HistoryRow, Store, Tx
 #: Seconds between merges: values wait at most about this long in the unindexed table
 #: that every read scans (at 10,000 values a second, a few milliseconds of a read).
 MERGE_INTERVAL = 1.0
+#: While merges keep failing (a full disk), one log line per this many failures.
+FAILURES_PER_LINE = 60
 #: Values a read returns at most.
 MAX_PAGE = 10_000
 #: Epoch seconds of 2000-01-01: an edge timestamp before it is a clock that was never set.
 _EARLIEST = 946_684_800.0
 #: How far ahead of the hub an edge's clock may be before its timestamps are not believed.
 _AHEAD = 24 * 3600.0
+
+log = logging.getLogger(__name__)
 
 
 def record(tx: Tx, device: dict[str, Any], entries: list[dict[str, Any]]) -> int:
@@ -165,6 +172,35 @@ def merge(store: Store) -> int:
             conn.execute(_DELETE_SQLITE, {"high": high})
     store.note_history_merged({(ns, device, prop) for ns, device, prop, _ in moved})
     return sum(count for *_, count in moved)
+
+
+async def merge_forever(
+    store: Store, leading: Callable[[], bool], interval: float = MERGE_INTERVAL
+) -> None:
+    """The leader's merges, every ``interval`` seconds. Values wait in the table reads
+    already look at while merges fail (a full disk), so nothing is lost; a failure that
+    repeats every second is logged once with its traceback, then once per
+    FAILURES_PER_LINE with the count, and once more when merges work again."""
+    failures = 0
+    while True:
+        if leading():
+            try:
+                await asyncio.to_thread(merge, store)
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.exception("moving the newest twin history values failed; retrying")
+                elif failures % FAILURES_PER_LINE == 0:
+                    log.error(
+                        "moving the newest twin history values still fails (%d times in a row): %s",
+                        failures,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    )
+            else:
+                if failures:
+                    log.warning("twin history values move again, after %d failures", failures)
+                failures = 0
+        await asyncio.sleep(interval)
 
 
 def _rfc3339_ms(epoch: float) -> str:

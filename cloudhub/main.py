@@ -303,7 +303,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
             tg.create_task(_compact_forever(store, config.change_log_retention, leadership)),
             tg.create_task(_expire_events_forever(store, config.event_retention, leadership)),
             tg.create_task(_prune_history_forever(store, config, leadership)),
-            tg.create_task(_merge_history_forever(store, leadership)),
+            tg.create_task(history.merge_forever(store, leadership.leading)),
             tg.create_task(drift.run()),
         ]
         if listener is not None:
@@ -430,17 +430,6 @@ async def _prune_history_forever(store: Store, config: HubConfig, leadership: Le
         except Exception:
             log.exception("pruning the twin history failed; retrying")
         await asyncio.sleep(60)
-
-
-async def _merge_history_forever(store: Store, leadership: Leadership) -> None:
-    """Twin history's newest values into its indexed table, about once a second."""
-    while True:
-        if leadership.leading():
-            try:
-                await asyncio.to_thread(history.merge, store)
-            except Exception:
-                log.exception("moving the newest twin history values failed; retrying")
-        await asyncio.sleep(history.MERGE_INTERVAL)
 
 
 async def _expire_events_forever(store: Store, retention: float, leadership: Leadership) -> None:

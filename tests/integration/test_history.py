@@ -4,14 +4,16 @@ store on SQLite and PostgreSQL; the API and CLI against a real hub, edgecore and
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 import threading
 import urllib.parse
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from cloudhub import history
 from cloudhub.schema import twin_history, twin_history_recent
@@ -127,6 +129,52 @@ def test_merges_racing_each_other_and_the_reports_move_every_value_once(store: S
     assert values == [f"{j}.5" for j in range(written)]
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(twin_history)).scalar() == written
+
+
+def test_merges_that_keep_failing_lose_nothing_and_are_logged_once_a_while(
+    store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A merge failing every second (a full disk) must not write a traceback every second,
+    and the values wait, readable, until merges work again."""
+    current = thermo(store)
+    with store.writing() as tx:
+        history.record(tx, current, [entry("1.5", int(T0 * 1000))])
+    monkeypatch.setattr(history, "FAILURES_PER_LINE", 5)
+    rename = "ALTER TABLE {} RENAME TO {}"
+    with store.engine.begin() as conn:  # every merge now fails
+        conn.execute(text(rename.format("twin_history", "twin_history_away")))
+    calls = 0
+
+    def leading() -> bool:  # 12 failing merges, then the table back and one that works
+        nonlocal calls
+        calls += 1
+        if calls == 13:
+            with store.engine.begin() as conn:
+                conn.execute(text(rename.format("twin_history_away", "twin_history")))
+        return calls <= 13
+
+    async def merge_a_while() -> None:
+        task = asyncio.create_task(history.merge_forever(store, leading, interval=0.001))
+        while calls <= 14:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    with caplog.at_level(logging.INFO, logger="cloudhub.history"):
+        asyncio.run(merge_a_while())
+    lines = [(r.levelno, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert [(level, traced) for level, _, traced in lines] == [
+        (logging.ERROR, True),
+        (logging.ERROR, False),
+        (logging.ERROR, False),
+        (logging.WARNING, False),
+    ], lines
+    assert "(5 times in a row)" in lines[1][1] and "(10 times in a row)" in lines[2][1]
+    assert "after 12 failures" in lines[3][1]
+    query = history.Query("default", "thermo", "temperature")
+    assert [i["value"] for i in history.read(store.engine, query)] == ["1.5"]
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(twin_history)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(twin_history_recent)).scalar() == 0
 
 
 def test_retention_keeps_the_newest_values_within_age_and_count(
