@@ -440,34 +440,15 @@ class Tx:
         self._save_all(kind, "update", changed)
 
     def _save_all(self, kind: Kind, op: str, bodies: list[dict[str, Any]]) -> None:
-        """:meth:`_save` of creates (routed) or status-only updates (not routed)."""
+        """:meth:`_save` of creates (routed) or status-only updates (not routed), one
+        statement per table for all of them."""
         if not bodies:
             return
         self.require_lock()
-        rows, change_rows = [], []
-        for body in bodies:
-            self.head += 1
-            meta = body["metadata"] = {**body["metadata"], "resourceVersion": str(self.head)}
-            route = kind.route(body)
-            row = {
-                "b_kind": kind.name,
-                "b_namespace": _ns(kind, meta.get("namespace")),
-                "b_name": meta["name"],
-                "b_rv": self.head,
-                "b_route": route,
-                "b_body": stored_text(kind, body, spec_write=op == "create"),
-            }
-            rows.append(row)
-            change_rows.append(
-                {
-                    **row,
-                    "b_op": op,
-                    "b_route": route if op == "create" else None,
-                    "b_prev_route": None,
-                }
-            )
-        self.conn.execute(_INSERT_OBJECT if op == "create" else _UPDATE_OBJECT, rows)
-        self.conn.execute(_INSERT_CHANGE, change_rows)
+        create = op == "create"
+        rows = [self._next_rows(kind, op, body, None, create, create) for body in bodies]
+        self.conn.execute(_INSERT_OBJECT if create else _UPDATE_OBJECT, [r for r, _ in rows])
+        self.conn.execute(_INSERT_CHANGE, [change for _, change in rows])
 
     def delete(
         self, kind: Kind, namespace: str | None, name: str, expected_rv: int | None = None
@@ -506,33 +487,47 @@ class Tx:
         spec_write: bool = False,
     ) -> dict[str, Any]:
         self.require_lock()
-        revision = self.head + 1
-        meta = body["metadata"] = {**body["metadata"], "resourceVersion": str(revision)}
-        text = _deleted_text(body) if op == "delete" else stored_text(kind, body, spec_write)
-        self.head = revision
-        key = {
-            "b_kind": kind.name,
-            "b_namespace": _ns(kind, meta.get("namespace")),
-            "b_name": meta["name"],
-        }
-        route = kind.route(body)
-        row = {**key, "b_rv": self.head, "b_route": route, "b_body": text}
+        row, change = self._next_rows(kind, op, body, prev_route, route_change, spec_write)
         if op == "create":
             self.conn.execute(_INSERT_OBJECT, row)
         elif op == "delete":
-            self.conn.execute(_DELETE_OBJECT, key)
+            key = ("b_kind", "b_namespace", "b_name")
+            self.conn.execute(_DELETE_OBJECT, {k: row[k] for k in key})
         else:
             self.conn.execute(_UPDATE_OBJECT, row)
-        self.conn.execute(
-            _INSERT_CHANGE,
-            {
-                **row,
-                "b_op": op,
-                "b_route": route if route_change else None,
-                "b_prev_route": prev_route,
-            },
-        )
+        self.conn.execute(_INSERT_CHANGE, change)
         return body
+
+    def _next_rows(
+        self,
+        kind: Kind,
+        op: str,
+        body: dict[str, Any],
+        prev_route: str | None,
+        route_change: bool,
+        spec_write: bool,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Give ``body`` the next revision; its ``objects`` row and its ``changes`` row."""
+        revision = self.head + 1
+        meta = body["metadata"] = {**body["metadata"], "resourceVersion": str(revision)}
+        text = _deleted_text(body) if op == "delete" else stored_text(kind, body, spec_write)
+        self.head = revision  # only once the body is known to be storable
+        route = kind.route(body)
+        row = {
+            "b_kind": kind.name,
+            "b_namespace": _ns(kind, meta.get("namespace")),
+            "b_name": meta["name"],
+            "b_rv": self.head,
+            "b_route": route,
+            "b_body": text,
+        }
+        change = {
+            **row,
+            "b_op": op,
+            "b_route": route if route_change else None,
+            "b_prev_route": prev_route,
+        }
+        return row, change
 
 
 class Store:
