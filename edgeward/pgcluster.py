@@ -48,18 +48,29 @@ class PostgresCluster:
         self._demote: dict[str, int] = {}
 
     def _run(self, *args: str) -> None:
+        """Run a PostgreSQL tool (as the ``postgres`` user when root); RuntimeError with its
+        output when it fails. The output goes to a file, not a pipe: a server that
+        ``pg_ctl`` starts without ``-l`` inherits its output, and a pipe would then stay
+        open until the server stops, so waiting for its end would hang."""
+
         def drop() -> None:
             if self._demote:
                 os.setgid(self._demote["gid"])
                 os.setuid(self._demote["uid"])
 
-        result = subprocess.run(
-            list(args), preexec_fn=drop, capture_output=True, text=True, timeout=120, cwd="/"
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}"
+        with tempfile.TemporaryFile("w+") as output:
+            result = subprocess.run(
+                list(args),
+                preexec_fn=drop,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+                cwd="/",
             )
+            if result.returncode != 0:
+                output.seek(0)
+                raise RuntimeError(f"{args[0]} failed: {output.read().strip()}")
 
     def start(self) -> str:
         if os.geteuid() == 0:
