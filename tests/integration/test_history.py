@@ -135,7 +135,7 @@ def test_merges_that_keep_failing_lose_nothing_and_are_logged_once_a_while(
     store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A merge failing every second (a full disk) must not write a traceback every second,
-    and the values wait, readable, until merges work again."""
+    and the values it could not move wait for the first merge that works."""
     current = thermo(store)
     with store.writing() as tx:
         history.record(tx, current, [entry("1.5", int(T0 * 1000))])
