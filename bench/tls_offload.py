@@ -97,52 +97,67 @@ def run(mode: str, nodes: int) -> None:
             hub.enroll(names, fleet_dir)
         hub.start()
         proxy: subprocess.Popen[bytes] | None = None
-        target = hub.edge
-        if pki is not None:
-            pem = tmp / "haproxy.pem"
-            pem.write_bytes((pki / "server.crt").read_bytes() + (pki / "server.key").read_bytes())
-            port = free_port()
-            config = tmp / "haproxy.cfg"
-            config.write_text(_haproxy_config(pki, pem, port, hub.edge.split("://")[1], nodes))
-            with open(tmp / "haproxy.log", "wb") as log:
-                proxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stderr=log)
-            time.sleep(1)
-            if proxy.poll() is not None:
-                raise SystemExit((tmp / "haproxy.log").read_text())
-            target = f"wss://127.0.0.1:{port}"
-        fleet = Fleet(_fleet_config(nodes, target, str(fleet_dir) if mode != "plain" else ""))
+        fleet: Fleet | None = None
         try:
-            time.sleep(1)
-            hub_before = rss(hub.pid)
-            proxy_before = rss(proxy.pid) if proxy else 0
-            began = time.monotonic()
-            fleet.start()
-            connected = fleet.wait(lambda s: s["connected"] >= nodes, WINDOW)
-            reached = fleet.stats()["connected"]
-            took = (connected - began) if connected is not None else float("nan")
-            print(f"{mode}: {reached:,} connected in {took:.1f} s", flush=True)
-            time.sleep(10)
-            per_node = (rss(hub.pid) - hub_before) / reached / KIB
-            line = f"{mode}: RSS per node: hub {per_node:.1f} KiB"
-            if proxy:
-                line += f", HAProxy {(rss(proxy.pid) - proxy_before) / reached / KIB:.1f} KiB"
-            print(line, flush=True)
-            proxy_cpu = _cpu(proxy.pid) if proxy else 0.0
-            killed = time.monotonic()
-            hub.restart(kill=True)
-            back = fleet.wait(lambda _s: fleet.welcomed_since(killed) >= reached, WINDOW)
-            took = (back - killed) if back is not None else float("nan")
-            line = (f"{mode}: all back {took:.1f} s after kill -9; CPU per node over it: "
-                    f"hub {_cpu(hub.pid) / reached * 1000:.2f} ms")  # fmt: skip
-            if proxy:
-                line += f", HAProxy {(_cpu(proxy.pid) - proxy_cpu) / reached * 1000:.2f} ms"
-            print(line, flush=True)
+            target = hub.edge
+            if pki is not None:
+                proxy, target = _start_proxy(tmp, pki, hub.edge, nodes)
+            fleet = Fleet(_fleet_config(nodes, target, str(fleet_dir) if mode != "plain" else ""))
+            _measure(mode, hub, proxy, fleet, nodes)
         finally:
-            fleet.stop()
-            if proxy:
+            if fleet is not None:
+                fleet.stop()
+            if proxy is not None:
                 proxy.kill()
             if hub.running:
                 hub.kill()
+
+
+def _start_proxy(
+    tmp: Path, pki: Path, hub_edge: str, nodes: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """HAProxy terminating mutual TLS for ``hub_edge``; it and the URL nodes connect to."""
+    pem = tmp / "haproxy.pem"
+    pem.write_bytes((pki / "server.crt").read_bytes() + (pki / "server.key").read_bytes())
+    port = free_port()
+    config = tmp / "haproxy.cfg"
+    config.write_text(_haproxy_config(pki, pem, port, hub_edge.split("://")[1], nodes))
+    with open(tmp / "haproxy.log", "wb") as log:
+        proxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stderr=log)
+    time.sleep(1)
+    if proxy.poll() is not None:
+        raise SystemExit((tmp / "haproxy.log").read_text())
+    return proxy, f"wss://127.0.0.1:{port}"
+
+
+def _measure(
+    mode: str, hub: BenchHub, proxy: subprocess.Popen[bytes] | None, fleet: Fleet, nodes: int
+) -> None:
+    time.sleep(1)
+    hub_before = rss(hub.pid)
+    proxy_before = rss(proxy.pid) if proxy else 0
+    began = time.monotonic()
+    fleet.start()
+    connected = fleet.wait(lambda s: s["connected"] >= nodes, WINDOW)
+    reached = fleet.stats()["connected"]
+    took = (connected - began) if connected is not None else float("nan")
+    print(f"{mode}: {reached:,} connected in {took:.1f} s", flush=True)
+    time.sleep(10)
+    per_node = (rss(hub.pid) - hub_before) / reached / KIB
+    line = f"{mode}: RSS per node: hub {per_node:.1f} KiB"
+    if proxy:
+        line += f", HAProxy {(rss(proxy.pid) - proxy_before) / reached / KIB:.1f} KiB"
+    print(line, flush=True)
+    proxy_cpu = _cpu(proxy.pid) if proxy else 0.0
+    killed = time.monotonic()
+    hub.restart(kill=True)
+    back = fleet.wait(lambda _s: fleet.welcomed_since(killed) >= reached, WINDOW)
+    took = (back - killed) if back is not None else float("nan")
+    line = (f"{mode}: all back {took:.1f} s after kill -9; CPU per node over it: "
+            f"hub {_cpu(hub.pid) / reached * 1000:.2f} ms")  # fmt: skip
+    if proxy:
+        line += f", HAProxy {(_cpu(proxy.pid) - proxy_cpu) / reached * 1000:.2f} ms"
+    print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
