@@ -50,11 +50,12 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q tests/unit/devicetwin tests/unit/session \
 		--cov=devicetwin --cov=edgeward.session --cov-branch \
 		--cov-report=term-missing:skip-covered --cov-fail-under=100
-	@# two at a time (pytest-xdist: most of a test's time is spent waiting on real processes;
-	@# worksteal: a worker left idle takes queued tests from the other, which "load" never did,
-	@# 5:26 against 6:39 here), then the tests whose premise is a timing or a load, alone
-	@# (tests/conftest.py SERIAL)
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not serial" --ignore=tests/unit/devicetwin \
+	@# three at a time on two cores (pytest-xdist: most of a test's time is spent waiting on
+	@# real processes, and two workers left a core idle two fifths of the time: 6:23 against
+	@# 7:21 in one sitting; worksteal: a worker left idle takes queued tests from another,
+	@# which "load" never did, 5:26 against 6:39), then the tests whose premise is a timing or
+	@# a load, alone (tests/conftest.py SERIAL)
+	$(BIN)/python -m pytest -q -n 3 --dist worksteal -m "not serial" --ignore=tests/unit/devicetwin \
 		--ignore=tests/unit/session --ignore=tests/package
 	$(BIN)/python -m pytest -q -m serial --ignore=tests/unit/devicetwin \
 		--ignore=tests/unit/session --ignore=tests/package

@@ -20,7 +20,7 @@ from tests.support.procs import Edge, Hub
 _db_names = itertools.count()
 
 #: Tests whose premise is a timing or a load: a flood outrunning edgecore, a ping timeout,
-#: a watchdog, random kills. `make test` runs them alone, after the rest has run two at a
+#: a watchdog, random kills. `make test` runs them alone, after the rest has run three at a
 #: time (pytest-xdist), so another test's load never decides their outcome.
 SERIAL = {
     "test_chaos.py",
