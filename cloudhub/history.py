@@ -194,7 +194,7 @@ async def merge_forever(
                     log.error(
                         "moving the newest twin history values still fails (%d times in a row): %s",
                         failures,
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                        (str(exc).splitlines() or [type(exc).__name__])[0],
                     )
             else:
                 if failures:
