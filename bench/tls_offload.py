@@ -12,8 +12,8 @@ HAProxy holds two file descriptors per node, so at this machine's hard limit of 
 open files 9,000 nodes is about the most it can take. Each run: a CA and a certificate per
 node, a hub, the fleet simulator (4 processes, 30 s heartbeats); every node connects, the
 hub is killed and started again on the same ports, and the run ends when every node is
-welcomed back. It prints the connect and reconnect times, the hub's (and HAProxy's) CPU
-per node over the reconnect and RSS per connected node.
+welcomed back. It prints the connect and reconnect times, the CPU per node over the
+reconnect of the hub, of HAProxy and of the simulated nodes, and RSS per connected node.
 """
 
 from __future__ import annotations
@@ -84,6 +84,12 @@ def _cpu(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def _fleet_cpu(fleet: Fleet) -> float:
+    """CPU seconds of the simulator's processes: the clients' side of every handshake
+    runs on the same cores as the hub's."""
+    return sum(_cpu(pid) for pid in fleet.pids())
+
+
 def run(mode: str, nodes: int) -> None:
     raise_nofile(2 * nodes + 4096)
     if mode != "tls":
@@ -149,6 +155,7 @@ def _measure(
         line += f", HAProxy {(rss(proxy.pid) - proxy_before) / reached / KIB:.1f} KiB"
     print(line, flush=True)
     proxy_cpu = _cpu(proxy.pid) if proxy else 0.0
+    fleet_cpu = _fleet_cpu(fleet)
     killed = time.monotonic()
     hub.restart(kill=True)
     back = fleet.wait(lambda _s: fleet.welcomed_since(killed) >= reached, WINDOW)
@@ -157,6 +164,7 @@ def _measure(
             f"hub {_cpu(hub.pid) / reached * 1000:.2f} ms")  # fmt: skip
     if proxy:
         line += f", HAProxy {(_cpu(proxy.pid) - proxy_cpu) / reached * 1000:.2f} ms"
+    line += f", simulated nodes {(_fleet_cpu(fleet) - fleet_cpu) / reached * 1000:.2f} ms"
     print(line, flush=True)
 
 
