@@ -72,6 +72,14 @@ class HubConfig:
         "instead of timing out (cloudhub/intake.py).",
         positive,
     )
+    edge_handshake_timeout: float = setting(
+        10.0,
+        "Seconds a new edge connection has for each step of coming in: its TLS handshake, "
+        "its websocket upgrade, then its hello. One that takes longer is closed and counted "
+        "(/healthz handshakeTimeouts, helloTimeouts). Raise it for links slow to set up "
+        "(satellite, 2G).",
+        positive,
+    )
     node_grace_period: float = setting(
         40.0, "Seconds without contact before a node is marked NotReady.", positive
     )

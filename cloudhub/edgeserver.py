@@ -78,9 +78,11 @@ class EdgeServer:
         frames_per_second: float = DEFAULT_FRAMES_PER_SECOND,
         signer: Callable[[str, str], str] | None = None,
         metrics: HubMetrics | None = None,
+        hello_timeout: float = HELLO_TIMEOUT,
     ) -> None:
         """``signer(node, csr)`` signs and records a node's renewed certificate (PEM);
-        ``metrics`` counts frames and report rows."""
+        ``metrics`` counts frames and report rows; ``hello_timeout``: seconds a new
+        connection has to say hello."""
         self.store = store
         self.feed = feed
         self.nodes = nodes
@@ -91,6 +93,7 @@ class EdgeServer:
         self.metrics = metrics
         self.sessions: dict[str, SessionShell] = {}
         self.hellos = HelloBatcher(nodes, writer)
+        self.hello_timeout = hello_timeout
         self.hello_timeouts = 0
         nodes.on_superseded = self.superseded
 
@@ -203,7 +206,7 @@ class SessionShell:
     async def _greet(self) -> bool:
         """Hello, registration and the catch-up; False when the session ended there."""
         try:
-            async with asyncio.timeout(HELLO_TIMEOUT):
+            async with asyncio.timeout(self.server.hello_timeout):
                 frame = await self.ws.recv()
             intake.hello_received(self.ws)
         except TimeoutError:

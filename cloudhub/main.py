@@ -60,6 +60,7 @@ FLAGS = (
     "edge_ping_interval",
     "edge_ping_timeout",
     "edge_handshake_limit",
+    "edge_handshake_timeout",
     "change_log_retention",
     "change_poll_interval",
     "event_retention",
@@ -182,9 +183,16 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
     authority = None if config.insecure else Authority(pki_paths(data_dir))
     gate = None if authority is None else EdgeGate(store, audit)
     edge = EdgeServer(
-        store, feed, nodes, writer, gate, config.node_frames_per_second, metrics=metrics
+        store,
+        feed,
+        nodes,
+        writer,
+        gate,
+        config.node_frames_per_second,
+        metrics=metrics,
+        hello_timeout=config.edge_handshake_timeout,
     )
-    handshakes = transport.HandshakeWatch()
+    handshakes = transport.HandshakeWatch(config.edge_handshake_timeout)
     intake = Intake(config.edge_handshake_limit, timeout=handshakes.timeout)
 
     def turned_away() -> dict[str, int]:

@@ -121,3 +121,24 @@ def masked_text(text: str) -> bytes:
     payload = text.encode()
     assert len(payload) < 126
     return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+def test_the_handshake_timeout_is_a_setting(tmp_path: Path) -> None:
+    """edge_handshake_timeout bounds each step of coming in: a connection that says nothing
+    and a websocket that never says hello are both cut off and counted after it, well
+    before the 10 s default."""
+    hub = Hub(tmp_path / "hub", "--edge-handshake-timeout", "1")
+    hub.start()
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(socket.create_connection(("127.0.0.1", hub.edge_port)))
+            no_hello = upgrading(hub, stack)
+            assert answer(no_hello, 5).startswith(b"HTTP/1.1 101")
+
+            def cut_off() -> bool:
+                edge = edge_counters(hub)
+                return (edge["handshakeTimeouts"], edge["helloTimeouts"]) == (1, 1)
+
+            wait_for(cut_off, 5, "both to be cut off after the configured second")
+    finally:
+        hub.kill()
