@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgeward.addresses import is_loopback, parse_broker_url, parse_listen
-from edgeward.configfile import one_of, port_number, positive, setting
+from edgeward.configfile import non_negative, one_of, port_number, positive, setting
 from edgeward.errors import ConfigError
 from edgeward.kinds import dns_label_problem, dns_subdomain_problem
 
@@ -68,6 +68,12 @@ class HubLinkConfig:
         20.0, "Seconds to wait for a pong before the link is declared dead.", positive
     )
     open_timeout: float = setting(10.0, "Seconds allowed to open the connection.", positive)
+    outage_min_seconds: float = setting(
+        10.0,
+        "Time alone shorter than this many seconds (a reconnect, a hub restart) is not "
+        "reported to the hub as an outage (the Node's status.outages). 0 reports every one.",
+        non_negative,
+    )
 
     def problems(self) -> list[str]:
         found = []

@@ -209,6 +209,7 @@ async def run_edge(config: EdgeConfig, notifier: Notifier) -> None:
     except ConfigError:
         store.close()
         raise
+    store.outages.min_seconds = config.hub.outage_min_seconds
     store.outage_started()  # alone until the hub welcomes it (edgecore.outage)
     db = StoreThread(store)
     outbox_wake = asyncio.Event()

@@ -4,7 +4,8 @@ cut, from the last moment it was known live) until the hub welcomes it again.
 While an outage is open the edge counts what it did alone — reports buffered and
 coalesced, events expired or dropped by the outbox's bounds, twin messages answered to
 mappers from its cache — and how many times edgecore started in between. When the link
-is back the outage is closed and, if it lasted at least :data:`MIN_SECONDS`, queued as one
+is back the outage is closed and, if it lasted at least ``min_seconds`` (the edge's
+``hub.outage_min_seconds``, :data:`MIN_SECONDS` by default), queued as one
 ``node/outage`` report row keyed by its start (a state row: the outbox quota never drops
 it). The hub keeps the last few on the Node (``status.outages``).
 
@@ -24,7 +25,7 @@ from edgeward.protocol import TOPIC_NODE_OUTAGE
 
 log = logging.getLogger(__name__)
 
-#: Shorter outages (a reconnect, a hub restart) are not reported.
+#: Shorter outages (a reconnect, a hub restart) are not reported, unless set otherwise.
 MIN_SECONDS = 10.0
 TOPIC = TOPIC_NODE_OUTAGE
 COUNTERS = ("buffered", "coalesced", "expired", "dropped", "servedLocally")
@@ -42,6 +43,8 @@ class OutageLog:
         self._get = meta_get
         self._set = meta_set
         self._clock = clock
+        #: Outages shorter than this many seconds are not reported.
+        self.min_seconds = MIN_SECONDS
         self.open: dict[str, Any] | None = None
         raw = meta_get("outage")
         if raw:
@@ -89,7 +92,7 @@ class OutageLog:
         self._set("outage", "")
         end = self._clock()
         duration = end - float(outage["start"])
-        if duration < MIN_SECONDS:
+        if duration < self.min_seconds:
             return None
         report = {
             "start": float(outage["start"]),

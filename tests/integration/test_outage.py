@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgecore.outage import MIN_SECONDS
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import FakeMapper
 from tests.support.procs import BIN, Hub, wait_for
 
 UPLOADS = 25
+#: The edge's hub.outage_min_seconds here: shorter outages are not reported.
+MIN_SECONDS = 3
 
 
 def outages(hub: Hub, node: str) -> list[dict[str, Any]]:
@@ -25,7 +26,9 @@ def outages(hub: Hub, node: str) -> list[dict[str, Any]]:
 def test_an_outage_with_a_restart_is_reported_when_the_hub_is_back(
     tmp_path: Path, hub: Hub, start_edge: Any, own_broker: Mosquitto
 ) -> None:
-    edge = start_edge("edge-out", mqtt=own_broker)
+    config = tmp_path / "edge-out.yaml"
+    config.write_text(f"hub:\n  outage_min_seconds: {MIN_SECONDS}\n")
+    edge = start_edge("edge-out", "--config", str(config), mqtt=own_broker)
     mapper = FakeMapper(own_broker)
     try:
 

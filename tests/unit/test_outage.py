@@ -77,6 +77,17 @@ def test_a_blip_is_not_reported(tmp_path: Path) -> None:
     assert outage_rows(store) == []
 
 
+def test_what_counts_as_a_blip_is_a_setting(tmp_path: Path) -> None:
+    clock = Clock()
+    store = open_store(tmp_path / "edge.db", clock)
+    store.outages.min_seconds = 2
+    store.outage_closed()
+    store.outage_lost()
+    clock.now += 2
+    assert store.outage_closed() is not None
+    assert len(outage_rows(store)) == 1
+
+
 def test_a_power_cut_starts_the_outage_at_the_last_live_moment_and_counts_restarts(
     tmp_path: Path,
 ) -> None:
