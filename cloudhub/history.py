@@ -33,6 +33,7 @@ from sqlalchemy import Engine, delete, func, literal, select, text, union_all
 
 from cloudhub.schema import twin_history, twin_history_recent
 from cloudhub.store import HistoryRow, Store, Tx
+from edgeward.watchdog import counted
 
 #: Seconds between merges: values wait at most about this long in the unindexed table
 #: that every read scans (at 10,000 values a second, a few milliseconds of a read).
@@ -41,6 +42,9 @@ MERGE_INTERVAL = 1.0
 FAILURES_PER_LINE = 60
 #: Values a read returns at most.
 MAX_PAGE = 10_000
+#: Unmerged values :func:`waiting` counts at most, so that counting stays cheap however far
+#: failing merges let the table grow.
+MAX_COUNTED = 1_000_000
 #: Epoch seconds of 2000-01-01: an edge timestamp before it is a clock that was never set.
 _EARLIEST = 946_684_800.0
 #: How far ahead of the hub an edge's clock may be before its timestamps are not believed.
@@ -153,6 +157,7 @@ _COPY_SQLITE = text(
     f"SELECT {_COLUMNS} FROM twin_history_recent WHERE id <= :high ORDER BY id"
 )
 _DELETE_SQLITE = text("DELETE FROM twin_history_recent WHERE id <= :high")
+_WAITING = text("SELECT count(*) FROM (SELECT 1 FROM twin_history_recent LIMIT :most) AS staged")
 
 
 def merge(store: Store) -> int:
@@ -174,6 +179,23 @@ def merge(store: Store) -> int:
     return sum(count for *_, count in moved)
 
 
+def waiting(engine: Engine) -> int:
+    """Values not merged yet, up to MAX_COUNTED: about a second's worth while merges work,
+    growing while they fail (and every read scans them)."""
+    with engine.connect() as conn:
+        return int(conn.execute(_WAITING, {"most": MAX_COUNTED}).scalar_one())
+
+
+def _waiting_note(engine: Engine) -> str:
+    try:
+        count = waiting(engine)
+    except Exception:  # the database may be what fails the merges
+        return ""
+    if count >= MAX_COUNTED:
+        return f"; {MAX_COUNTED:,} or more values waiting"
+    return f"; {counted(count, 'value')} waiting"
+
+
 async def merge_forever(
     store: Store, leading: Callable[[], bool], interval: float = MERGE_INTERVAL
 ) -> None:
@@ -191,9 +213,12 @@ async def merge_forever(
                 if failures == 1:
                     log.exception("moving the newest twin history values failed; retrying")
                 elif failures % FAILURES_PER_LINE == 0:
+                    note = await asyncio.to_thread(_waiting_note, store.engine)
                     log.error(
-                        "moving the newest twin history values still fails (%d times in a row): %s",
+                        "moving the newest twin history values still fails "
+                        "(%d times in a row%s): %s",
                         failures,
+                        note,
                         (str(exc).splitlines() or [type(exc).__name__])[0],
                     )
             else:

@@ -171,6 +171,7 @@ async def run_hub(config: HubConfig, notifier: Notifier) -> None:
         sessions=lambda: len(edge.sessions),
         leading=leadership.leading,
         turned_away=lambda: turned_away(),  # defined below, with the edge server
+        history_waiting=lambda: history.waiting(engine),
     )
     writer = GroupWriter(store, on_commit=metrics.committed)
     nodes = NodeRegistry(store, config.node_grace_period, writer)

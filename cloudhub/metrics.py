@@ -3,9 +3,10 @@
 Counted as things happen: REST API requests by method and status code, frames and
 report rows from edges, group commits (jobs per batch and seconds per transaction).
 Read from the database at each scrape, so every replica tells the same truth: nodes by
-condition (``Ready``, ``NotReady``, ``Unknown`` for a Node that never connected) and the
-change log's depth (revisions it holds). Read from this process: edge sessions open, and
-connections the edge port turned away, by reason.
+condition (``Ready``, ``NotReady``, ``Unknown`` for a Node that never connected), the
+change log's depth (revisions it holds) and the twin history values waiting to be merged.
+Read from this process: edge sessions open, and connections the edge port turned away, by
+reason.
 
 Names follow Prometheus' conventions (``edgeward_`` prefix, ``_total`` on counters,
 base units); docs/metrics.md lists them with the Grafana dashboard that uses them.
@@ -40,9 +41,11 @@ class HubMetrics:
         sessions: Callable[[], int] = lambda: 0,
         leading: Callable[[], bool] = lambda: True,
         turned_away: Callable[[], Mapping[str, int]] = dict,
+        history_waiting: Callable[[], int] = lambda: 0,
     ) -> None:
         """``leading()``: whether this replica runs the fleet-wide duties (docs/ha.md);
-        ``turned_away()``: the edge port's refusals and time-outs since start, by reason."""
+        ``turned_away()``: the edge port's refusals and time-outs since start, by reason;
+        ``history_waiting()``: twin history values not merged yet (cloudhub.history)."""
         self.registry = CollectorRegistry()
         self.api_requests = Counter(
             "edgeward_api_requests",
@@ -80,7 +83,9 @@ class HubMetrics:
             buckets=SECONDS_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_FleetCollector(store, sessions, leading, turned_away))
+        self.registry.register(
+            _FleetCollector(store, sessions, leading, turned_away, history_waiting)
+        )
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """(body, content type) in the format the scraper's Accept header asks for:
@@ -107,11 +112,13 @@ class _FleetCollector(Collector):
         sessions: Callable[[], int],
         leading: Callable[[], bool],
         turned_away: Callable[[], Mapping[str, int]],
+        history_waiting: Callable[[], int],
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.leading = leading
         self.turned_away = turned_away
+        self.history_waiting = history_waiting
 
     def collect(self) -> Iterator[Any]:
         nodes = GaugeMetricFamily(
@@ -132,6 +139,12 @@ class _FleetCollector(Collector):
             value=head - compacted,
         )
         yield GaugeMetricFamily(
+            "edgeward_history_values_waiting",
+            "Twin history values not yet merged into the indexed table, counted up to "
+            "1,000,000: about a second's worth while merges work; growing, they fail.",
+            value=self.history_waiting(),
+        )
+        yield GaugeMetricFamily(
             "edgeward_edge_sessions",
             "Edge sessions open on this hub process.",
             value=self.sessions(),
@@ -140,8 +153,8 @@ class _FleetCollector(Collector):
             "edgeward_edge_connections_turned_away",
             "Edge-port connections this hub process turned away since it started, by reason: "
             "tls_refused (no client certificate, another CA, not TLS), handshake_timeout (TLS "
-            "or the websocket upgrade unfinished in 10 s), hello_timeout, refused (at the "
-            "upgrade for the certificate, or for what the session said).",
+            "or the websocket upgrade unfinished in edge_handshake_timeout), hello_timeout, "
+            "refused (at the upgrade for the certificate, or for what the session said).",
             labels=["reason"],
         )
         for reason, count in sorted(self.turned_away().items()):

@@ -92,6 +92,23 @@ def test_values_not_yet_merged_are_read_with_the_merged_ones(store: Store) -> No
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(twin_history)).scalar() == 4
         assert conn.execute(select(func.count()).select_from(twin_history_recent)).scalar() == 0
+    assert history.waiting(store.engine) == 0
+
+
+def test_the_values_waiting_for_a_merge_are_counted_up_to_a_bound(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = thermo(store)
+    assert history.waiting(store.engine) == 0
+    with store.writing() as tx:
+        history.record(tx, current, [entry("1.5", int(T0 * 1000))])
+    with store.writing() as tx:
+        history.record(tx, current, [entry("2.5", int(T0 * 1000) + 1)])
+    assert history.waiting(store.engine) == 2
+    monkeypatch.setattr(history, "MAX_COUNTED", 1)
+    assert history.waiting(store.engine) == 1
+    history.merge(store)
+    assert history.waiting(store.engine) == 0
 
 
 def test_merges_racing_each_other_and_the_reports_move_every_value_once(store: Store) -> None:
@@ -168,7 +185,8 @@ def test_merges_that_keep_failing_lose_nothing_and_are_logged_once_a_while(
         (logging.ERROR, False),
         (logging.WARNING, False),
     ], lines
-    assert "(5 times in a row)" in lines[1][1] and "(10 times in a row)" in lines[2][1]
+    assert "(5 times in a row; 1 value waiting)" in lines[1][1]
+    assert "(10 times in a row; 1 value waiting)" in lines[2][1]
     assert "after 12 failures" in lines[3][1]
     query = history.Query("default", "thermo", "temperature")
     assert [i["value"] for i in history.read(store.engine, query)] == ["1.5"]

@@ -79,6 +79,7 @@ def test_the_fleet_the_api_and_the_edge_port_are_measured(hub: Hub, start_edge: 
     head = hub.request("GET", "/healthz")[1]["revision"]
     assert value(got, "edgeward_change_log_revision") == head
     assert value(got, "edgeward_change_log_depth") == head  # nothing compacted yet
+    assert value(got, "edgeward_history_values_waiting") >= 0  # read from the database
 
     edge.kill()
     wait_for(

@@ -35,6 +35,7 @@ def exported() -> set[str]:
         FleetStore(),  # type: ignore[arg-type]
         sessions=lambda: 2,
         turned_away=lambda: {"tls_refused": 1},
+        history_waiting=lambda: 7,
     )
     metrics.api_requests.labels("GET", "200").inc()
     metrics.api_seconds.labels("GET").observe(0.01)
@@ -76,6 +77,7 @@ def test_scrape_time_values_come_from_the_store() -> None:
         FleetStore(),  # type: ignore[arg-type]
         sessions=lambda: 2,
         turned_away=lambda: {"tls_refused": 1},
+        history_waiting=lambda: 7,
     )
     body, _ = metrics.render()
     samples = {
@@ -87,4 +89,5 @@ def test_scrape_time_values_come_from_the_store() -> None:
     assert samples[("edgeward_nodes", (("condition", "NotReady"),))] == 1
     assert samples[("edgeward_change_log_depth", ())] == 15
     assert samples[("edgeward_change_log_revision", ())] == 25
+    assert samples[("edgeward_history_values_waiting", ())] == 7
     assert samples[("edgeward_edge_sessions", ())] == 2
