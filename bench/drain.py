@@ -70,7 +70,7 @@ def _hub_seq(stack: Stack) -> int:
     return int(stack.hub.query(SEQ_SQL, NODE)[0][0])
 
 
-def _drain_rows(stack: Stack, topic: str, rows: int, timeout: float) -> tuple[float, float]:
+def drain_rows(stack: Stack, topic: str, rows: int, timeout: float) -> tuple[float, float]:
     """(rows/s drained, seconds from edgecore start to the hub holding them all)."""
     stack.edge.stop()
     high = _fill(stack, topic, rows)
@@ -118,7 +118,7 @@ def _drain_reported(stack: Stack, seconds: float, timeout: float) -> tuple[int, 
     raise RuntimeError(f"the hub did not receive the outbox within {timeout:g}s")
 
 
-def _edge_config() -> Path:
+def edge_config() -> Path:
     fd, name = tempfile.mkstemp(prefix=f"edgeward-bench-{NAME}-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         f.write("hub:\n  reconnect_initial_delay: 0.1\n  reconnect_max_delay: 0.5\n")
@@ -132,7 +132,7 @@ def run(opts: Options) -> list[Figure]:
     timeout = opts.seconds(600, 120)
     common = {"scenario": NAME, "better": "higher", "baseline": base,
               "baseline_name": "sqlite batch insert"}  # fmt: skip
-    config = _edge_config()
+    config = edge_config()
     try:
         with edge_stack(NAME, DEVICES, 1, True, "--config", str(config)) as stack:
             # about as many updates as there are upload rows, at this machine's twin rate
@@ -144,13 +144,13 @@ def run(opts: Options) -> list[Figure]:
                        f"{drained:.2f} s from the hub listening again to it holding the latest "
                        "state of every device", **common),
             ]  # fmt: skip
-            upload_rate, total = _drain_rows(stack, TOPIC_UPLOAD, rows, timeout)
+            upload_rate, total = drain_rows(stack, TOPIC_UPLOAD, rows, timeout)
             figures.append(
                 Figure(name=f"drain {rows:,} upload events", value=upload_rate, unit="rows/s",
                        target=20_000.0, note=f"{total:.1f} s from edgecore start to the last "
                        "row on the hub", **common)
             )  # fmt: skip
-            twin_rate, total = _drain_rows(stack, TOPIC_TWIN_REPORTED, rows, timeout)
+            twin_rate, total = drain_rows(stack, TOPIC_TWIN_REPORTED, rows, timeout)
             figures.append(
                 Figure(name=f"drain {rows:,} twin rows, each device once per frame",
                        value=twin_rate, unit="rows/s", note=f"{DEVICES:,} devices, a Device "

@@ -84,14 +84,16 @@ def edge_stack(
     mqtt: bool = True,
     *edge_flags: str,
     broker_config: str = "",
+    hub_flags: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
-    """Mosquitto + hub + one edgecore with ``devices`` devices (``properties`` each) bound."""
+    """Mosquitto + hub (started with ``hub_flags``) + one edgecore with ``devices`` devices
+    (``properties`` each) bound."""
     if mqtt:
         twins_ready()
     with workdir(name) as tmp:
         broker = Mosquitto(extra_config=broker_config)
         broker.start()
-        hub = BenchHub(tmp / "hub")
+        hub = BenchHub(tmp / "hub", *hub_flags)
         edge = BenchEdge(tmp / "edge", NODE, "", broker if mqtt else None, *edge_flags)
         try:
             hub.start()
