@@ -14,7 +14,8 @@ The others wait, first come first served, costing a socket each:
   costs no CPU, so it must not take a turn from one that has work to do), and
   is dropped after the handshake timeout, counted like a stalled handshake;
 - a connection whose client gave up while it waited is dropped unread
-  (``abandoned``), instead of being handed a handshake nobody will finish;
+  (``abandoned``), instead of being handed a handshake nobody will finish, and one
+  that waited three handshake timeouts is dropped and counted as a time-out;
 - while the hub waits for the peer (the TLS handshake, the upgrade, the hello)
   a turn lasts at most ``hold`` seconds: a peer that stalls its handshake on
   purpose delays the queue by that much, not for the whole handshake timeout.
@@ -39,8 +40,10 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 128
 #: Seconds a connection may keep its turn before the next one gets it anyway.
 HOLD = 5.0
-#: Seconds a connection may wait for its turn: clients give up sooner (edgecore: 10 s).
-QUEUE_TIMEOUT = 30.0
+#: Handshake timeouts a connection may wait for its turn (30 s by default): clients give up
+#: sooner (edgecore: 10 s), and a link slow enough to need a longer handshake timeout needs
+#: a longer wait too.
+QUEUE_TIMEOUTS = 3
 #: Seconds to wait before accepting again when the process is out of file descriptors.
 ACCEPT_RETRY = 0.5
 
@@ -183,7 +186,7 @@ class Intake:
             return False
         self.waiting += 1
         try:
-            async with asyncio.timeout(QUEUE_TIMEOUT):
+            async with asyncio.timeout(QUEUE_TIMEOUTS * self.timeout):
                 await self._turns.acquire()
         except TimeoutError:
             self.timeouts += 1

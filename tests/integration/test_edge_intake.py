@@ -142,3 +142,30 @@ def test_the_handshake_timeout_is_a_setting(tmp_path: Path) -> None:
             wait_for(cut_off, 5, "both to be cut off after the configured second")
     finally:
         hub.kill()
+
+
+def test_a_connection_that_waits_too_long_for_its_turn_is_dropped(tmp_path: Path) -> None:
+    """Behind peers that each hold the only turn until their upgrade times out, a connection
+    that waits three handshake timeouts is dropped unanswered and counted, like every
+    staller before it."""
+    hub = Hub(tmp_path / "hub", "--edge-handshake-limit", "1", "--edge-handshake-timeout", "1")
+    hub.start()
+    try:
+        with ExitStack() as stack:
+            for _ in range(6):  # an upgrade request never finished: a turn held for 1 s each
+                sock = socket.create_connection(("127.0.0.1", hub.edge_port))
+                stack.enter_context(sock).sendall(b"GET / HTTP/1.1\r\n")
+            late = upgrading(hub, stack)
+            late.settimeout(15)
+            try:
+                got = late.recv(4096)
+            except ConnectionResetError:  # closed with its request unread
+                got = b""
+            assert got == b"", f"served after waiting past three time-outs: {got[:40]!r}"
+            wait_for(
+                lambda: edge_counters(hub)["handshakeTimeouts"] == 7,
+                5,
+                "every connection to be counted as timed out",
+            )
+    finally:
+        hub.kill()
