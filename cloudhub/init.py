@@ -30,7 +30,8 @@ from edgeward.errors import ConfigError, SchemaTooNew
 DEFAULT_CONFIG = "/etc/edgeward/cloudhub.yaml"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also rendered as the manual page (packaging/deb/manpage.py)."""
     parser = argparse.ArgumentParser(
         prog="cloudhub init",
         description="Create the hub's CA (ECDSA P-256), a server certificate for the names "
@@ -58,7 +59,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="ADDR",
         help="an IP address the hub is reached at; repeat for more (127.0.0.1 is included)",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str]) -> int:

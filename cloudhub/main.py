@@ -75,7 +75,8 @@ FLAGS = (
 COMPACT_INTERVAL = 60.0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also rendered as the manual page (packaging/deb/manpage.py)."""
     parser = argparse.ArgumentParser(
         prog="cloudhub",
         description="The Edgeward hub: holds the fleet's desired state, serves the REST API "
@@ -106,7 +107,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "on upgrade, with the service stopped",
     )
     parser.add_argument("--version", action="version", version=f"cloudhub {edgeward.__version__}")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> HubConfig:

@@ -49,7 +49,8 @@ FLAGS = ("data_dir", "status_interval", "log_level")
 DEFERRED_IMPORTS = ("importlib.metadata", "urllib.request")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also rendered as the manual page (packaging/deb/manpage.py)."""
     parser = argparse.ArgumentParser(
         prog="edgecore",
         description="The Edgeward edge daemon: keeps a local cache of the desired state bound "
@@ -119,7 +120,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "runs it on upgrade, with the service stopped",
     )
     parser.add_argument("--version", action="version", version=f"edgecore {edgeward.__version__}")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> EdgeConfig:

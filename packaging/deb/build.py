@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import importlib
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from manpage import Section, render
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -174,10 +177,12 @@ def build(package: Package, arch: str, version: str, out: Path) -> Path:
             bundle(package, arch, python, lib / f"python{python}")
         share_common(lib)
         strip(lib, arch)
+        drop_shebangs(lib)
         write_launchers(package, root)
         write_unit(package, root)
         conffiles = write_conffiles(package, root)
         write_docs(package, root, version)
+        write_manpage(package, root, version)
         control = root / "DEBIAN"
         control.mkdir()
         write_maintainer_scripts(package, control)
@@ -401,6 +406,70 @@ def write_docs(package: Package, root: Path, version: str) -> None:
         f" -- {MAINTAINER}  {date}\n"
     )
     gzipped(docs / "changelog.Debian.gz", changelog.encode())
+    overrides = root / "usr" / "share" / "lintian" / "overrides"
+    overrides.mkdir(parents=True)
+    (overrides / package.name).write_text(
+        "# Built from our own tree for our users, not uploaded to Debian: no ITP bug to close.\n"
+        f"{package.name}: initial-upload-closes-no-bugs\n"
+    )
+
+
+#: What each daemon's manual page says beyond its --help: (summary, files, more sections).
+MANUAL = {
+    "edgecore": (
+        "the Edgeward edge daemon",
+        (
+            ("/etc/edgeward/edgecore.yaml", "the configuration, written by edgeward join; "
+             "edgecore --print-default-config shows every setting with its default"),
+            ("/var/lib/edgeward/edge", "the cache and outbox (edge.db) and the node's key "
+             "and certificate (pki/)"),
+            ("edgecore.service", "the systemd unit; journalctl -u edgecore has its log"),
+        ),
+    ),
+    "cloudhub": (
+        "the Edgeward hub",
+        (
+            ("/etc/edgeward/cloudhub.yaml", "the configuration (a conffile), every setting "
+             "commented out at its default"),
+            ("/var/lib/edgeward/hub", "the database (hub.db, unless a PostgreSQL URL is "
+             "set), the CA and server certificate (pki/), admin.yaml and audit.log"),
+            ("cloudhub.service", "the systemd unit; journalctl -u cloudhub has its log"),
+        ),
+    ),
+}  # fmt: skip
+
+
+def write_manpage(package: Package, root: Path, version: str) -> None:
+    """The daemon's manual page, in section 8, from its command line (manpage.py)."""
+    daemon = package.daemon
+    summary, files = MANUAL[daemon]
+    extra = []
+    if daemon == "cloudhub":
+        init = importlib.import_module("cloudhub.init").build_parser()
+        extra.append(Section("cloudhub init", (init.description or "",), parser=init))
+    extra += [
+        Section("Files", entries=files),
+        Section(
+            "See also",
+            (
+                "edgeward --help: the command line tool, in this package too. "
+                f"/usr/share/doc/{package.name}/README.Debian: how the package is laid out "
+                "and how a gateway joins a hub.",
+            ),
+        ),
+    ]
+    page = render(
+        importlib.import_module(f"{daemon}.main").build_parser(),
+        name=daemon,
+        section=8,
+        summary=summary,
+        version=version.rsplit("-", 1)[0],
+        date=time.strftime("%Y-%m-%d", time.gmtime(source_date())),
+        extra=extra,
+    )
+    man = root / "usr" / "share" / "man" / "man8"
+    man.mkdir(parents=True)
+    gzipped(man / f"{daemon}.8.gz", page.encode())
 
 
 def gzipped(path: Path, data: bytes) -> None:
@@ -464,6 +533,21 @@ def write_control(package: Package, arch: str, version: str, root: Path, control
     text = "".join(f"{key}: {value}\n" for key, value in fields.items() if value)
     body = "\n".join(f" {line}" if line else " ." for line in package.description.splitlines())
     (control / "control").write_text(f"{text}Description: {package.summary}\n{body}\n")
+
+
+def drop_shebangs(lib: Path) -> None:
+    """Blank the ``#!`` line of bundled modules (prometheus_client has a few): they are not
+    executable here, and lintian takes the line for a script's interpreter. The line stays,
+    empty, so tracebacks keep their line numbers."""
+    for path in lib.rglob("*.py"):
+        if "bin" in path.relative_to(lib).parts or path.is_symlink():
+            continue
+        with path.open("rb") as f:
+            if f.read(2) != b"#!":
+                continue
+        data = path.read_bytes()
+        end = data.find(b"\n")
+        path.write_bytes(data[end:] if end >= 0 else b"")
 
 
 def normalise(root: Path) -> None:
