@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -150,11 +151,19 @@ def test_a_connection_that_waits_too_long_for_its_turn_is_dropped(tmp_path: Path
     staller before it."""
     hub = Hub(tmp_path / "hub", "--edge-handshake-limit", "1", "--edge-handshake-timeout", "1")
     hub.start()
+
+    def staller(stack: ExitStack) -> None:  # an upgrade never finished: holds a turn 1 s
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", hub.edge_port)))
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+
     try:
         with ExitStack() as stack:
-            for _ in range(6):  # an upgrade request never finished: a turn held for 1 s each
-                sock = socket.create_connection(("127.0.0.1", hub.edge_port))
-                stack.enter_context(sock).sendall(b"GET / HTTP/1.1\r\n")
+            for _ in range(3):  # their turns end at about 1, 2 and 3 s
+                staller(stack)
+            time.sleep(0.5)
+            # queued until 3.5 s: when the third turn ends this one is still waiting ahead
+            # of the latecomer, and takes the turn past the latecomer's 3 s in the queue
+            staller(stack)
             late = upgrading(hub, stack)
             late.settimeout(15)
             try:
@@ -163,7 +172,7 @@ def test_a_connection_that_waits_too_long_for_its_turn_is_dropped(tmp_path: Path
                 got = b""
             assert got == b"", f"served after waiting past three time-outs: {got[:40]!r}"
             wait_for(
-                lambda: edge_counters(hub)["handshakeTimeouts"] == 7,
+                lambda: edge_counters(hub)["handshakeTimeouts"] == 5,
                 5,
                 "every connection to be counted as timed out",
             )
