@@ -15,19 +15,13 @@ import argparse
 import sys
 import time
 
-import psutil
-
 from bench import drain
+from bench.procs import cpu_seconds
 from bench.stack import Stack, edge_stack
 from edgeward.protocol import TOPIC_TWIN_REPORTED
 
 #: Seconds after a drain for the last history merge (every second) to be counted.
 MERGE_WAIT = 1.2
-
-
-def _cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def _drain(stack: Stack, history: bool, hub_flags: list[str], rows: int) -> tuple[float, float]:
@@ -38,10 +32,10 @@ def _drain(stack: Stack, history: bool, hub_flags: list[str], rows: int) -> tupl
     time.sleep(1)
     stack.edge.stop()
     assert stack.hub.proc is not None
-    before = _cpu(stack.hub.proc.pid)
+    before = cpu_seconds(stack.hub.proc.pid)
     rate, _ = drain.drain_rows(stack, TOPIC_TWIN_REPORTED, rows, 600)
     time.sleep(MERGE_WAIT)
-    return rate, (_cpu(stack.hub.proc.pid) - before) / rows * 1e6
+    return rate, (cpu_seconds(stack.hub.proc.pid) - before) / rows * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:

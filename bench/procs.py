@@ -192,6 +192,12 @@ def rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time ``pid`` has used so far, user and system, in seconds."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def cpu_share(pid: int, seconds: float) -> float:
     """CPU used by ``pid`` over a window, as a share of one core (1.0 = one core busy)."""
     proc = psutil.Process(pid)

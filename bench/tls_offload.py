@@ -25,10 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
 from bench.fleet import Fleet, FleetConfig
-from bench.procs import INSECURE_ENV, BenchHub, raise_nofile, rss, workdir
+from bench.procs import INSECURE_ENV, BenchHub, cpu_seconds, raise_nofile, rss, workdir
 from edgeward.brokers import free_port
 
 WINDOW = 240.0
@@ -79,15 +77,10 @@ def _haproxy_config(pki: Path, pem: Path, port: int, hub_edge: str, nodes: int) 
     return "\n".join(lines) + "\n"
 
 
-def _cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def _fleet_cpu(fleet: Fleet) -> float:
     """CPU seconds of the simulator's processes: the clients' side of every handshake
     runs on the same cores as the hub's."""
-    return sum(_cpu(pid) for pid in fleet.pids())
+    return sum(cpu_seconds(pid) for pid in fleet.pids())
 
 
 def run(mode: str, nodes: int) -> None:
@@ -154,16 +147,16 @@ def _measure(
     if proxy:
         line += f", HAProxy {(rss(proxy.pid) - proxy_before) / reached / KIB:.1f} KiB"
     print(line, flush=True)
-    proxy_cpu = _cpu(proxy.pid) if proxy else 0.0
+    proxy_cpu = cpu_seconds(proxy.pid) if proxy else 0.0
     fleet_cpu = _fleet_cpu(fleet)
     killed = time.monotonic()
     hub.restart(kill=True)
     back = fleet.wait(lambda _s: fleet.welcomed_since(killed) >= reached, WINDOW)
     took = (back - killed) if back is not None else float("nan")
     line = (f"{mode}: all back {took:.1f} s after kill -9; CPU per node over it: "
-            f"hub {_cpu(hub.pid) / reached * 1000:.2f} ms")  # fmt: skip
+            f"hub {cpu_seconds(hub.pid) / reached * 1000:.2f} ms")  # fmt: skip
     if proxy:
-        line += f", HAProxy {(_cpu(proxy.pid) - proxy_cpu) / reached * 1000:.2f} ms"
+        line += f", HAProxy {(cpu_seconds(proxy.pid) - proxy_cpu) / reached * 1000:.2f} ms"
     line += f", simulated nodes {(_fleet_cpu(fleet) - fleet_cpu) / reached * 1000:.2f} ms"
     print(line, flush=True)
 
